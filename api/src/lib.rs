@@ -1,0 +1,11 @@
+//! HTTP conventions shared by the command and query routes: RFC 9457 problem+json errors with a
+//! stable `code`, JSON and path extractors whose rejections use that format, request ids, and
+//! the consistency-position header.
+
+mod error;
+mod extract;
+mod request_id;
+
+pub use error::{ApiError, Code, render_problems};
+pub use extract::{AppJson, AppPath, AppQuery, ConsistencyPosition};
+pub use request_id::{REQUEST_ID_HEADER, RequestId, request_id_layer};

@@ -1,0 +1,41 @@
+//! The write side: pure aggregates (decide/apply), the command execution loop with optimistic
+//! concurrency, and the HTTP command routes.
+
+pub mod execute;
+pub mod license;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use keyledger_events::EventStore;
+
+/// The current time, injectable so tests can move it.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+/// Largest command body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct CommandState {
+    pub store: Arc<dyn EventStore>,
+    /// For the inline validation table.
+    pub pool: Pool,
+    pub clock: Clock,
+}
+
+pub fn router(state: CommandState) -> Router {
+    Router::new()
+        .route("/v1/licenses", post(license::issue::handle))
+        .route("/v1/licenses/validate", post(license::validate::handle))
+        .route("/v1/licenses/{id}/revoke", post(license::revoke::handle))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}

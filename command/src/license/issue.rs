@@ -1,0 +1,168 @@
+//! `POST /v1/licenses`: issue a license. The key is in this response and nowhere else.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Duration, Utc};
+use keyledger_api::{ApiError, AppJson, RequestId};
+use keyledger_events::license::{Tier, license_stream};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::aggregate::{IssueLicense, License, LicenseCommand};
+use super::key::LicenseKey;
+use super::request_metadata;
+use crate::CommandState;
+use crate::execute::execute;
+
+const DEFAULT_VALID_DAYS: u32 = 365;
+const MAX_VALID_DAYS: u32 = 36_500;
+const MAX_OWNER_CHARS: usize = 256;
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    pub owner: String,
+    pub tier: Tier,
+    #[serde(default)]
+    pub valid_days: Option<u32>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IssueResponse {
+    pub license_id: Uuid,
+    pub key: String,
+    pub key_prefix: String,
+    pub owner: String,
+    pub tier: Tier,
+    pub status: &'static str,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub position: i64,
+}
+
+/// A license owner: trimmed, 1..=256 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner(String);
+
+impl Owner {
+    pub fn parse(text: &str) -> Result<Owner, ApiError> {
+        let trimmed = text.trim();
+        if trimmed.is_empty() {
+            return Err(ApiError::invalid_field("owner", "must not be empty"));
+        }
+        if trimmed.chars().count() > MAX_OWNER_CHARS {
+            return Err(ApiError::invalid_field(
+                "owner",
+                format!("must be at most {MAX_OWNER_CHARS} characters"),
+            ));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(ApiError::invalid_field(
+                "owner",
+                "must not contain control characters",
+            ));
+        }
+        Ok(Owner(trimmed.to_owned()))
+    }
+}
+
+/// Optional client metadata: a JSON object of at most 16 KiB.
+pub fn parse_metadata(value: Option<Value>) -> Result<Value, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
+        Some(Value::Object(map)) => {
+            let size = serde_json::to_vec(&map)
+                .map(|v| v.len())
+                .unwrap_or(usize::MAX);
+            if size > MAX_METADATA_BYTES {
+                return Err(ApiError::invalid_field(
+                    "metadata",
+                    format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+                ));
+            }
+            Ok(Value::Object(map))
+        }
+        Some(_) => Err(ApiError::invalid_field("metadata", "must be a JSON object")),
+    }
+}
+
+fn expiry(request: &IssueRequest, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    match (request.valid_days, request.expires_at) {
+        (Some(_), Some(_)) => Err(ApiError::invalid_field(
+            "expires_at",
+            "give either valid_days or expires_at, not both",
+        )),
+        (None, Some(at)) if at <= now => Err(ApiError::invalid_field(
+            "expires_at",
+            "must be in the future",
+        )),
+        (None, Some(at)) if at > now + Duration::days(i64::from(MAX_VALID_DAYS)) => Err(
+            ApiError::invalid_field("expires_at", "must be within 100 years"),
+        ),
+        (None, Some(at)) => Ok(at),
+        (days, None) => {
+            let days = days.unwrap_or(DEFAULT_VALID_DAYS);
+            if !(1..=MAX_VALID_DAYS).contains(&days) {
+                return Err(ApiError::invalid_field(
+                    "valid_days",
+                    format!("must be between 1 and {MAX_VALID_DAYS}"),
+                ));
+            }
+            Ok(now + Duration::days(i64::from(days)))
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(license.id))]
+pub async fn handle(
+    State(state): State<CommandState>,
+    request_id: RequestId,
+    AppJson(request): AppJson<IssueRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let now = keyledger_events::chain::to_micros((state.clock)());
+    let owner = Owner::parse(&request.owner)?;
+    let expires_at = expiry(&request, now)?;
+    let metadata = parse_metadata(request.metadata)?;
+    let key = LicenseKey::generate().map_err(ApiError::internal)?;
+    let license_id = Uuid::new_v4();
+    tracing::Span::current().record("license.id", tracing::field::display(license_id));
+    let command = LicenseCommand::Issue(IssueLicense {
+        license_id,
+        key_hash: key.hash(),
+        key_prefix: key.display_prefix(),
+        owner: owner.0.clone(),
+        tier: request.tier,
+        issued_at: now,
+        expires_at,
+        metadata,
+    });
+    let (_, outcome) = execute::<License>(
+        state.store.as_ref(),
+        &license_stream(license_id),
+        &command,
+        &request_metadata(&request_id),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(IssueResponse {
+            license_id,
+            key_prefix: key.display_prefix(),
+            key: key.expose().to_owned(),
+            owner: owner.0,
+            tier: request.tier,
+            status: "active",
+            issued_at: now,
+            expires_at,
+            position: outcome.position,
+        }),
+    ))
+}

@@ -1,0 +1,58 @@
+//! The license aggregate and its command routes.
+
+pub mod aggregate;
+pub mod issue;
+pub mod key;
+pub mod revoke;
+pub mod validate;
+
+use axum::http::StatusCode;
+use keyledger_api::{ApiError, Code, RequestId};
+use keyledger_events::{Metadata, StoreError};
+
+use crate::execute::CommandError;
+use aggregate::LicenseError;
+
+impl From<CommandError<LicenseError>> for ApiError {
+    fn from(error: CommandError<LicenseError>) -> Self {
+        match error {
+            CommandError::Domain(LicenseError::NotFound) => {
+                ApiError::not_found(Code::ResLicenseNotFound, "no license has this id")
+            }
+            CommandError::Domain(LicenseError::AlreadyRevoked) => ApiError::conflict(
+                Code::BizLicenseRevoked,
+                "the license is revoked; revoked is final",
+            ),
+            CommandError::Domain(LicenseError::AlreadyIssued) => ApiError::conflict(
+                Code::BizLicenseExists,
+                "a license with this id already exists",
+            ),
+            CommandError::Conflict(cause) => ApiError {
+                internal: Some(cause.to_string()),
+                ..ApiError::new(
+                    StatusCode::CONFLICT,
+                    Code::BizConcurrencyConflict,
+                    "the license kept changing while this command ran; retry it",
+                )
+            },
+            CommandError::Store(cause) => store_error(cause),
+        }
+    }
+}
+
+pub(crate) fn store_error(error: StoreError) -> ApiError {
+    match error {
+        StoreError::Unavailable(_) => ApiError::unavailable(error),
+        other => ApiError::internal(other),
+    }
+}
+
+/// Metadata of the events an API request causes.
+pub(crate) fn request_metadata(request_id: &RequestId) -> Metadata {
+    Metadata {
+        correlation_id: Some(request_id.0.clone()),
+        causation_id: None,
+        actor: Some("api".into()),
+        idempotency_key: None,
+    }
+}

@@ -1,0 +1,66 @@
+//! `POST /v1/licenses/{id}/revoke`: revoke a license for good.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use chrono::{DateTime, Utc};
+use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
+use keyledger_events::license::license_stream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::aggregate::{License, LicenseCommand};
+use super::request_metadata;
+use crate::CommandState;
+use crate::execute::execute;
+
+const MAX_REASON_CHARS: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RevokeResponse {
+    pub license_id: Uuid,
+    pub status: &'static str,
+    pub revoked_at: DateTime<Utc>,
+    pub position: i64,
+}
+
+#[tracing::instrument(skip_all, fields(license.id = %license_id))]
+pub async fn handle(
+    State(state): State<CommandState>,
+    request_id: RequestId,
+    AppPath(license_id): AppPath<Uuid>,
+    AppJson(request): AppJson<RevokeRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        return Err(ApiError::invalid_field(
+            "reason",
+            format!("must be 1 to {MAX_REASON_CHARS} characters"),
+        ));
+    }
+    let revoked_at = keyledger_events::chain::to_micros((state.clock)());
+    let command = LicenseCommand::Revoke {
+        license_id,
+        reason: reason.to_owned(),
+        revoked_at,
+    };
+    let (_, outcome) = execute::<License>(
+        state.store.as_ref(),
+        &license_stream(license_id),
+        &command,
+        &request_metadata(&request_id),
+    )
+    .await?;
+    Ok(Json(RevokeResponse {
+        license_id,
+        status: "revoked",
+        revoked_at,
+        position: outcome.position,
+    }))
+}

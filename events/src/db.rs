@@ -1,0 +1,107 @@
+//! Connecting to PostgreSQL: the pool, creating the database if missing, and migrations.
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::{Config, NoTls};
+
+mod embedded {
+    refinery::embed_migrations!("../migrations");
+}
+
+/// Builds a pool of `size` connections to `url`.
+pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
+    let config: Config = url.parse().context("Failed to parse the database URL")?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .build()
+        .context("Failed to build the connection pool")
+}
+
+/// Creates the database named in `url` when it does not exist yet, connecting to the
+/// server's `postgres` database to do so.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let config: Config = url.parse().context("Failed to parse the database URL")?;
+    let Some(name) = config.get_dbname().map(str::to_owned) else {
+        return Ok(());
+    };
+    if try_connect(&config).await.is_ok() {
+        return Ok(());
+    }
+    let mut admin = config.clone();
+    admin.dbname("postgres");
+    let (client, connection) = admin
+        .connect(NoTls)
+        .await
+        .context("Failed to connect to the `postgres` database to create the service's database")?;
+    let driver = tokio::spawn(connection);
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .context("Failed to look up the database")?
+        .is_some();
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match client.batch_execute(&sql).await {
+            Ok(()) => tracing::info!(database = %name, "created the database"),
+            // Another process created it in the meantime.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+            Err(e) => return Err(e).context("Failed to create the database"),
+        }
+    }
+    drop(client);
+    driver.abort();
+    Ok(())
+}
+
+async fn try_connect(config: &Config) -> Result<(), tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    drop(client);
+    let _ = driver.await;
+    Ok(())
+}
+
+/// Applies the forward-only migrations in `migrations/`.
+pub async fn migrate(url: &str) -> anyhow::Result<()> {
+    let config: Config = url.parse().context("Failed to parse the database URL")?;
+    let (mut client, connection) = config
+        .connect(NoTls)
+        .await
+        .context("Failed to connect to PostgreSQL to migrate")?;
+    let driver = tokio::spawn(connection);
+    // Two processes starting at once: the advisory lock lets one migrate while the other waits.
+    client
+        .batch_execute("SELECT pg_advisory_lock(7180351244719271936)")
+        .await
+        .context("Failed to take the migration lock")?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .context("Failed to apply migrations");
+    let _ = client
+        .batch_execute("SELECT pg_advisory_unlock(7180351244719271936)")
+        .await;
+    let report = report?;
+    for migration in report.applied_migrations() {
+        tracing::info!(migration = %migration, "applied migration");
+    }
+    drop(client);
+    driver.abort();
+    Ok(())
+}
+
+/// The names of the embedded migrations, in order (used to key test template databases).
+pub fn migration_names() -> Vec<String> {
+    embedded::migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| format!("{m}:{}", m.checksum()))
+        .collect()
+}

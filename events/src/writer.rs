@@ -1,0 +1,368 @@
+//! Group commit: one writer task per process turns the appends of concurrent commands into one
+//! transaction under the global append lock.
+//!
+//! The task takes every append waiting in its queue (up to `max_batch_events` events), takes
+//! `pg_advisory_xact_lock`, reads the log's head and the streams' versions, accepts the appends
+//! whose expected version still holds, inserts them with one statement, runs the inline
+//! projections, commits, and only then answers each caller. Positions are given out under the
+//! lock, so they are gap-free and commit order equals position order. A conflicting append
+//! fails alone; an append that makes the batch's transaction fail is retried on its own so it
+//! cannot take the others down with it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::chain::{self, ChainInput};
+use crate::envelope::Envelope;
+use crate::notifier::Notifier;
+use crate::projection::Projection;
+use crate::store::{AppendOutcome, Pending, StoreError, WriterConfig};
+
+/// Key of the transaction-scoped advisory lock that serializes appends (per database).
+pub const APPEND_LOCK_KEY: i64 = 0x6B65_796C_6564_6731; // "keyledg1"
+
+const HEAD_AND_VERSIONS: &str = "SELECT \
+      (SELECT position FROM events ORDER BY position DESC LIMIT 1), \
+      (SELECT hash FROM events ORDER BY position DESC LIMIT 1), \
+      ARRAY(SELECT coalesce((SELECT max(e.version) FROM events e WHERE e.stream_id = s.id), 0) \
+            FROM unnest($1::text[]) WITH ORDINALITY AS s(id, n) ORDER BY s.n)";
+
+const INSERT_EVENTS: &str = "INSERT INTO events \
+      (position, event_id, stream_id, version, event_type, schema_version, data, metadata, \
+       recorded_at, hash) \
+      SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], \
+                           $6::int[], $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::bytea[])";
+
+pub(crate) async fn run(
+    pool: Pool,
+    config: WriterConfig,
+    inline: Vec<Arc<dyn Projection>>,
+    notifier: Notifier,
+    mut queue: mpsc::Receiver<Pending>,
+) {
+    let writer = Writer {
+        pool,
+        config,
+        inline,
+        notifier,
+    };
+    while let Some(first) = queue.recv().await {
+        let mut events = first.request.events.len();
+        let mut batch = vec![first];
+        while events < writer.config.max_batch_events {
+            match queue.try_recv() {
+                Ok(next) => {
+                    events += next.request.events.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        writer.commit_and_answer(batch).await;
+    }
+    tracing::info!("append writer stopped: every store handle was dropped");
+}
+
+struct Writer {
+    pool: Pool,
+    config: WriterConfig,
+    inline: Vec<Arc<dyn Projection>>,
+    notifier: Notifier,
+}
+
+impl Writer {
+    async fn commit_and_answer(&self, batch: Vec<Pending>) {
+        let size = batch.len();
+        match self.commit(&batch).await {
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = pending.reply.send(outcome);
+                }
+            }
+            Err(error @ (BatchError::Statement(_) | BatchError::Duplicate(_))) if size > 1 => {
+                // One append broke the transaction: isolate it by committing each alone.
+                tracing::warn!(error = %error, batch.size = size, "append batch failed; retrying its appends one by one");
+                for pending in batch {
+                    let outcome = match self.commit(std::slice::from_ref(&pending)).await {
+                        Ok(mut outcomes) => outcomes.pop().unwrap_or_else(|| {
+                            Err(StoreError::Unavailable("empty append result".into()))
+                        }),
+                        Err(e) => Err(e.into_store_error()),
+                    };
+                    let _ = pending.reply.send(outcome);
+                }
+            }
+            Err(error) => {
+                let error = error.into_store_error();
+                tracing::error!(error = %error, batch.size = size, "append batch failed");
+                for pending in batch {
+                    let _ = pending.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Commits the acceptable appends of `batch` in one transaction; returns each one's outcome.
+    async fn commit(
+        &self,
+        batch: &[Pending],
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, BatchError> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| BatchError::Connection(e.to_string()))?;
+        let started = Instant::now();
+        let tx = client.transaction().await.map_err(BatchError::from_pg)?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = 10000; \
+             SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})",
+            self.config.lock_timeout_ms
+        ))
+        .await
+        .map_err(BatchError::from_pg)?;
+        let locked = Instant::now();
+        metrics::histogram!("keyledger_append_lock_wait_seconds")
+            .record(locked.duration_since(started).as_secs_f64());
+
+        let stream_ids: Vec<&str> = batch.iter().map(|p| p.request.stream_id.as_str()).collect();
+        let head = tx
+            .prepare_cached(HEAD_AND_VERSIONS)
+            .await
+            .map_err(BatchError::from_pg)?;
+        let row = tx
+            .query_one(&head, &[&stream_ids])
+            .await
+            .map_err(BatchError::from_pg)?;
+        let mut position: i64 = row
+            .try_get::<_, Option<i64>>(0)
+            .map_err(BatchError::from_pg)?
+            .unwrap_or(0);
+        let mut previous: Vec<u8> = row
+            .try_get::<_, Option<Vec<u8>>>(1)
+            .map_err(BatchError::from_pg)?
+            .unwrap_or_else(|| chain::GENESIS.to_vec());
+        let versions: Vec<i64> = row.try_get(2).map_err(BatchError::from_pg)?;
+        let mut current: HashMap<&str, i64> = HashMap::with_capacity(batch.len());
+        for (stream_id, version) in stream_ids.iter().zip(versions) {
+            current.entry(stream_id).or_insert(version);
+        }
+
+        let recorded_at = chain::to_micros(Utc::now());
+        let mut rows = Rows::default();
+        let mut accepted: Vec<Envelope> = Vec::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for pending in batch {
+            let request = &pending.request;
+            let version = current
+                .get(request.stream_id.as_str())
+                .copied()
+                .unwrap_or(0);
+            if !request.expected.accepts(version) {
+                outcomes.push(Err(StoreError::Conflict {
+                    stream_id: request.stream_id.clone(),
+                    expected: request.expected,
+                    actual: version,
+                }));
+                continue;
+            }
+            let metadata = request.metadata.to_value();
+            let mut version = version;
+            for event in &request.events {
+                position += 1;
+                version += 1;
+                let hash = chain::event_hash(
+                    &previous,
+                    &ChainInput {
+                        position,
+                        event_id: event.event_id,
+                        stream_id: &request.stream_id,
+                        version,
+                        event_type: event.event_type,
+                        schema_version: event.schema_version,
+                        data: &event.data,
+                        metadata: &metadata,
+                        recorded_at,
+                    },
+                );
+                previous = hash.to_vec();
+                rows.push(
+                    position,
+                    event.event_id,
+                    &request.stream_id,
+                    version,
+                    event,
+                    &metadata,
+                    recorded_at,
+                    hash.to_vec(),
+                );
+                accepted.push(Envelope {
+                    position,
+                    event_id: event.event_id,
+                    stream_id: request.stream_id.clone(),
+                    version,
+                    event_type: event.event_type.to_owned(),
+                    schema_version: event.schema_version,
+                    data: event.data.clone(),
+                    metadata: metadata.clone(),
+                    recorded_at,
+                    hash: hash.to_vec(),
+                });
+            }
+            current.insert(request.stream_id.as_str(), version);
+            outcomes.push(Ok(AppendOutcome { position, version }));
+        }
+
+        if accepted.is_empty() {
+            tx.rollback().await.map_err(BatchError::from_pg)?;
+            return Ok(outcomes);
+        }
+
+        let insert = tx
+            .prepare_cached(INSERT_EVENTS)
+            .await
+            .map_err(BatchError::from_pg)?;
+        tx.execute(
+            &insert,
+            &[
+                &rows.positions,
+                &rows.event_ids,
+                &rows.stream_ids,
+                &rows.versions,
+                &rows.event_types,
+                &rows.schema_versions,
+                &rows.data,
+                &rows.metadata,
+                &rows.recorded_at,
+                &rows.hashes,
+            ],
+        )
+        .await
+        .map_err(BatchError::from_insert)?;
+        for projection in &self.inline {
+            projection.apply(&tx, &accepted).await.map_err(|e| {
+                BatchError::Statement(format!("inline projection {}: {e}", projection.name()))
+            })?;
+        }
+        tx.execute(
+            "SELECT pg_notify('keyledger_events', $1)",
+            &[&position.to_string()],
+        )
+        .await
+        .map_err(BatchError::from_pg)?;
+        tx.commit().await.map_err(BatchError::from_pg)?;
+
+        let commands = outcomes.iter().filter(|o| o.is_ok()).count();
+        metrics::histogram!("keyledger_append_batch_events").record(accepted.len() as f64);
+        metrics::histogram!("keyledger_append_batch_commands").record(commands as f64);
+        metrics::histogram!("keyledger_append_commit_seconds")
+            .record(locked.elapsed().as_secs_f64());
+        tracing::debug!(
+            batch.events = accepted.len(),
+            batch.commands = commands,
+            position,
+            "append batch committed"
+        );
+        self.notifier.advance(position);
+        Ok(outcomes)
+    }
+}
+
+#[derive(Default)]
+struct Rows {
+    positions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    stream_ids: Vec<String>,
+    versions: Vec<i64>,
+    event_types: Vec<&'static str>,
+    schema_versions: Vec<i32>,
+    data: Vec<Value>,
+    metadata: Vec<Value>,
+    recorded_at: Vec<chrono::DateTime<Utc>>,
+    hashes: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one argument per column of the row"
+    )]
+    fn push(
+        &mut self,
+        position: i64,
+        event_id: Uuid,
+        stream_id: &str,
+        version: i64,
+        event: &crate::envelope::NewEvent,
+        metadata: &Value,
+        recorded_at: chrono::DateTime<Utc>,
+        hash: Vec<u8>,
+    ) {
+        self.positions.push(position);
+        self.event_ids.push(event_id);
+        self.stream_ids.push(stream_id.to_owned());
+        self.versions.push(version);
+        self.event_types.push(event.event_type);
+        self.schema_versions.push(event.schema_version);
+        self.data.push(event.data.clone());
+        self.metadata.push(metadata.clone());
+        self.recorded_at.push(recorded_at);
+        self.hashes.push(hash);
+    }
+}
+
+enum BatchError {
+    /// The connection or the server failed: every append in the batch gets the error.
+    Connection(String),
+    /// A statement was refused (e.g. a constraint): retry the appends one by one.
+    Statement(String),
+    Duplicate(Uuid),
+}
+
+impl BatchError {
+    fn from_pg(error: tokio_postgres::Error) -> Self {
+        if error.is_closed() || error.as_db_error().is_none() {
+            BatchError::Connection(error.to_string())
+        } else {
+            BatchError::Statement(error.to_string())
+        }
+    }
+
+    fn from_insert(error: tokio_postgres::Error) -> Self {
+        if let Some(db) = error.as_db_error()
+            && db.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some("events_event_id_key")
+            && let Some(id) = db
+                .detail()
+                .and_then(|d| d.split('(').nth(2))
+                .and_then(|d| d.split(')').next())
+                .and_then(|d| Uuid::parse_str(d).ok())
+        {
+            return BatchError::Duplicate(id);
+        }
+        BatchError::from_pg(error)
+    }
+
+    fn into_store_error(self) -> StoreError {
+        match self {
+            BatchError::Connection(e) | BatchError::Statement(e) => StoreError::Unavailable(e),
+            BatchError::Duplicate(id) => StoreError::DuplicateEvent(id),
+        }
+    }
+}
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BatchError::Connection(e) | BatchError::Statement(e) => f.write_str(e),
+            BatchError::Duplicate(id) => write!(f, "duplicate event id {id}"),
+        }
+    }
+}

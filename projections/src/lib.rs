@@ -1,0 +1,24 @@
+//! The read side's builders: the projector runtime (checkpoints, leases, wake-ups, rebuilds),
+//! consistency waits, and each projection of the log.
+
+pub mod consistency;
+pub mod license;
+pub mod rebuild;
+pub mod runtime;
+
+use std::sync::Arc;
+
+use keyledger_events::Projection;
+
+/// Projections applied inside the append transaction.
+pub fn inline() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(license::validation::LicenseValidation)]
+}
+
+/// Projections applied by projector workers after commit.
+pub fn asynchronous() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(license::licenses::Licenses),
+        Arc::new(license::usage::LicenseUsage),
+    ]
+}

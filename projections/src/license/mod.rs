@@ -1,0 +1,5 @@
+//! The license slice's projections.
+
+pub mod licenses;
+pub mod usage;
+pub mod validation;

@@ -1,0 +1,67 @@
+//! `license_usage`: every validation of a license, newest first by position.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use keyledger_events::license::UsageEvent;
+use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub struct LicenseUsage;
+
+pub const NAME: &str = "license_usage";
+
+#[async_trait]
+impl Projection for LicenseUsage {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["license_usage"]
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        let mut license_ids: Vec<Uuid> = Vec::new();
+        let mut positions: Vec<i64> = Vec::new();
+        let mut at: Vec<DateTime<Utc>> = Vec::new();
+        let mut codes: Vec<&'static str> = Vec::new();
+        let mut features: Vec<Option<String>> = Vec::new();
+        let mut metadata: Vec<Value> = Vec::new();
+        for envelope in events {
+            if let Some(UsageEvent::LicenseValidated(e)) = UsageEvent::decode(envelope)? {
+                license_ids.push(e.license_id);
+                positions.push(envelope.position);
+                at.push(e.validated_at);
+                codes.push(e.code.as_str());
+                features.push(e.feature);
+                metadata.push(e.metadata);
+            }
+        }
+        if license_ids.is_empty() {
+            return Ok(());
+        }
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO license_usage (license_id, position, validated_at, code, feature, metadata) \
+                 SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::text[], \
+                                      $5::text[], $6::jsonb[])",
+            )
+            .await?;
+        tx.execute(
+            &statement,
+            &[&license_ids, &positions, &at, &codes, &features, &metadata],
+        )
+        .await?;
+        Ok(())
+    }
+}

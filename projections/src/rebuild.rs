@@ -1,0 +1,99 @@
+//! Rebuilding a projection without downtime.
+//!
+//! The projection is replayed from position 0 into empty copies of its tables in a shadow
+//! schema (its SQL is unqualified, so `search_path` points it there). A last transaction then
+//! blocks the projection's writers (the append lock for an inline projection, the checkpoint
+//! row for an asynchronous one), applies what arrived meanwhile, and swaps the tables in.
+//! Readers see the old tables until that commit and the new ones after it.
+
+use anyhow::Context;
+use deadpool_postgres::{Pool, Transaction};
+use keyledger_events::store::read_all_on;
+use keyledger_events::writer::APPEND_LOCK_KEY;
+use keyledger_events::{Notifier, Projection};
+
+const BATCH: i64 = 5_000;
+
+/// Rebuilds `projection` from position 0; returns the position it reached.
+pub async fn rebuild(
+    pool: &Pool,
+    projection: &dyn Projection,
+    inline: bool,
+    notifier: &Notifier,
+) -> anyhow::Result<i64> {
+    let name = projection.name();
+    let schema = format!("rebuild_{name}");
+    let mut client = pool.get().await.context("Failed to get a connection")?;
+    let mut ddl = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};");
+    for table in projection.tables() {
+        ddl.push_str(&format!(
+            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL);"
+        ));
+    }
+    client
+        .batch_execute(&ddl)
+        .await
+        .with_context(|| format!("Failed to create the shadow tables of {name}"))?;
+
+    // Catch up outside any lock, in batches.
+    let mut position = 0;
+    loop {
+        let tx = client.transaction().await?;
+        tx.batch_execute(&format!("SET LOCAL search_path = {schema}, public"))
+            .await?;
+        let applied = apply_after(&tx, projection, &mut position).await?;
+        tx.commit().await?;
+        if applied < BATCH as usize {
+            break;
+        }
+    }
+
+    // Swap under the lock that keeps the live projection from moving.
+    let tx = client.transaction().await?;
+    if inline {
+        tx.batch_execute(&format!("SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})"))
+            .await?;
+    } else {
+        tx.execute(
+            "SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE",
+            &[&name],
+        )
+        .await?;
+    }
+    tx.batch_execute(&format!("SET LOCAL search_path = {schema}, public"))
+        .await?;
+    while apply_after(&tx, projection, &mut position).await? > 0 {}
+    let mut swap = String::from("SET LOCAL search_path = public;");
+    for table in projection.tables() {
+        swap.push_str(&format!(
+            "DROP TABLE public.{table}; ALTER TABLE {schema}.{table} SET SCHEMA public;"
+        ));
+    }
+    swap.push_str(&format!("DROP SCHEMA {schema};"));
+    tx.batch_execute(&swap)
+        .await
+        .with_context(|| format!("Failed to swap in the rebuilt tables of {name}"))?;
+    tx.execute(
+        "INSERT INTO checkpoints (name, position, version) VALUES ($1, $2, $3) \
+         ON CONFLICT (name) DO UPDATE SET position = $2, version = $3, updated_at = now()",
+        &[&name, &position, &projection.version()],
+    )
+    .await?;
+    tx.commit().await?;
+    notifier.reset_checkpoint(name, position);
+    tracing::info!(projection = name, position, "projection rebuilt");
+    Ok(position)
+}
+
+async fn apply_after(
+    tx: &Transaction<'_>,
+    projection: &dyn Projection,
+    position: &mut i64,
+) -> anyhow::Result<usize> {
+    let events = read_all_on(tx, *position, BATCH).await?;
+    if let Some(last) = events.last() {
+        projection.apply(tx, &events).await?;
+        *position = last.position;
+    }
+    Ok(events.len())
+}

@@ -1,0 +1,81 @@
+//! The read side: HTTP query routes over the projections and the ordered log, with
+//! consistency-position waits.
+
+pub mod events;
+pub mod license;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use deadpool_postgres::Pool;
+use keyledger_api::{ApiError, Code};
+use keyledger_events::Notifier;
+use keyledger_projections::consistency::{WaitError, wait_for};
+
+#[derive(Clone)]
+pub struct QueryState {
+    /// Reads (a replica's pool when `READ_DATABASE_URL` is set).
+    pub pool: Pool,
+    pub notifier: Notifier,
+    /// Longest wait for `X-Consistency-Position`.
+    pub consistency_timeout: Duration,
+}
+
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/v1/licenses/{id}", get(license::get::handle))
+        .route("/v1/licenses/{id}/usage", get(license::usage::handle))
+        .route("/v1/events", get(events::all))
+        .route("/v1/streams/{stream_id}/events", get(events::stream))
+        .with_state(state)
+}
+
+impl QueryState {
+    /// Waits until `projections` have applied `position` (no wait without a position).
+    pub async fn consistent(
+        &self,
+        projections: &[&str],
+        position: Option<i64>,
+    ) -> Result<(), ApiError> {
+        let Some(position) = position else {
+            return Ok(());
+        };
+        wait_for(
+            &self.pool,
+            &self.notifier,
+            projections,
+            position,
+            self.consistency_timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            WaitError::TimedOut { .. } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Code::SysConsistencyTimeout,
+                    e.to_string(),
+                )
+            },
+            WaitError::Database(cause) => ApiError::unavailable(cause),
+        })
+    }
+
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, ApiError> {
+        self.pool.get().await.map_err(ApiError::unavailable)
+    }
+}
+
+/// `limit` with a default and a maximum.
+pub fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid_parameter(
+            "limit",
+            format!("must be between 1 and {max}"),
+        )),
+    }
+}

@@ -1,0 +1,72 @@
+//! `GET /v1/licenses/{id}`: the license as the `licenses` projection has it (never the key).
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use keyledger_api::{ApiError, AppPath, Code, ConsistencyPosition};
+use keyledger_projections::license::licenses;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::QueryState;
+
+#[derive(Debug, Serialize)]
+pub struct LicenseView {
+    pub license_id: Uuid,
+    pub key_prefix: String,
+    pub owner: String,
+    pub tier: String,
+    pub status: String,
+    pub metadata: Value,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoke_reason: Option<String>,
+    pub position: i64,
+}
+
+pub async fn find(
+    client: &impl GenericClient,
+    license_id: Uuid,
+) -> Result<Option<LicenseView>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT license_id, key_prefix, owner, tier, status, metadata, issued_at, expires_at, \
+                    revoked_at, revoke_reason, position \
+             FROM licenses WHERE license_id = $1",
+        )
+        .await?;
+    let row = client.query_opt(&statement, &[&license_id]).await?;
+    row.map(|row| {
+        Ok(LicenseView {
+            license_id: row.try_get(0)?,
+            key_prefix: row.try_get(1)?,
+            owner: row.try_get(2)?,
+            tier: row.try_get(3)?,
+            status: row.try_get(4)?,
+            metadata: row.try_get(5)?,
+            issued_at: row.try_get(6)?,
+            expires_at: row.try_get(7)?,
+            revoked_at: row.try_get(8)?,
+            revoke_reason: row.try_get(9)?,
+            position: row.try_get(10)?,
+        })
+    })
+    .transpose()
+}
+
+pub async fn handle(
+    State(state): State<QueryState>,
+    ConsistencyPosition(position): ConsistencyPosition,
+    AppPath(license_id): AppPath<Uuid>,
+) -> Result<Json<LicenseView>, ApiError> {
+    state.consistent(&[licenses::NAME], position).await?;
+    let client = state.client().await?;
+    find(&client, license_id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(Code::ResLicenseNotFound, "no license has this id"))
+}

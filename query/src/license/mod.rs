@@ -1,0 +1,4 @@
+//! License queries.
+
+pub mod get;
+pub mod usage;

@@ -1,0 +1,104 @@
+//! `GET /v1/licenses/{id}/usage`: the license's validations, newest first, keyset-paginated.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
+use keyledger_projections::license::{licenses, usage};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::{QueryState, page_limit};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageParams {
+    pub limit: Option<i64>,
+    /// Opaque: the `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageItem {
+    pub position: i64,
+    pub validated_at: DateTime<Utc>,
+    pub code: String,
+    pub feature: Option<String>,
+    pub metadata: Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsagePage {
+    pub items: Vec<UsageItem>,
+    pub next_cursor: Option<String>,
+}
+
+pub async fn page(
+    client: &impl GenericClient,
+    license_id: Uuid,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<UsageItem>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT position, validated_at, code, feature, metadata FROM license_usage \
+             WHERE license_id = $1 AND position < $2 ORDER BY position DESC LIMIT $3",
+        )
+        .await?;
+    client
+        .query(&statement, &[&license_id, &before, &limit])
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(UsageItem {
+                position: row.try_get(0)?,
+                validated_at: row.try_get(1)?,
+                code: row.try_get(2)?,
+                feature: row.try_get(3)?,
+                metadata: row.try_get(4)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn handle(
+    State(state): State<QueryState>,
+    ConsistencyPosition(position): ConsistencyPosition,
+    AppPath(license_id): AppPath<Uuid>,
+    AppQuery(params): AppQuery<UsageParams>,
+) -> Result<Json<UsagePage>, ApiError> {
+    let limit = page_limit(params.limit, 100, 1000)?;
+    let before = match params.cursor.as_deref() {
+        None => i64::MAX,
+        Some(cursor) => cursor
+            .parse::<i64>()
+            .ok()
+            .filter(|c| *c > 0)
+            .ok_or_else(|| {
+                ApiError::invalid_parameter("cursor", "is not a cursor from this API")
+            })?,
+    };
+    state
+        .consistent(&[licenses::NAME, usage::NAME], position)
+        .await?;
+    let client = state.client().await?;
+    if super::get::find(&client, license_id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .is_none()
+    {
+        return Err(ApiError::not_found(
+            Code::ResLicenseNotFound,
+            "no license has this id",
+        ));
+    }
+    let items = page(&client, license_id, before, limit)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|i| i.position.to_string()))
+        .flatten();
+    Ok(Json(UsagePage { items, next_cursor }))
+}

@@ -1,0 +1,263 @@
+//! `keyledger serve`: starts the pieces a role needs with `tokio::spawn`, waits for the first
+//! to stop, and says why it stopped.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::Request;
+use deadpool_postgres::Pool;
+use keyledger_api::{ApiError, Code, REQUEST_ID_HEADER};
+use keyledger_command::{Clock, CommandState};
+use keyledger_events::relay::RelayConfig;
+use keyledger_events::{Notifier, PgEventStore, WriterConfig, db};
+use keyledger_projections::runtime::RuntimeConfig;
+use keyledger_query::QueryState;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{Role, ServeArgs};
+use crate::health::{self, HealthState};
+
+pub struct Application {
+    pub address: SocketAddr,
+    pub pool: Pool,
+    pub notifier: Notifier,
+    tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
+}
+
+/// The Prometheus recorder is process-wide; tests build many applications in one process.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+impl Application {
+    /// Migrates, binds, and spawns every piece of `args.role`.
+    pub async fn build(args: ServeArgs, clock: Clock) -> anyhow::Result<Application> {
+        let url = &args.database.database_url;
+        db::ensure_database(url).await?;
+        db::migrate(url).await?;
+        let pool = db::pool(url, args.database.db_pool_size)?;
+        let read_pool = match &args.read_database_url {
+            Some(read_url) => db::pool(read_url, args.database.db_pool_size)?,
+            None => pool.clone(),
+        };
+        let notifier = Notifier::default();
+        let runs = |role: Role| args.role == Role::All || args.role == role;
+        let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
+
+        tasks.push((
+            "notification listener",
+            tokio::spawn(forever(keyledger_events::notifier::listen(
+                url.clone(),
+                notifier.clone(),
+            ))),
+        ));
+
+        let inline = keyledger_projections::inline();
+        let projections = keyledger_projections::asynchronous();
+        keyledger_projections::runtime::prepare(&pool, &projections, &inline, &notifier).await?;
+
+        let nats = match &args.nats_url {
+            Some(nats_url) => Some(
+                async_nats_connect(nats_url)
+                    .await
+                    .context("Failed to set up the NATS client")?,
+            ),
+            None => None,
+        };
+        if nats.is_none() && runs(Role::Relay) {
+            tracing::warn!(
+                "NATS_URL is not set: events are not published to NATS; projectors and \
+                 consistency waits use the in-process notifier and PostgreSQL LISTEN/NOTIFY"
+            );
+        }
+
+        if runs(Role::Projector) {
+            tasks.push((
+                "projectors",
+                tokio::spawn(forever(keyledger_projections::runtime::run_until_stopped(
+                    pool.clone(),
+                    projections.clone(),
+                    notifier.clone(),
+                    RuntimeConfig::default(),
+                ))),
+            ));
+        }
+
+        let relay_config = RelayConfig {
+            stream: args.nats_stream.clone(),
+            subject_prefix: args.nats_subject_prefix.clone(),
+            ..RelayConfig::default()
+        };
+        if let (Some(client), true) = (&nats, runs(Role::Relay)) {
+            tasks.push((
+                "relay",
+                tokio::spawn(forever(keyledger_events::relay::run_until_stopped(
+                    pool.clone(),
+                    client.clone(),
+                    relay_config.clone(),
+                    notifier.clone(),
+                ))),
+            ));
+        }
+
+        let mut router = Router::new();
+        if runs(Role::Command) {
+            let (store, writer) = PgEventStore::start(
+                pool.clone(),
+                WriterConfig {
+                    max_batch_events: args.append_batch_max,
+                    ..WriterConfig::default()
+                },
+                inline.clone(),
+                notifier.clone(),
+            );
+            tasks.push((
+                "append writer",
+                tokio::spawn(async move {
+                    writer.await.context("the append writer panicked")?;
+                    anyhow::bail!("the append writer stopped")
+                }),
+            ));
+            router = router.merge(keyledger_command::router(CommandState {
+                store: Arc::new(store),
+                pool: pool.clone(),
+                clock,
+            }));
+        }
+        if runs(Role::Query) {
+            router = router.merge(keyledger_query::router(QueryState {
+                pool: read_pool.clone(),
+                notifier: notifier.clone(),
+                consistency_timeout: args.consistency_timeout(),
+            }));
+        }
+        let health_state = HealthState {
+            pool: pool.clone(),
+            notifier: notifier.clone(),
+            nats,
+            projections: projections.iter().map(|p| p.name()).collect(),
+            relay_checkpoint: args
+                .nats_url
+                .as_ref()
+                .map(|_| relay_config.checkpoint_name()),
+            metrics: metrics_handle(),
+        };
+        let router = with_http_layers(router.merge(health::router(health_state)));
+
+        // Worker roles serve /health and /metrics only.
+        let listener = TcpListener::bind(args.bind)
+            .await
+            .with_context(|| format!("Failed to bind {}", args.bind))?;
+        let address = listener.local_addr()?;
+        tasks.push((
+            "http server",
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown_signal())
+                    .await
+                    .context("the HTTP server failed")
+            }),
+        ));
+        tracing::info!(address = %address, role = ?args.role, "keyledger is serving");
+        Ok(Application {
+            address,
+            pool,
+            notifier,
+            tasks,
+        })
+    }
+
+    /// Waits until one piece stops; reports which and why.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let (names, handles): (Vec<_>, Vec<_>) = self.tasks.into_iter().unzip();
+        let (result, index, rest) = futures::future::select_all(handles).await;
+        for handle in rest {
+            handle.abort();
+        }
+        let name = names[index];
+        match result {
+            Ok(Ok(())) => {
+                tracing::info!(task = name, "stopped");
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                tracing::error!(task = name, error = %format!("{error:#}"), "stopped with an error");
+                Err(error)
+            }
+            Err(join) => {
+                tracing::error!(task = name, error = %join, "panicked");
+                Err(anyhow::anyhow!("{name} panicked: {join}"))
+            }
+        }
+    }
+}
+
+async fn async_nats_connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await?;
+    Ok(client)
+}
+
+async fn forever(future: impl Future<Output = ()>) -> anyhow::Result<()> {
+    future.await;
+    Ok(())
+}
+
+fn with_http_layers(router: Router) -> Router {
+    router
+        .fallback(|| async { ApiError::not_found(Code::ResNotFound, "no such route") })
+        .layer(axum::middleware::from_fn(keyledger_api::render_problems))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!(
+                    "http",
+                    http.method = %request.method(),
+                    http.path = %request.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        .layer(axum::middleware::from_fn(keyledger_api::request_id_layer))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,95 @@
+//! Configuration from the environment (each setting also has a flag).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/keyledger";
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL holding the event log (the database is created if missing).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+
+    /// Connections in the pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Everything in one process.
+    All,
+    /// The command API and the append writer.
+    Command,
+    /// The query API.
+    Query,
+    /// The projector workers.
+    Projector,
+    /// The NATS relay.
+    Relay,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// Which part of the service this process runs.
+    #[arg(long, env = "ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+
+    /// Address of the HTTP API.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Queries read here when set (e.g. a read replica); defaults to DATABASE_URL.
+    #[arg(long, env = "READ_DATABASE_URL")]
+    pub read_database_url: Option<String>,
+
+    /// NATS server; unset runs an in-process notifier and publishes nothing.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// JetStream stream the relay publishes to.
+    #[arg(long, env = "NATS_STREAM", default_value = "KEYLEDGER_EVENTS")]
+    pub nats_stream: String,
+
+    /// Subject prefix: events go to `<prefix>.<category>.<EventType>`.
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "keyledger.events")]
+    pub nats_subject_prefix: String,
+
+    /// Longest wait of a query for `X-Consistency-Position`, in milliseconds.
+    #[arg(long, env = "CONSISTENCY_TIMEOUT_MS", default_value_t = 5000)]
+    pub consistency_timeout_ms: u64,
+
+    /// Most events the writer commits in one transaction.
+    #[arg(long, env = "APPEND_BATCH_MAX", default_value_t = 1000)]
+    pub append_batch_max: usize,
+}
+
+impl ServeArgs {
+    pub fn consistency_timeout(&self) -> Duration {
+        Duration::from_millis(self.consistency_timeout_ms)
+    }
+
+    /// Settings for an in-process instance (tests, benchmarks).
+    pub fn local(database_url: &str) -> ServeArgs {
+        ServeArgs {
+            database: DatabaseArgs {
+                database_url: database_url.to_owned(),
+                db_pool_size: 16,
+            },
+            role: Role::All,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            read_database_url: None,
+            nats_url: None,
+            nats_stream: "KEYLEDGER_EVENTS".into(),
+            nats_subject_prefix: "keyledger.events".into(),
+            consistency_timeout_ms: 5000,
+            append_batch_max: 1000,
+        }
+    }
+}

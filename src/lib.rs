@@ -1,0 +1,9 @@
+//! keyledger's process wiring: configuration, telemetry, the `serve` application (HTTP,
+//! writer, projectors, relay) and the operator commands.
+
+pub mod app;
+
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod telemetry;
