@@ -1,0 +1,297 @@
+//! `spawn_app()` and friends: a fresh database per test (cloned from a migrated template), the
+//! service bound to port 0, typed helpers for the API, and polling with a deadline.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use keyledger::app::Application;
+use keyledger::config::ServeArgs;
+use keyledger_command::Clock;
+use keyledger_events::db;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+pub const NATS: &str = "nats://127.0.0.1:4222";
+
+/// The template every test database is cloned from, named after the migrations it holds.
+async fn template() -> String {
+    static TEMPLATE: OnceCell<String> = OnceCell::const_new();
+    TEMPLATE
+        .get_or_init(|| async {
+            let digest = Sha256::digest(db::migration_names().join("\n").as_bytes());
+            let name = format!("keyledger_tpl_{}", &hex::encode(digest)[..16]);
+            let (client, connection) =
+                tokio_postgres::connect(&format!("{SERVER}/postgres"), NoTls)
+                    .await
+                    .expect("PostgreSQL must run at 127.0.0.1:5432 (see README)");
+            let driver = tokio::spawn(connection);
+            // Several test processes may start at once: one builds the template.
+            client
+                .batch_execute("SELECT pg_advisory_lock(4242)")
+                .await
+                .unwrap();
+            let exists = client
+                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                .await
+                .unwrap()
+                .is_some();
+            if !exists {
+                let building = format!("{name}_building");
+                for statement in [
+                    format!("DROP DATABASE IF EXISTS {building}"),
+                    format!("CREATE DATABASE {building}"),
+                ] {
+                    client.batch_execute(&statement).await.unwrap();
+                }
+                db::migrate(&format!("{SERVER}/{building}")).await.unwrap();
+                client
+                    .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+                    .await
+                    .unwrap();
+            }
+            client
+                .batch_execute("SELECT pg_advisory_unlock(4242)")
+                .await
+                .unwrap();
+            drop(client);
+            let _ = driver.await;
+            name
+        })
+        .await
+        .clone()
+}
+
+/// A new, migrated, empty database; dropped when the guard is.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> TestDatabase {
+        let template = template().await;
+        let name = format!("kl_test_{}", Uuid::new_v4().simple());
+        let (client, connection) = tokio_postgres::connect(&format!("{SERVER}/postgres"), NoTls)
+            .await
+            .unwrap();
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .await
+            .unwrap();
+        drop(client);
+        let _ = driver.await;
+        TestDatabase {
+            url: format!("{SERVER}/{name}"),
+            name,
+        }
+    }
+
+    pub fn pool(&self) -> Pool {
+        db::pool(&self.url, 8).unwrap()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: do the blocking work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok((client, connection)) =
+                    tokio_postgres::connect(&format!("{SERVER}/postgres"), NoTls).await
+                {
+                    let driver = tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                    drop(client);
+                    let _ = driver.await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A clock the test moves by hand.
+#[derive(Clone, Default)]
+pub struct TestClock {
+    offset_seconds: Arc<AtomicI64>,
+}
+
+impl TestClock {
+    pub fn advance(&self, by: chrono::Duration) {
+        self.offset_seconds
+            .fetch_add(by.num_seconds(), Ordering::SeqCst);
+    }
+
+    pub fn clock(&self) -> Clock {
+        let offset = self.offset_seconds.clone();
+        Arc::new(move || Utc::now() + chrono::Duration::seconds(offset.load(Ordering::SeqCst)))
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub pool: Pool,
+    pub clock: TestClock,
+    pub database: TestDatabase,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
+    let database = TestDatabase::create().await;
+    let mut args = ServeArgs::local(&database.url);
+    args.database.db_pool_size = 8;
+    configure(&mut args);
+    let clock = TestClock::default();
+    let app = Application::build(args, clock.clock()).await.unwrap();
+    let address = format!("http://{}", app.address);
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        pool: database.pool(),
+        clock,
+        database,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// GET that waits for the projections to reach `position`.
+    pub async fn get_at(&self, path: &str, position: i64) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .header("x-consistency-position", position.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Issues a license and returns the 201 body.
+    pub async fn issue_license(&self) -> Value {
+        self.issue_license_with(json!({"owner": "acme", "tier": "pro"}))
+            .await
+    }
+
+    pub async fn issue_license_with(&self, body: Value) -> Value {
+        let response = self.post("/v1/licenses", &body).await;
+        assert_eq!(response.status(), 201, "issuing {body}");
+        response.json().await.unwrap()
+    }
+
+    pub async fn validate(&self, key: &str) -> Value {
+        let response = self
+            .post("/v1/licenses/validate", &json!({"key": key}))
+            .await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    pub async fn revoke(&self, license_id: &str, reason: &str) -> reqwest::Response {
+        self.post(
+            &format!("/v1/licenses/{license_id}/revoke"),
+            &json!({"reason": reason}),
+        )
+        .await
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        let client = self.pool.get().await.unwrap();
+        client
+            .query_one("SELECT count(*) FROM events", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    pub async fn head(&self) -> i64 {
+        let client = self.pool.get().await.unwrap();
+        keyledger_events::store::head_on(&client).await.unwrap()
+    }
+
+    pub async fn events_of_type(&self, stream_id: &str, event_type: &str) -> i64 {
+        let client = self.pool.get().await.unwrap();
+        client
+            .query_one(
+                "SELECT count(*) FROM events WHERE stream_id = $1 AND event_type = $2",
+                &[&stream_id, &event_type],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A problem+json response's body, after checking its media type and status.
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(
+        body["correlation_id"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
+    body
+}
