@@ -91,11 +91,13 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// `detail` is shown to the client and logged; license keys in it are redacted.
     pub fn new(status: StatusCode, code: Code, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
         ApiError {
             status,
             code,
-            detail: detail.into(),
+            detail: crate::redact::redact_license_keys(&detail).into_owned(),
             internal: None,
             retry_after: None,
         }
@@ -128,7 +130,7 @@ impl ApiError {
     /// A failure of ours: the client learns only that it happened.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         ApiError {
-            internal: Some(cause.to_string()),
+            internal: Some(crate::redact::redact_license_keys(&cause.to_string()).into_owned()),
             ..Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Code::SysInternal,
@@ -140,7 +142,7 @@ impl ApiError {
     /// A dependency is down; retrying later may work.
     pub fn unavailable(cause: impl std::fmt::Display) -> Self {
         ApiError {
-            internal: Some(cause.to_string()),
+            internal: Some(crate::redact::redact_license_keys(&cause.to_string()).into_owned()),
             retry_after: Some(1),
             ..Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -295,3 +295,114 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
     );
     body
 }
+
+/// A JetStream stream and subject prefix of the test's own.
+pub struct TestStream {
+    pub config: keyledger_events::relay::RelayConfig,
+    pub client: async_nats::Client,
+    pub context: async_nats::jetstream::Context,
+}
+
+impl TestStream {
+    pub async fn create() -> TestStream {
+        let id = Uuid::new_v4().simple().to_string();
+        let config = keyledger_events::relay::RelayConfig {
+            stream: format!("KL_TEST_{id}"),
+            subject_prefix: format!("kltest.{id}"),
+            ..Default::default()
+        };
+        let client = async_nats::connect(NATS)
+            .await
+            .expect("NATS must run at 127.0.0.1:4222 (see README)");
+        let context = async_nats::jetstream::new(client.clone());
+        TestStream {
+            config,
+            client,
+            context,
+        }
+    }
+
+    /// Every message in the stream, in stream order.
+    pub async fn messages(&self) -> Vec<async_nats::jetstream::message::StreamMessage> {
+        let mut stream = self.context.get_stream(&self.config.stream).await.unwrap();
+        let count = stream.info().await.unwrap().state.messages;
+        let mut messages = Vec::new();
+        for sequence in 1..=count {
+            messages.push(stream.get_raw_message(sequence).await.unwrap());
+        }
+        messages
+    }
+
+    pub async fn delete(self) {
+        let _ = self.context.delete_stream(&self.config.stream).await;
+    }
+}
+
+pub async fn checkpoint(pool: &Pool, name: &str) -> i64 {
+    let client = pool.get().await.unwrap();
+    client
+        .query_opt("SELECT position FROM checkpoints WHERE name = $1", &[&name])
+        .await
+        .unwrap()
+        .map_or(0, |row| row.get(0))
+}
+
+/// The real `keyledger serve` binary in a child process, its output in a log file.
+pub struct ServiceProcess {
+    pub child: std::process::Child,
+    pub address: String,
+    pub log: std::path::PathBuf,
+}
+
+impl ServiceProcess {
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> ServiceProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::env::temp_dir().join(format!("keyledger-test-{}.log", Uuid::new_v4()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
+            .arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("BIND", format!("127.0.0.1:{port}"))
+            .env_remove("NATS_URL")
+            .envs(env.iter().copied())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let address = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let ready = format!("{address}/health/ready");
+        eventually(Duration::from_secs(30), "the service to be ready", || {
+            let request = http.get(&ready).send();
+            async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+        })
+        .await;
+        ServiceProcess {
+            child,
+            address,
+            log,
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}

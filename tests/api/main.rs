@@ -1,7 +1,14 @@
 //! End-to-end tests against real PostgreSQL and NATS: one binary, one module per area.
-
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on broken set-up"
+)]
 mod bad_input;
-
+mod crash;
 mod event_log;
 mod helpers;
 mod licenses;
+mod relay;
+mod replay;
+mod secrets;
