@@ -9,6 +9,7 @@ mod crash;
 mod event_log;
 mod helpers;
 mod licenses;
+mod projections;
 mod relay;
 mod replay;
 mod secrets;

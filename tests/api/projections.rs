@@ -1,0 +1,118 @@
+//! The projector runtime: one active worker per projection across processes, and bounded
+//! consistency waits.
+
+use std::time::Duration;
+
+use keyledger::app::Application;
+use keyledger::config::ServeArgs;
+use keyledger_events::lease::lease_key;
+
+use crate::helpers::{TestApp, eventually, problem, spawn_app, spawn_app_with};
+
+/// How many sessions hold the lease of `name` (a session-level advisory lock).
+async fn lease_holders(app: &TestApp, name: &str) -> i64 {
+    let key = lease_key(name);
+    let client = app.pool.get().await.unwrap();
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND ((classid::bigint << 32) | objid::bigint) = $1",
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_database_run_each_projection_once() {
+    let app = spawn_app().await;
+    // A second service on the same database, as a second process would be.
+    let second = Application::build(ServeArgs::local(&app.database.url), app.clock.clock())
+        .await
+        .unwrap();
+    let second_address = format!("http://{}", second.address);
+    tokio::spawn(second.run_until_stopped());
+
+    for name in ["projection:licenses", "projection:license_usage"] {
+        eventually(Duration::from_secs(10), "a lease holder", || async {
+            (lease_holders(&app, name).await == 1).then_some(())
+        })
+        .await;
+    }
+
+    for n in 0..10 {
+        let base = if n % 2 == 0 {
+            app.address.clone()
+        } else {
+            second_address.clone()
+        };
+        let response = app
+            .http
+            .post(format!("{base}/v1/licenses"))
+            .json(&serde_json::json!({"owner": format!("o{n}"), "tier": "free"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    // Both processes see every license, each projected once.
+    let client = app.pool.get().await.unwrap();
+    let count: i64 = eventually(Duration::from_secs(10), "all licenses projected", || {
+        let client = &client;
+        async move {
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM licenses", &[])
+                .await
+                .unwrap()
+                .get(0);
+            (n == 10).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(count, 10);
+    for name in ["projection:licenses", "projection:license_usage"] {
+        assert_eq!(
+            lease_holders(&app, name).await,
+            1,
+            "{name} has one active worker"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_waits_for_its_position_and_gives_up_after_the_bound() {
+    let app = spawn_app_with(|args| args.consistency_timeout_ms = 300).await;
+    let issued = app.issue_license().await;
+    let id = issued["license_id"].as_str().unwrap();
+
+    // A position the log has reached: the query waits for the projection and answers.
+    let response = app
+        .get_at(
+            &format!("/v1/licenses/{id}"),
+            issued["position"].as_i64().unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+
+    // A position nobody has written: 503 after the bound, with Retry-After.
+    let started = std::time::Instant::now();
+    let response = app.get_at(&format!("/v1/licenses/{id}"), 1_000_000).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = problem(response, 503).await;
+    assert_eq!(body["code"], "SYS_CONSISTENCY_TIMEOUT");
+
+    let response = app
+        .http
+        .get(app.url(&format!("/v1/licenses/{id}")))
+        .header("x-consistency-position", "soon")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(response, 400).await["code"],
+        "VAL_INVALID_PARAMETER"
+    );
+}
