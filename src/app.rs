@@ -142,6 +142,7 @@ impl Application {
                 pool: read_pool.clone(),
                 notifier: notifier.clone(),
                 consistency_timeout: args.consistency_timeout(),
+                read_replica: args.read_database_url.is_some(),
             }));
         }
         let health_state = HealthState {

@@ -22,25 +22,32 @@ pub enum WaitError {
 /// How often the checkpoint table is read while waiting, in case a notification was missed.
 const POLL: Duration = Duration::from_millis(25);
 
+/// `pool` is where the query will read. When it is a replica (`confirm_in_pool`), a
+/// notification from the primary only prompts a look at the replica's own checkpoint, which
+/// includes replication lag.
 pub async fn wait_for(
     pool: &Pool,
     notifier: &Notifier,
     projections: &[&str],
     position: i64,
     timeout: Duration,
+    confirm_in_pool: bool,
 ) -> Result<(), WaitError> {
     let deadline = Instant::now() + timeout;
     for &name in projections {
         let mut checkpoint = notifier.watch_checkpoint(name);
         let mut next_poll = Instant::now();
         loop {
-            if *checkpoint.borrow_and_update() >= position {
+            let notified = *checkpoint.borrow_and_update() >= position;
+            if notified && !confirm_in_pool {
                 break;
             }
             let now = Instant::now();
             if now >= next_poll {
                 let stored = read_checkpoint(pool, name).await?;
-                notifier.checkpoint(name, stored);
+                if !confirm_in_pool {
+                    notifier.checkpoint(name, stored);
+                }
                 if stored >= position {
                     break;
                 }

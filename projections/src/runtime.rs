@@ -31,8 +31,30 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// Key of the lock that lets one process at a time prepare (and maybe rebuild) projections.
+const PREPARE_LOCK_KEY: i64 = 0x6B65_796C_6564_6732;
+
 /// Makes sure every projection has a checkpoint row, and rebuilds those whose version changed.
+/// Processes starting together take turns; the later ones find the work done.
 pub async fn prepare(
+    pool: &Pool,
+    projections: &[Arc<dyn Projection>],
+    inline: &[Arc<dyn Projection>],
+    notifier: &Notifier,
+) -> anyhow::Result<()> {
+    let guard = pool.get().await.context("Failed to get a connection")?;
+    guard
+        .execute("SELECT pg_advisory_lock($1)", &[&PREPARE_LOCK_KEY])
+        .await
+        .context("Failed to take the prepare lock")?;
+    let result = prepare_locked(pool, projections, inline, notifier).await;
+    let _ = guard
+        .execute("SELECT pg_advisory_unlock($1)", &[&PREPARE_LOCK_KEY])
+        .await;
+    result
+}
+
+async fn prepare_locked(
     pool: &Pool,
     projections: &[Arc<dyn Projection>],
     inline: &[Arc<dyn Projection>],

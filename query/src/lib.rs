@@ -21,6 +21,8 @@ pub struct QueryState {
     pub notifier: Notifier,
     /// Longest wait for `X-Consistency-Position`.
     pub consistency_timeout: Duration,
+    /// `pool` is a read replica: confirm checkpoints there, not from notifications.
+    pub read_replica: bool,
 }
 
 pub fn router(state: QueryState) -> Router {
@@ -48,6 +50,7 @@ impl QueryState {
             projections,
             position,
             self.consistency_timeout,
+            self.read_replica,
         )
         .await
         .map_err(|e| match e {
