@@ -9,6 +9,7 @@ use axum::Router;
 use axum::http::Request;
 use deadpool_postgres::Pool;
 use keyledger_api::{ApiError, Code, REQUEST_ID_HEADER};
+use keyledger_command::idempotency::IdempotencyConfig;
 use keyledger_command::{Clock, CommandState};
 use keyledger_events::relay::RelayConfig;
 use keyledger_events::{Notifier, PgEventStore, WriterConfig, db};
@@ -131,10 +132,21 @@ impl Application {
                     anyhow::bail!("the append writer stopped")
                 }),
             ));
+            tasks.push((
+                "idempotency purge",
+                tokio::spawn(forever(keyledger_command::idempotency::run_purge(
+                    pool.clone(),
+                    args.idempotency_purge_interval,
+                ))),
+            ));
             router = router.merge(keyledger_command::router(CommandState {
                 store: Arc::new(store),
                 pool: pool.clone(),
                 clock,
+                idempotency: IdempotencyConfig {
+                    ttl: args.idempotency_ttl,
+                    ..IdempotencyConfig::default()
+                },
             }));
         }
         if runs(Role::Query) {

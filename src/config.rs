@@ -68,6 +68,35 @@ pub struct ServeArgs {
     /// Most events the writer commits in one transaction.
     #[arg(long, env = "APPEND_BATCH_MAX", default_value_t = 1000)]
     pub append_batch_max: usize,
+
+    /// How long an Idempotency-Key is remembered (e.g. `24h`, `90m`, `30s`).
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_ttl: Duration,
+
+    /// How often expired Idempotency-Keys are purged.
+    #[arg(long, env = "IDEMPOTENCY_PURGE_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub idempotency_purge_interval: Duration,
+}
+
+/// `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` needs a unit: ms, s, m, h or d"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` does not start with a number"))?;
+    let seconds = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(seconds))
 }
 
 impl ServeArgs {
@@ -90,6 +119,22 @@ impl ServeArgs {
             nats_subject_prefix: "keyledger.events".into(),
             consistency_timeout_ms: 5000,
             append_batch_max: 1000,
+            idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            idempotency_purge_interval: Duration::from_secs(600),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_their_unit() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("10w").is_err());
     }
 }

@@ -1,19 +1,16 @@
 //! `ApiError`: every failure a client can see, rendered as RFC 9457 problem+json.
 //!
-//! Handlers and extractors return an `ApiError`; its `IntoResponse` only stores it in a
-//! response extension. The `render_problems` middleware, which knows the request id, writes the
-//! body, adds `correlation_id`, and logs the failure once.
+//! Handlers and extractors return an `ApiError`; its `IntoResponse` renders the problem body
+//! (with the request's id as `correlation_id`, from the request context) and keeps the error in
+//! a response extension, from which the `render_problems` middleware logs it once.
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-
-use crate::request_id::RequestId;
 
 /// The stable codes clients may match on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,12 +22,18 @@ pub enum Code {
     ValInvalidParameter,
     ValUnsupportedMediaType,
     ValBodyTooLarge,
+    ValInvalidIdempotencyKey,
+    ValIdempotencyKeyReused,
     ResNotFound,
+    ResSessionNotFound,
     ResLicenseNotFound,
     ResMethodNotAllowed,
     BizLicenseRevoked,
     BizLicenseExists,
     BizConcurrencyConflict,
+    BizIdempotencyInFlight,
+    BizInvalidTransition,
+    BizSessionTerminal,
     SysInternal,
     SysUnavailable,
     SysConsistencyTimeout,
@@ -45,6 +48,12 @@ impl Code {
             Code::ValInvalidParameter => "VAL_INVALID_PARAMETER",
             Code::ValUnsupportedMediaType => "VAL_UNSUPPORTED_MEDIA_TYPE",
             Code::ValBodyTooLarge => "VAL_BODY_TOO_LARGE",
+            Code::ValInvalidIdempotencyKey => "VAL_INVALID_IDEMPOTENCY_KEY",
+            Code::ValIdempotencyKeyReused => "VAL_IDEMPOTENCY_KEY_REUSED",
+            Code::ResSessionNotFound => "RES_SESSION_NOT_FOUND",
+            Code::BizIdempotencyInFlight => "BIZ_IDEMPOTENCY_IN_FLIGHT",
+            Code::BizInvalidTransition => "BIZ_INVALID_TRANSITION",
+            Code::BizSessionTerminal => "BIZ_SESSION_TERMINAL",
             Code::ResNotFound => "RES_NOT_FOUND",
             Code::ResLicenseNotFound => "RES_LICENSE_NOT_FOUND",
             Code::ResMethodNotAllowed => "RES_METHOD_NOT_ALLOWED",
@@ -65,6 +74,12 @@ impl Code {
             Code::ValInvalidParameter => "Invalid parameter",
             Code::ValUnsupportedMediaType => "Unsupported media type",
             Code::ValBodyTooLarge => "Request body too large",
+            Code::ValInvalidIdempotencyKey => "Invalid Idempotency-Key",
+            Code::ValIdempotencyKeyReused => "Idempotency-Key reused",
+            Code::ResSessionNotFound => "Session not found",
+            Code::BizIdempotencyInFlight => "Request in flight",
+            Code::BizInvalidTransition => "Invalid transition",
+            Code::BizSessionTerminal => "Session closed",
             Code::ResNotFound => "Not found",
             Code::ResLicenseNotFound => "License not found",
             Code::ResMethodNotAllowed => "Method not allowed",
@@ -86,8 +101,10 @@ pub struct ApiError {
     pub detail: String,
     /// Logged, never shown.
     pub internal: Option<String>,
-    /// Extra response headers (e.g. Retry-After).
+    /// Sent as `Retry-After` (seconds).
     pub retry_after: Option<u64>,
+    /// Extra problem members (e.g. `current_status`, `allowed`).
+    pub members: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -100,7 +117,14 @@ impl ApiError {
             detail: crate::redact::redact_license_keys(&detail).into_owned(),
             internal: None,
             retry_after: None,
+            members: serde_json::Map::new(),
         }
+    }
+
+    /// Adds a member to the problem body.
+    pub fn with_member(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.members.insert(name.to_owned(), value.into());
+        self
     }
 
     pub fn invalid_field(field: &str, message: impl std::fmt::Display) -> Self {
@@ -166,45 +190,81 @@ impl std::fmt::Display for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// Renders the problem body now, with the request's id and path from the request context,
+    /// so that layers inside `render_problems` (idempotency) see the final bytes.
     fn into_response(self) -> Response {
-        let mut response = self.status.into_response();
+        let context = RequestContext::current();
+        let mut problem = serde_json::Map::new();
+        problem.insert(
+            "type".into(),
+            format!("https://keyledger.dev/problems/{}", self.code.as_str()).into(),
+        );
+        problem.insert("title".into(), self.code.title().into());
+        problem.insert("status".into(), self.status.as_u16().into());
+        problem.insert("detail".into(), self.detail.clone().into());
+        problem.insert("instance".into(), context.path.into());
+        problem.insert("code".into(), self.code.as_str().into());
+        problem.insert("correlation_id".into(), context.request_id.into());
+        for (name, value) in &self.members {
+            problem.entry(name.clone()).or_insert_with(|| value.clone());
+        }
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            )],
+            body,
+        )
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response.extensions_mut().insert(Arc::new(self));
         response
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'a str,
-    status: u16,
-    detail: &'a str,
-    instance: &'a str,
-    code: &'a str,
-    correlation_id: &'a str,
+/// The request's id and path, for problem bodies. Set by `request_id_layer` for the
+/// duration of the request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub path: String,
 }
 
-/// Writes problem+json bodies for `ApiError`s (and for the router's bare 404/405s), with the
-/// request's id as `correlation_id`, and logs each failure once.
+tokio::task_local! {
+    static REQUEST_CONTEXT: RequestContext;
+}
+
+impl RequestContext {
+    pub fn current() -> RequestContext {
+        REQUEST_CONTEXT.try_with(Clone::clone).unwrap_or_default()
+    }
+
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        REQUEST_CONTEXT.scope(self, future).await
+    }
+}
+
+/// Logs each failure once (5xx with its internal cause, 4xx briefly) and turns the router's
+/// bare 405s into problems.
 pub async fn render_problems(request: Request, next: Next) -> Response {
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.0.clone())
-        .unwrap_or_default();
     let path = request.uri().path().to_owned();
-    let mut response = next.run(request).await;
-    let error = match response.extensions_mut().remove::<Arc<ApiError>>() {
-        Some(error) => error,
-        None => match response.status() {
-            StatusCode::METHOD_NOT_ALLOWED => Arc::new(ApiError::new(
+    let response = next.run(request).await;
+    let Some(error) = response.extensions().get::<Arc<ApiError>>().cloned() else {
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+            return ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 Code::ResMethodNotAllowed,
                 format!("{path} does not accept this method"),
-            )),
-            _ => return response,
-        },
+            )
+            .into_response();
+        }
+        return response;
     };
     if error.status.is_server_error() {
         tracing::error!(
@@ -219,27 +279,5 @@ pub async fn render_problems(request: Request, next: Next) -> Response {
             "request rejected"
         );
     }
-    let problem = Problem {
-        kind: format!("https://keyledger.dev/problems/{}", error.code.as_str()),
-        title: error.code.title(),
-        status: error.status.as_u16(),
-        detail: &error.detail,
-        instance: &path,
-        code: error.code.as_str(),
-        correlation_id: &request_id,
-    };
-    let body = serde_json::to_vec(&problem).unwrap_or_default();
-    let (mut parts, _) = response.into_parts();
-    parts.status = error.status;
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    parts.headers.remove(header::CONTENT_LENGTH);
-    if let Some(seconds) = error.retry_after {
-        parts
-            .headers
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    Response::from_parts(parts, Body::from(body))
+    response
 }

@@ -7,7 +7,7 @@ mod extract;
 mod redact;
 mod request_id;
 
-pub use error::{ApiError, Code, render_problems};
+pub use error::{ApiError, Code, RequestContext, render_problems};
 pub use extract::{AppJson, AppPath, AppQuery, ConsistencyPosition};
 pub use redact::redact_license_keys;
 pub use request_id::{REQUEST_ID_HEADER, RequestId, request_id_layer};

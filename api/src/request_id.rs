@@ -33,8 +33,12 @@ pub async fn request_id_layer(mut request: Request, next: Next) -> Response {
     request
         .headers_mut()
         .insert(REQUEST_ID_HEADER, header.clone());
-    request.extensions_mut().insert(RequestId(id));
-    let mut response = next.run(request).await;
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let context = crate::error::RequestContext {
+        request_id: id,
+        path: request.uri().path().to_owned(),
+    };
+    let mut response = context.scope(next.run(request)).await;
     response.headers_mut().insert(REQUEST_ID_HEADER, header);
     response
 }

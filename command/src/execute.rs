@@ -3,7 +3,8 @@
 //! times).
 
 use keyledger_events::{
-    AppendOutcome, AppendRequest, EventPayload, EventStore, ExpectedVersion, Metadata, StoreError,
+    AppendOutcome, AppendRequest, EventPayload, EventStore, ExpectedVersion, IdempotencyCompletion,
+    Metadata, StoreError,
 };
 use uuid::Uuid;
 
@@ -27,12 +28,14 @@ pub enum CommandError<E> {
 
 const ATTEMPTS: usize = 8;
 
-/// Loads, decides, appends; returns the appended events and where they landed.
+/// Loads, decides, appends; returns the appended events and where they landed. With an
+/// `idempotency` completion, the response is stored in the append transaction.
 pub async fn execute<A: Aggregate>(
     store: &dyn EventStore,
     stream_id: &str,
     command: &A::Command,
     metadata: &Metadata,
+    idempotency: Option<IdempotencyCompletion>,
 ) -> Result<(Vec<A::Event>, AppendOutcome), CommandError<A::Error>> {
     let mut last_conflict = None;
     for attempt in 0..ATTEMPTS {
@@ -50,6 +53,7 @@ pub async fn execute<A: Aggregate>(
                 .map(|e| e.to_new_event(Uuid::new_v4()))
                 .collect(),
             metadata: metadata.clone(),
+            idempotency: idempotency.clone(),
         };
         match store.append(request).await {
             Ok(outcome) => return Ok((events, outcome)),

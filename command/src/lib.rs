@@ -2,7 +2,9 @@
 //! concurrency, and the HTTP command routes.
 
 pub mod execute;
+pub mod idempotency;
 pub mod license;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ pub struct CommandState {
     /// For the inline validation table.
     pub pool: Pool,
     pub clock: Clock,
+    pub idempotency: idempotency::IdempotencyConfig,
 }
 
 pub fn router(state: CommandState) -> Router {
@@ -36,6 +39,10 @@ pub fn router(state: CommandState) -> Router {
         .route("/v1/licenses", post(license::issue::handle))
         .route("/v1/licenses/validate", post(license::validate::handle))
         .route("/v1/licenses/{id}/revoke", post(license::revoke::handle))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -10,6 +10,7 @@ pub mod notifier;
 pub mod payload;
 pub mod projection;
 pub mod relay;
+pub mod session;
 pub mod store;
 pub mod verify;
 pub mod writer;
@@ -18,4 +19,7 @@ pub use envelope::{Envelope, ExpectedVersion, Metadata, NewEvent};
 pub use notifier::Notifier;
 pub use payload::{DecodeError, EventPayload};
 pub use projection::{Projection, ProjectionError};
-pub use store::{AppendOutcome, AppendRequest, EventStore, PgEventStore, StoreError, WriterConfig};
+pub use store::{
+    AppendOutcome, AppendRequest, EventStore, IdempotencyCompletion, PgEventStore, RenderResponse,
+    StoreError, StoredResponse, WriterConfig,
+};

@@ -27,6 +27,9 @@ pub enum StoreError {
     /// An event with this id is already in the log (a repeated deterministic append).
     #[error("event {0} is already in the log")]
     DuplicateEvent(uuid::Uuid),
+    /// The request's idempotency claim was taken over (it outlived its lock); nothing appended.
+    #[error("the idempotency claim of this request was taken over by another request")]
+    IdempotencyClaimLost,
     /// The database could not be reached or refused the statement.
     #[error("the event store is unavailable: {0}")]
     Unavailable(String),
@@ -45,6 +48,39 @@ pub struct AppendRequest {
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
     pub metadata: Metadata,
+    /// Completes the request's Idempotency-Key record in the append transaction.
+    pub idempotency: Option<IdempotencyCompletion>,
+}
+
+/// A response as stored for an Idempotency-Key, replayed byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Renders the response of an append from where it landed (deterministic: the handler renders
+/// it again for its own reply).
+pub type RenderResponse = Arc<dyn Fn(&AppendOutcome) -> StoredResponse + Send + Sync>;
+
+/// The claimed Idempotency-Key record a command completes when its events commit.
+#[derive(Clone)]
+pub struct IdempotencyCompletion {
+    pub scope: String,
+    pub key: String,
+    /// The claim of the request running the command.
+    pub token: uuid::Uuid,
+    pub render: RenderResponse,
+}
+
+impl std::fmt::Debug for IdempotencyCompletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyCompletion")
+            .field("scope", &self.scope)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where an accepted append landed.

@@ -34,6 +34,14 @@ const HEAD_AND_VERSIONS: &str = "SELECT \
       ARRAY(SELECT coalesce((SELECT max(e.version) FROM events e WHERE e.stream_id = s.id), 0) \
             FROM unnest($1::text[]) WITH ORDINALITY AS s(id, n) ORDER BY s.n)";
 
+/// Completes the claimed Idempotency-Key records of the batch's accepted commands.
+const COMPLETE_IDEMPOTENCY: &str = "UPDATE idempotency_keys k \
+      SET status = 'completed', response_status = u.status, response_content_type = u.content_type, \
+          response_body = u.body \
+      FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int[], $5::text[], $6::bytea[]) \
+           AS u(scope, key, token, status, content_type, body) \
+      WHERE k.scope = u.scope AND k.key = u.key AND k.token = u.token AND k.status = 'in_flight'";
+
 const INSERT_EVENTS: &str = "INSERT INTO events \
       (position, event_id, stream_id, version, event_type, schema_version, data, metadata, \
        recorded_at, hash) \
@@ -86,7 +94,11 @@ impl Writer {
                     let _ = pending.reply.send(outcome);
                 }
             }
-            Err(error @ (BatchError::Statement(_) | BatchError::Duplicate(_))) if size > 1 => {
+            Err(
+                error @ (BatchError::Statement(_)
+                | BatchError::Duplicate(_)
+                | BatchError::ClaimLost),
+            ) if size > 1 => {
                 // One append broke the transaction: isolate it by committing each alone.
                 tracing::warn!(error = %error, batch.size = size, "append batch failed; retrying its appends one by one");
                 for pending in batch {
@@ -159,6 +171,7 @@ impl Writer {
         let mut rows = Rows::default();
         let mut accepted: Vec<Envelope> = Vec::new();
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut completions = Completions::default();
         for pending in batch {
             let request = &pending.request;
             let version = current
@@ -217,7 +230,11 @@ impl Writer {
                 });
             }
             current.insert(request.stream_id.as_str(), version);
-            outcomes.push(Ok(AppendOutcome { position, version }));
+            let outcome = AppendOutcome { position, version };
+            if let Some(completion) = &request.idempotency {
+                completions.push(completion, &outcome);
+            }
+            outcomes.push(Ok(outcome));
         }
 
         if accepted.is_empty() {
@@ -246,6 +263,29 @@ impl Writer {
         )
         .await
         .map_err(BatchError::from_insert)?;
+        if !completions.tokens.is_empty() {
+            let complete = tx
+                .prepare_cached(COMPLETE_IDEMPOTENCY)
+                .await
+                .map_err(BatchError::from_pg)?;
+            let updated = tx
+                .execute(
+                    &complete,
+                    &[
+                        &completions.scopes,
+                        &completions.keys,
+                        &completions.tokens,
+                        &completions.statuses,
+                        &completions.content_types,
+                        &completions.bodies,
+                    ],
+                )
+                .await
+                .map_err(BatchError::from_pg)?;
+            if updated as usize != completions.tokens.len() {
+                return Err(BatchError::ClaimLost);
+            }
+        }
         for projection in &self.inline {
             projection.apply(&tx, &accepted).await.map_err(|e| {
                 BatchError::Statement(format!("inline projection {}: {e}", projection.name()))
@@ -272,6 +312,28 @@ impl Writer {
         );
         self.notifier.advance(position);
         Ok(outcomes)
+    }
+}
+
+#[derive(Default)]
+struct Completions {
+    scopes: Vec<String>,
+    keys: Vec<String>,
+    tokens: Vec<Uuid>,
+    statuses: Vec<i32>,
+    content_types: Vec<String>,
+    bodies: Vec<Vec<u8>>,
+}
+
+impl Completions {
+    fn push(&mut self, completion: &crate::store::IdempotencyCompletion, outcome: &AppendOutcome) {
+        let response = (completion.render)(outcome);
+        self.scopes.push(completion.scope.clone());
+        self.keys.push(completion.key.clone());
+        self.tokens.push(completion.token);
+        self.statuses.push(i32::from(response.status));
+        self.content_types.push(response.content_type);
+        self.bodies.push(response.body);
     }
 }
 
@@ -324,6 +386,8 @@ enum BatchError {
     /// A statement was refused (e.g. a constraint): retry the appends one by one.
     Statement(String),
     Duplicate(Uuid),
+    /// An Idempotency-Key claim was no longer this request's.
+    ClaimLost,
 }
 
 impl BatchError {
@@ -354,6 +418,7 @@ impl BatchError {
         match self {
             BatchError::Connection(e) | BatchError::Statement(e) => StoreError::Unavailable(e),
             BatchError::Duplicate(id) => StoreError::DuplicateEvent(id),
+            BatchError::ClaimLost => StoreError::IdempotencyClaimLost,
         }
     }
 }
@@ -363,6 +428,7 @@ impl std::fmt::Display for BatchError {
         match self {
             BatchError::Connection(e) | BatchError::Statement(e) => f.write_str(e),
             BatchError::Duplicate(id) => write!(f, "duplicate event id {id}"),
+            BatchError::ClaimLost => f.write_str("an idempotency claim was lost"),
         }
     }
 }

@@ -30,6 +30,7 @@ fn append(stream_id: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> 
         expected,
         events,
         metadata: Metadata::default(),
+        idempotency: None,
     }
 }
 

@@ -8,6 +8,7 @@ mod bad_input;
 mod crash;
 mod event_log;
 mod helpers;
+mod idempotency;
 mod licenses;
 mod projections;
 mod relay;

@@ -41,6 +41,7 @@ async fn append_events(store: &PgEventStore, count: usize) -> Vec<Uuid> {
                     correlation_id: Some(format!("corr-{n}")),
                     ..Metadata::default()
                 },
+                idempotency: None,
             })
             .await
             .unwrap();

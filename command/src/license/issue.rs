@@ -1,9 +1,8 @@
 //! `POST /v1/licenses`: issue a license. The key is in this response and nowhere else.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
 use keyledger_api::{ApiError, AppJson, RequestId};
 use keyledger_events::license::{Tier, license_stream};
@@ -16,6 +15,7 @@ use super::key::LicenseKey;
 use super::request_metadata;
 use crate::CommandState;
 use crate::execute::execute;
+use crate::idempotency::{Idempotency, json_response, renderer};
 
 const DEFAULT_VALID_DAYS: u32 = 365;
 const MAX_VALID_DAYS: u32 = 36_500;
@@ -35,10 +35,12 @@ pub struct IssueRequest {
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct IssueResponse {
     pub license_id: Uuid,
-    pub key: String,
+    /// Only in the first response: the key is stored nowhere, so a replay cannot show it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub key_prefix: String,
     pub owner: String,
     pub tier: Tier,
@@ -125,8 +127,9 @@ fn expiry(request: &IssueRequest, now: DateTime<Utc>) -> Result<DateTime<Utc>, A
 pub async fn handle(
     State(state): State<CommandState>,
     request_id: RequestId,
+    idempotency: Idempotency,
     AppJson(request): AppJson<IssueRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let now = keyledger_events::chain::to_micros((state.clock)());
     let owner = Owner::parse(&request.owner)?;
     let expires_at = expiry(&request, now)?;
@@ -144,25 +147,38 @@ pub async fn handle(
         expires_at,
         metadata,
     });
+    let stored = IssueResponse {
+        license_id,
+        key: None,
+        key_prefix: key.display_prefix(),
+        owner: owner.0,
+        tier: request.tier,
+        status: "active",
+        issued_at: now,
+        expires_at,
+        position: 0,
+    };
+    let first = IssueResponse {
+        key: Some(key.expose().to_owned()),
+        ..stored.clone()
+    };
+    let render = renderer(StatusCode::CREATED, move |outcome| IssueResponse {
+        position: outcome.position,
+        ..stored.clone()
+    });
     let (_, outcome) = execute::<License>(
         state.store.as_ref(),
         &license_stream(license_id),
         &command,
-        &request_metadata(&request_id),
+        &request_metadata(&request_id, &idempotency),
+        idempotency.completion(&render),
     )
     .await?;
-    Ok((
+    Ok(idempotency.reply(json_response(
         StatusCode::CREATED,
-        Json(IssueResponse {
-            license_id,
-            key_prefix: key.display_prefix(),
-            key: key.expose().to_owned(),
-            owner: owner.0,
-            tier: request.tier,
-            status: "active",
-            issued_at: now,
-            expires_at,
+        &IssueResponse {
             position: outcome.position,
-        }),
-    ))
+            ..first
+        },
+    )))
 }

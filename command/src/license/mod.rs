@@ -11,6 +11,7 @@ use keyledger_api::{ApiError, Code, RequestId};
 use keyledger_events::{Metadata, StoreError};
 
 use crate::execute::CommandError;
+use crate::idempotency::Idempotency;
 use aggregate::LicenseError;
 
 impl From<CommandError<LicenseError>> for ApiError {
@@ -43,16 +44,20 @@ impl From<CommandError<LicenseError>> for ApiError {
 pub(crate) fn store_error(error: StoreError) -> ApiError {
     match error {
         StoreError::Unavailable(_) => ApiError::unavailable(error),
+        StoreError::IdempotencyClaimLost => ApiError::conflict(
+            Code::BizIdempotencyInFlight,
+            "another request took over this Idempotency-Key; retry to get its response",
+        ),
         other => ApiError::internal(other),
     }
 }
 
 /// Metadata of the events an API request causes.
-pub(crate) fn request_metadata(request_id: &RequestId) -> Metadata {
+pub(crate) fn request_metadata(request_id: &RequestId, idempotency: &Idempotency) -> Metadata {
     Metadata {
         correlation_id: Some(request_id.0.clone()),
         causation_id: None,
         actor: Some("api".into()),
-        idempotency_key: None,
+        idempotency_key: idempotency.key(),
     }
 }

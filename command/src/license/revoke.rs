@@ -1,8 +1,8 @@
 //! `POST /v1/licenses/{id}/revoke`: revoke a license for good.
 
-use axum::Json;
 use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
 use keyledger_events::license::license_stream;
@@ -13,6 +13,7 @@ use super::aggregate::{License, LicenseCommand};
 use super::request_metadata;
 use crate::CommandState;
 use crate::execute::execute;
+use crate::idempotency::{Idempotency, renderer};
 
 const MAX_REASON_CHARS: usize = 1000;
 
@@ -34,9 +35,10 @@ pub struct RevokeResponse {
 pub async fn handle(
     State(state): State<CommandState>,
     request_id: RequestId,
+    idempotency: Idempotency,
     AppPath(license_id): AppPath<Uuid>,
     AppJson(request): AppJson<RevokeRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let reason = request.reason.trim();
     if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
         return Err(ApiError::invalid_field(
@@ -50,17 +52,19 @@ pub async fn handle(
         reason: reason.to_owned(),
         revoked_at,
     };
-    let (_, outcome) = execute::<License>(
-        state.store.as_ref(),
-        &license_stream(license_id),
-        &command,
-        &request_metadata(&request_id),
-    )
-    .await?;
-    Ok(Json(RevokeResponse {
+    let render = renderer(StatusCode::OK, move |outcome| RevokeResponse {
         license_id,
         status: "revoked",
         revoked_at,
         position: outcome.position,
-    }))
+    });
+    let (_, outcome) = execute::<License>(
+        state.store.as_ref(),
+        &license_stream(license_id),
+        &command,
+        &request_metadata(&request_id, &idempotency),
+        idempotency.completion(&render),
+    )
+    .await?;
+    Ok(idempotency.reply(render(&outcome)))
 }

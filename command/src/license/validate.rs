@@ -1,9 +1,9 @@
 //! `POST /v1/licenses/validate`: is this key good right now? Each validation of an existing
 //! license is recorded as a usage event in the license's usage stream.
 
-use axum::Json;
 use axum::extract::State;
-use axum::response::IntoResponse;
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::{ApiError, AppJson, RequestId};
 use keyledger_events::license::{LicenseValidated, Tier, UsageEvent, ValidationCode, usage_stream};
@@ -17,6 +17,7 @@ use super::issue::parse_metadata;
 use super::key::LicenseKey;
 use super::{request_metadata, store_error};
 use crate::CommandState;
+use crate::idempotency::{Idempotency, json_response, renderer};
 
 const MAX_FEATURE_CHARS: usize = 128;
 
@@ -30,7 +31,7 @@ pub struct ValidateRequest {
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ValidateResponse {
     pub valid: bool,
     pub code: ValidationCode,
@@ -62,8 +63,10 @@ impl ValidateResponse {
 pub async fn handle(
     State(state): State<CommandState>,
     request_id: RequestId,
+    idempotency: Idempotency,
     AppJson(request): AppJson<ValidateRequest>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
+    let answer = |body: ValidateResponse| idempotency.reply(json_response(StatusCode::OK, &body));
     let feature = match request.feature {
         Some(f) if f.is_empty() || f.chars().count() > MAX_FEATURE_CHARS => {
             return Err(ApiError::invalid_field(
@@ -75,7 +78,7 @@ pub async fn handle(
     };
     let metadata = parse_metadata(request.metadata)?;
     let Some(key) = LicenseKey::parse(&request.key) else {
-        return Ok(Json(ValidateResponse::rejected(
+        return Ok(answer(ValidateResponse::rejected(
             ValidationCode::MalformedKey,
         )));
     };
@@ -85,7 +88,7 @@ pub async fn handle(
         .map_err(ApiError::unavailable)?;
     drop(client);
     let Some(license) = found else {
-        return Ok(Json(ValidateResponse::rejected(ValidationCode::NotFound)));
+        return Ok(answer(ValidateResponse::rejected(ValidationCode::NotFound)));
     };
     tracing::Span::current().record("license.id", tracing::field::display(license.license_id));
     let now = keyledger_events::chain::to_micros((state.clock)());
@@ -103,22 +106,28 @@ pub async fn handle(
         metadata,
         validated_at: now,
     });
+    let body = ValidateResponse {
+        valid: code == ValidationCode::Valid,
+        code,
+        license_id: Some(license.license_id),
+        tier: Tier::parse(&license.tier),
+        expires_at: Some(license.expires_at),
+        position: None,
+    };
+    let render = renderer(StatusCode::OK, move |outcome| ValidateResponse {
+        position: Some(outcome.position),
+        ..body.clone()
+    });
     let outcome = state
         .store
         .append(AppendRequest {
             stream_id: usage_stream(license.license_id),
             expected: ExpectedVersion::Any,
             events: vec![usage.to_new_event(Uuid::new_v4())],
-            metadata: request_metadata(&request_id),
+            metadata: request_metadata(&request_id, &idempotency),
+            idempotency: idempotency.completion(&render),
         })
         .await
         .map_err(store_error)?;
-    Ok(Json(ValidateResponse {
-        valid: code == ValidationCode::Valid,
-        code,
-        license_id: Some(license.license_id),
-        tier: Tier::parse(&license.tier),
-        expires_at: Some(license.expires_at),
-        position: Some(outcome.position),
-    }))
+    Ok(idempotency.reply(render(&outcome)))
 }
