@@ -139,8 +139,21 @@ impl Application {
                     args.idempotency_purge_interval,
                 ))),
             ));
+            let store: Arc<dyn keyledger_events::EventStore> = Arc::new(store);
+            tasks.push((
+                "session retention",
+                tokio::spawn(forever(
+                    keyledger_command::session::expiry::run_until_stopped(
+                        store.clone(),
+                        pool.clone(),
+                        clock.clone(),
+                        args.session_retention,
+                        args.session_expiry_interval,
+                    ),
+                )),
+            ));
             router = router.merge(keyledger_command::router(CommandState {
-                store: Arc::new(store),
+                store,
                 pool: pool.clone(),
                 clock,
                 idempotency: IdempotencyConfig {

@@ -73,6 +73,14 @@ pub struct ServeArgs {
     #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
     pub idempotency_ttl: Duration,
 
+    /// Sessions still pending or active this long after creation are expired.
+    #[arg(long, env = "SESSION_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub session_retention: Duration,
+
+    /// How often the session retention job runs.
+    #[arg(long, env = "SESSION_EXPIRY_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub session_expiry_interval: Duration,
+
     /// How often expired Idempotency-Keys are purged.
     #[arg(long, env = "IDEMPOTENCY_PURGE_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub idempotency_purge_interval: Duration,
@@ -120,6 +128,8 @@ impl ServeArgs {
             consistency_timeout_ms: 5000,
             append_batch_max: 1000,
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
+            session_retention: Duration::from_secs(7 * 24 * 60 * 60),
+            session_expiry_interval: Duration::from_secs(60),
             idempotency_purge_interval: Duration::from_secs(600),
         }
     }

@@ -28,19 +28,32 @@ pub enum CommandError<E> {
 
 const ATTEMPTS: usize = 8;
 
-/// Loads, decides, appends; returns the appended events and where they landed. With an
-/// `idempotency` completion, the response is stored in the append transaction.
+/// What a command did.
+pub struct Executed<A: Aggregate> {
+    /// The aggregate after the new events.
+    pub state: A,
+    pub events: Vec<A::Event>,
+    pub outcome: AppendOutcome,
+}
+
+/// Gives the Idempotency-Key completion of an attempt, from the state and events it decided
+/// (the response is stored in the append transaction).
+pub type Completion<'a, A> =
+    &'a (dyn Fn(&A, &[<A as Aggregate>::Event]) -> Option<IdempotencyCompletion> + Sync);
+
+/// Loads, decides, appends; returns the new state, the appended events and where they landed.
 pub async fn execute<A: Aggregate>(
     store: &dyn EventStore,
     stream_id: &str,
     command: &A::Command,
     metadata: &Metadata,
-    idempotency: Option<IdempotencyCompletion>,
-) -> Result<(Vec<A::Event>, AppendOutcome), CommandError<A::Error>> {
+    completion: Completion<'_, A>,
+) -> Result<Executed<A>, CommandError<A::Error>> {
     let mut last_conflict = None;
     for attempt in 0..ATTEMPTS {
         let (state, version) = load::<A, A::Error>(store, stream_id).await?;
         let events = state.decide(command).map_err(CommandError::Domain)?;
+        let after = events.iter().fold(state, |s, e| s.apply(e));
         let request = AppendRequest {
             stream_id: stream_id.to_owned(),
             expected: if version == 0 {
@@ -53,10 +66,16 @@ pub async fn execute<A: Aggregate>(
                 .map(|e| e.to_new_event(Uuid::new_v4()))
                 .collect(),
             metadata: metadata.clone(),
-            idempotency: idempotency.clone(),
+            idempotency: completion(&after, &events),
         };
         match store.append(request).await {
-            Ok(outcome) => return Ok((events, outcome)),
+            Ok(outcome) => {
+                return Ok(Executed {
+                    state: after,
+                    events,
+                    outcome,
+                });
+            }
             Err(conflict @ StoreError::Conflict { .. }) => {
                 tracing::debug!(stream.id = stream_id, attempt, "append conflict; reloading");
                 last_conflict = Some(conflict);

@@ -221,10 +221,7 @@ async fn acquire(
         {
             return Ok(Acquired::Claimed);
         }
-        let Some(existing) = find(&client, claim)
-            .await
-            .map_err(ApiError::unavailable)?
-        else {
+        let Some(existing) = find(&client, claim).await.map_err(ApiError::unavailable)? else {
             // Released (or purged) meanwhile: claim again.
             continue;
         };

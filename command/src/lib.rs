@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::post;
+use axum::routing::{patch, post};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use keyledger_events::EventStore;
@@ -39,6 +39,12 @@ pub fn router(state: CommandState) -> Router {
         .route("/v1/licenses", post(license::issue::handle))
         .route("/v1/licenses/validate", post(license::validate::handle))
         .route("/v1/licenses/{id}/revoke", post(license::revoke::handle))
+        .route("/v1/sessions", post(session::create::handle))
+        .route("/v1/sessions/{id}", patch(session::update::handle))
+        .route(
+            "/v1/sessions/{id}/transition",
+            post(session::transition::handle),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,

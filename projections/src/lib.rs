@@ -5,6 +5,7 @@ pub mod consistency;
 pub mod license;
 pub mod rebuild;
 pub mod runtime;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -20,5 +21,6 @@ pub fn asynchronous() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(license::licenses::Licenses),
         Arc::new(license::usage::LicenseUsage),
+        Arc::new(session::Sessions),
     ]
 }

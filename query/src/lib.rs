@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod license;
+pub mod session;
 
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ pub fn router(state: QueryState) -> Router {
     Router::new()
         .route("/v1/licenses/{id}", get(license::get::handle))
         .route("/v1/licenses/{id}/usage", get(license::usage::handle))
+        .route("/v1/sessions", get(session::list::handle))
+        .route("/v1/sessions/{id}", get(session::get::handle))
         .route("/v1/events", get(events::all))
         .route("/v1/streams/{stream_id}/events", get(events::stream))
         .with_state(state)

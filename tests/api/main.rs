@@ -14,3 +14,4 @@ mod projections;
 mod relay;
 mod replay;
 mod secrets;
+mod sessions;

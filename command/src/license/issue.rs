@@ -166,14 +166,15 @@ pub async fn handle(
         position: outcome.position,
         ..stored.clone()
     });
-    let (_, outcome) = execute::<License>(
+    let executed = execute::<License>(
         state.store.as_ref(),
         &license_stream(license_id),
         &command,
         &request_metadata(&request_id, &idempotency),
-        idempotency.completion(&render),
+        &|_, _| idempotency.completion(&render),
     )
     .await?;
+    let outcome = executed.outcome;
     Ok(idempotency.reply(json_response(
         StatusCode::CREATED,
         &IssueResponse {

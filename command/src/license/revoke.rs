@@ -58,13 +58,14 @@ pub async fn handle(
         revoked_at,
         position: outcome.position,
     });
-    let (_, outcome) = execute::<License>(
+    let executed = execute::<License>(
         state.store.as_ref(),
         &license_stream(license_id),
         &command,
         &request_metadata(&request_id, &idempotency),
-        idempotency.completion(&render),
+        &|_, _| idempotency.completion(&render),
     )
     .await?;
+    let outcome = executed.outcome;
     Ok(idempotency.reply(render(&outcome)))
 }

@@ -21,6 +21,7 @@ pub enum Session {
     Existing {
         session_id: Uuid,
         status: SessionStatus,
+        task_id: Option<Uuid>,
         metadata: Value,
         created_at: DateTime<Utc>,
     },
@@ -72,56 +73,40 @@ impl Aggregate for Session {
     type Error = SessionError;
 
     fn apply(self, event: &SessionEvent) -> Session {
-        match (self, event) {
-            (_, SessionEvent::SessionCreated(e)) => Session::Existing {
+        if let SessionEvent::SessionCreated(e) = event {
+            return Session::Existing {
                 session_id: e.session_id,
                 status: SessionStatus::Pending,
+                task_id: e.task_id,
                 metadata: e.metadata.clone(),
                 created_at: e.created_at,
-            },
-            (
-                Session::Existing {
-                    session_id,
-                    metadata,
-                    created_at,
-                    ..
-                },
-                SessionEvent::SessionTransitioned(e),
-            ) => Session::Existing {
-                session_id,
-                status: e.to,
-                metadata,
-                created_at,
-            },
-            (
-                Session::Existing {
-                    session_id,
-                    metadata,
-                    created_at,
-                    ..
-                },
-                SessionEvent::SessionExpired(_),
-            ) => Session::Existing {
-                session_id,
-                status: SessionStatus::Expired,
-                metadata,
-                created_at,
-            },
-            (
-                Session::Existing {
-                    session_id,
-                    status,
-                    created_at,
-                    ..
-                },
-                SessionEvent::SessionUpdated(e),
-            ) => Session::Existing {
-                session_id,
-                status,
-                metadata: e.metadata.clone(),
-                created_at,
-            },
-            (absent, _) => absent,
+            };
+        }
+        let Session::Existing {
+            session_id,
+            mut status,
+            mut task_id,
+            mut metadata,
+            created_at,
+        } = self
+        else {
+            return self;
+        };
+        match event {
+            SessionEvent::SessionTransitioned(e) => status = e.to,
+            SessionEvent::SessionExpired(_) => status = SessionStatus::Expired,
+            SessionEvent::SessionUpdated(e) => {
+                task_id = e.task_id.or(task_id);
+                metadata = e.metadata.clone();
+            }
+            SessionEvent::SessionCreated(_) => {}
+        }
+        Session::Existing {
+            session_id,
+            status,
+            task_id,
+            metadata,
+            created_at,
         }
     }
 

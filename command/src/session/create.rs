@@ -1,0 +1,119 @@
+//! `POST /v1/sessions`: start an agent session (pending).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use keyledger_api::{ApiError, AppJson, RequestId};
+use keyledger_events::session::{SessionStatus, session_stream};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::aggregate::{MAX_METADATA_BYTES, Session, SessionCommand};
+use crate::CommandState;
+use crate::execute::execute;
+use crate::idempotency::{Idempotency, renderer};
+use crate::license::request_metadata;
+
+const MAX_ROLE_CHARS: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub agent_role: String,
+    #[serde(default)]
+    pub task_id: Option<Uuid>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateResponse {
+    pub session_id: Uuid,
+    pub agent_role: String,
+    pub task_id: Option<Uuid>,
+    pub status: SessionStatus,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub position: i64,
+}
+
+/// An agent role: 1 to 64 characters, no control characters, trimmed.
+pub struct AgentRole(String);
+
+impl AgentRole {
+    pub fn parse(text: &str) -> Result<AgentRole, ApiError> {
+        let trimmed = text.trim();
+        let chars = trimmed.chars().count();
+        if chars == 0 || chars > MAX_ROLE_CHARS || trimmed.chars().any(char::is_control) {
+            return Err(ApiError::invalid_field(
+                "agent_role",
+                format!("must be 1 to {MAX_ROLE_CHARS} characters without control characters"),
+            ));
+        }
+        Ok(AgentRole(trimmed.to_owned()))
+    }
+}
+
+/// Session metadata: a JSON object of at most 16 KiB.
+pub fn parse_metadata(value: Option<Value>) -> Result<Value, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
+        Some(Value::Object(map)) => {
+            let size = serde_json::to_vec(&map).map_or(usize::MAX, |v| v.len());
+            if size > MAX_METADATA_BYTES {
+                return Err(ApiError::invalid_field(
+                    "metadata",
+                    format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
+                ));
+            }
+            Ok(Value::Object(map))
+        }
+        Some(_) => Err(ApiError::invalid_field("metadata", "must be a JSON object")),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(session.id))]
+pub async fn handle(
+    State(state): State<CommandState>,
+    request_id: RequestId,
+    idempotency: Idempotency,
+    AppJson(request): AppJson<CreateRequest>,
+) -> Result<Response, ApiError> {
+    let role = AgentRole::parse(&request.agent_role)?;
+    let metadata = parse_metadata(request.metadata)?;
+    let now = keyledger_events::chain::to_micros((state.clock)());
+    let session_id = Uuid::new_v4();
+    tracing::Span::current().record("session.id", tracing::field::display(session_id));
+    let command = SessionCommand::Create {
+        session_id,
+        agent_role: role.0.clone(),
+        task_id: request.task_id,
+        metadata: metadata.clone(),
+        at: now,
+    };
+    let body = CreateResponse {
+        session_id,
+        agent_role: role.0,
+        task_id: request.task_id,
+        status: SessionStatus::Pending,
+        metadata,
+        created_at: now,
+        position: 0,
+    };
+    let render = renderer(StatusCode::CREATED, move |outcome| CreateResponse {
+        position: outcome.position,
+        ..body.clone()
+    });
+    let executed = execute::<Session>(
+        state.store.as_ref(),
+        &session_stream(session_id),
+        &command,
+        &request_metadata(&request_id, &idempotency),
+        &|_, _| idempotency.completion(&render),
+    )
+    .await?;
+    let outcome = executed.outcome;
+    Ok(idempotency.reply(render(&outcome)))
+}

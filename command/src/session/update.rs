@@ -1,0 +1,99 @@
+//! `PATCH /v1/sessions/{id}`: set the task and merge metadata (JSON merge patch, RFC 7396).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
+use std::sync::Arc;
+
+use keyledger_events::session::{SessionStatus, session_stream};
+use keyledger_events::{AppendOutcome, RenderResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::aggregate::{Session, SessionCommand};
+use crate::CommandState;
+use crate::execute::execute;
+use crate::idempotency::{Idempotency, json_response};
+use crate::license::request_metadata;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    #[serde(default)]
+    pub task_id: Option<Uuid>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateResponse {
+    pub session_id: Uuid,
+    pub status: SessionStatus,
+    pub task_id: Option<Uuid>,
+    pub metadata: Value,
+    pub position: i64,
+}
+
+#[tracing::instrument(skip_all, fields(session.id = %session_id))]
+pub async fn handle(
+    State(state): State<CommandState>,
+    request_id: RequestId,
+    idempotency: Idempotency,
+    AppPath(session_id): AppPath<Uuid>,
+    AppJson(request): AppJson<UpdateRequest>,
+) -> Result<Response, ApiError> {
+    match &request.metadata {
+        None | Some(Value::Object(_)) => {}
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "metadata",
+                "must be a JSON object (a merge patch)",
+            ));
+        }
+    }
+    if request.task_id.is_none() && request.metadata.is_none() {
+        return Err(ApiError::invalid_field(
+            "body",
+            "give task_id and/or metadata to change",
+        ));
+    }
+    let command = SessionCommand::Update {
+        task_id: request.task_id,
+        metadata_patch: request.metadata,
+        at: keyledger_events::chain::to_micros((state.clock)()),
+    };
+    // The response shows the merged state, known once the command is decided.
+    let respond = move |session: &Session, outcome: &AppendOutcome| match session {
+        Session::Existing {
+            status,
+            metadata,
+            task_id,
+            ..
+        } => json_response(
+            StatusCode::OK,
+            &UpdateResponse {
+                session_id,
+                status: *status,
+                task_id: *task_id,
+                metadata: metadata.clone(),
+                position: outcome.position,
+            },
+        ),
+        Session::Absent => json_response(StatusCode::NOT_FOUND, &Value::Null),
+    };
+    let executed = execute::<Session>(
+        state.store.as_ref(),
+        &session_stream(session_id),
+        &command,
+        &request_metadata(&request_id, &idempotency),
+        &|session, _| {
+            let session = session.clone();
+            let render: RenderResponse = Arc::new(move |outcome| respond(&session, outcome));
+            idempotency.completion(&render)
+        },
+    )
+    .await?;
+    Ok(idempotency.reply(respond(&executed.state, &executed.outcome)))
+}

@@ -1,0 +1,150 @@
+//! `sessions` and `session_transitions`: the session list, detail and transition history.
+
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use keyledger_events::session::SessionEvent;
+use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
+
+pub struct Sessions;
+
+pub const NAME: &str = "sessions";
+
+#[async_trait]
+impl Projection for Sessions {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["sessions", "session_transitions"]
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        // Sessions change one event at a time and rarely in bulk: one statement per event,
+        // pipelined in order.
+        for envelope in events {
+            let Some(event) = SessionEvent::decode(envelope)? else {
+                continue;
+            };
+            let actor = envelope
+                .metadata
+                .get("actor")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned);
+            match event {
+                SessionEvent::SessionCreated(e) => {
+                    let statement = tx
+                        .prepare_cached(
+                            "INSERT INTO sessions (session_id, agent_role, task_id, status, metadata, \
+                                                   created_at, updated_at, position) \
+                             VALUES ($1, $2, $3, 'pending', $4, $5, $5, $6)",
+                        )
+                        .await?;
+                    tx.execute(
+                        &statement,
+                        &[
+                            &e.session_id,
+                            &e.agent_role,
+                            &e.task_id,
+                            &e.metadata,
+                            &e.created_at,
+                            &envelope.position,
+                        ],
+                    )
+                    .await?;
+                }
+                SessionEvent::SessionTransitioned(e) => {
+                    transition(
+                        tx,
+                        envelope.position,
+                        e.session_id,
+                        e.from.as_str(),
+                        e.to.as_str(),
+                        e.at,
+                        e.reason,
+                        actor,
+                    )
+                    .await?;
+                }
+                SessionEvent::SessionExpired(e) => {
+                    transition(
+                        tx,
+                        envelope.position,
+                        e.session_id,
+                        e.from.as_str(),
+                        "expired",
+                        e.at,
+                        e.reason,
+                        actor,
+                    )
+                    .await?;
+                }
+                SessionEvent::SessionUpdated(e) => {
+                    let statement = tx
+                        .prepare_cached(
+                            "UPDATE sessions SET task_id = coalesce($2, task_id), metadata = $3, \
+                                                 updated_at = $4, position = $5 \
+                             WHERE session_id = $1",
+                        )
+                        .await?;
+                    tx.execute(
+                        &statement,
+                        &[
+                            &e.session_id,
+                            &e.task_id,
+                            &e.metadata,
+                            &e.at,
+                            &envelope.position,
+                        ],
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per column of the history row"
+)]
+async fn transition(
+    tx: &Transaction<'_>,
+    position: i64,
+    session_id: uuid::Uuid,
+    from: &str,
+    to: &str,
+    at: chrono::DateTime<chrono::Utc>,
+    reason: Option<String>,
+    actor: Option<String>,
+) -> Result<(), ProjectionError> {
+    let update = tx
+        .prepare_cached(
+            "UPDATE sessions SET status = $2, updated_at = $3, position = $4 WHERE session_id = $1",
+        )
+        .await?;
+    tx.execute(&update, &[&session_id, &to, &at, &position])
+        .await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO session_transitions \
+                 (session_id, position, from_status, to_status, at, reason, actor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await?;
+    tx.execute(
+        &insert,
+        &[&session_id, &position, &from, &to, &at, &reason, &actor],
+    )
+    .await?;
+    Ok(())
+}
