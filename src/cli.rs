@@ -6,6 +6,7 @@ use keyledger_events::verify::{self, Head};
 use keyledger_events::{Notifier, db};
 
 use crate::app::Application;
+use crate::bench::BenchArgs;
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::telemetry;
 
@@ -41,6 +42,9 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Throughput of the service over HTTP next to pgbench on the same PostgreSQL (drops and
+    /// re-creates --database-url first).
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(args, keyledger_command::system_clock()).await?;
             app.run_until_stopped().await
         }
+        Command::Bench(args) => crate::bench::run(args).await,
         Command::Migrate(database) => {
             db::ensure_database(&database.database_url).await?;
             db::migrate(&database.database_url).await

@@ -2,6 +2,7 @@
 //! writer, projectors, relay) and the operator commands.
 
 pub mod app;
+pub mod bench;
 
 pub mod cli;
 pub mod config;
