@@ -10,6 +10,7 @@ use axum::http::Request;
 use deadpool_postgres::Pool;
 use keyledger_api::{ApiError, Code, REQUEST_ID_HEADER};
 use keyledger_command::idempotency::IdempotencyConfig;
+use keyledger_command::license::policy::Policy;
 use keyledger_command::{Clock, CommandState};
 use keyledger_events::relay::RelayConfig;
 use keyledger_events::{Notifier, PgEventStore, WriterConfig, db};
@@ -46,6 +47,10 @@ pub fn metrics_handle() -> PrometheusHandle {
 impl Application {
     /// Migrates, binds, and spawns every piece of `args.role`.
     pub async fn build(args: ServeArgs, clock: Clock) -> anyhow::Result<Application> {
+        let policy = Arc::new(match &args.policy_file {
+            Some(path) => Policy::load(path).map_err(anyhow::Error::msg)?,
+            None => Policy::built_in(),
+        });
         let url = &args.database.database_url;
         db::ensure_database(url).await?;
         db::migrate(url).await?;
@@ -152,14 +157,28 @@ impl Application {
                     ),
                 )),
             ));
+            tasks.push((
+                "heartbeat timeouts",
+                tokio::spawn(forever(
+                    keyledger_command::license::installations::run_until_stopped(
+                        store.clone(),
+                        pool.clone(),
+                        clock.clone(),
+                        args.heartbeat_ttl,
+                        args.heartbeat_check_interval,
+                    ),
+                )),
+            ));
             router = router.merge(keyledger_command::router(CommandState {
                 store,
                 pool: pool.clone(),
-                clock,
+                clock: clock.clone(),
                 idempotency: IdempotencyConfig {
                     ttl: args.idempotency_ttl,
                     ..IdempotencyConfig::default()
                 },
+                policy: policy.clone(),
+                heartbeat_ttl: args.heartbeat_ttl,
             }));
         }
         if runs(Role::Query) {
@@ -168,6 +187,8 @@ impl Application {
                 notifier: notifier.clone(),
                 consistency_timeout: args.consistency_timeout(),
                 read_replica: args.read_database_url.is_some(),
+                heartbeat_ttl: args.heartbeat_ttl,
+                clock: clock.clone(),
             }));
         }
         let health_state = HealthState {

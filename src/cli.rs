@@ -24,7 +24,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (migrations, API, writer, projectors, relay).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
     /// Rebuild every projection from position 0 (the service may keep running).
@@ -37,6 +37,8 @@ pub enum Command {
         #[arg(long)]
         expect_head: Option<Head>,
     },
+    /// Import the legacy service's SQLite database (idempotent; `--dry-run` writes nothing).
+    ImportLegacy(crate::import::ImportArgs),
     /// Projection checkpoints and rebuilds.
     Projections {
         #[command(subcommand)]
@@ -67,10 +69,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     ));
     match cli.command {
         Command::Serve(args) => {
-            let app = Application::build(args, keyledger_command::system_clock()).await?;
+            let app = Application::build(*args, keyledger_command::system_clock()).await?;
             app.run_until_stopped().await
         }
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::ImportLegacy(args) => crate::import::run(args).await,
         Command::Migrate(database) => {
             db::ensure_database(&database.database_url).await?;
             db::migrate(&database.database_url).await

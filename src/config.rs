@@ -81,6 +81,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSION_EXPIRY_INTERVAL", default_value = "1m", value_parser = parse_duration)]
     pub session_expiry_interval: Duration,
 
+    /// The license policy (tiers, entitlements, limits, quotas); the built-in one when unset.
+    #[arg(long, env = "POLICY_FILE")]
+    pub policy_file: Option<std::path::PathBuf>,
+
+    /// An installation without a heartbeat this long is dead and loses its seat.
+    #[arg(long, env = "HEARTBEAT_TTL", default_value = "10m", value_parser = parse_duration)]
+    pub heartbeat_ttl: Duration,
+
+    /// How often dead installations are looked for.
+    #[arg(long, env = "HEARTBEAT_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_check_interval: Duration,
+
     /// How often expired Idempotency-Keys are purged.
     #[arg(long, env = "IDEMPOTENCY_PURGE_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub idempotency_purge_interval: Duration,
@@ -129,6 +141,9 @@ impl ServeArgs {
             append_batch_max: 1000,
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
             session_retention: Duration::from_secs(7 * 24 * 60 * 60),
+            policy_file: None,
+            heartbeat_ttl: Duration::from_secs(600),
+            heartbeat_check_interval: Duration::from_secs(30),
             session_expiry_interval: Duration::from_secs(60),
             idempotency_purge_interval: Duration::from_secs(600),
         }

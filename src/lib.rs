@@ -7,4 +7,5 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod import;
 pub mod telemetry;

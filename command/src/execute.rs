@@ -51,9 +51,17 @@ pub async fn execute<A: Aggregate>(
 ) -> Result<Executed<A>, CommandError<A::Error>> {
     let mut last_conflict = None;
     for attempt in 0..ATTEMPTS {
-        let (state, version) = load::<A, A::Error>(store, stream_id).await?;
+        let (state, version, position) = load::<A, A::Error>(store, stream_id).await?;
         let events = state.decide(command).map_err(CommandError::Domain)?;
         let after = events.iter().fold(state, |s, e| s.apply(e));
+        if events.is_empty() {
+            // Nothing to record (e.g. activating an active installation): answer from the log.
+            return Ok(Executed {
+                state: after,
+                events,
+                outcome: AppendOutcome { position, version },
+            });
+        }
         let request = AppendRequest {
             stream_id: stream_id.to_owned(),
             expected: if version == 0 {
@@ -88,17 +96,19 @@ pub async fn execute<A: Aggregate>(
     })))
 }
 
-/// Folds a stream into its aggregate; returns the state and the stream's version.
+/// Folds a stream into its aggregate; returns the state, the stream's version and the position
+/// of its last event.
 pub async fn load<A: Aggregate, E>(
     store: &dyn EventStore,
     stream_id: &str,
-) -> Result<(A, i64), CommandError<E>> {
+) -> Result<(A, i64, i64), CommandError<E>> {
     let stored = store
         .read_stream(stream_id, 0, i64::MAX)
         .await
         .map_err(CommandError::Store)?;
     let mut state = A::default();
     let mut version = 0;
+    let mut position = 0;
     for envelope in &stored {
         let decoded = A::Event::decode(envelope)
             .map_err(|e| CommandError::Store(StoreError::Unavailable(e.to_string())))?;
@@ -106,6 +116,7 @@ pub async fn load<A: Aggregate, E>(
             state = state.apply(&event);
         }
         version = envelope.version;
+        position = envelope.position;
     }
-    Ok((state, version))
+    Ok((state, version, position))
 }

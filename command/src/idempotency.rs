@@ -423,6 +423,11 @@ impl Idempotency {
         })
     }
 
+    /// The reply to a command that appended nothing: the layer stores it after the handler.
+    pub fn reply_unstored(&self, response: StoredResponse) -> Response {
+        respond(response)
+    }
+
     /// The reply to a command whose response the writer stored (or that had no key).
     pub fn reply(&self, response: StoredResponse) -> Response {
         let mut response = respond(response);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{patch, post};
+use axum::routing::{delete, patch, post};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use keyledger_events::EventStore;
@@ -32,6 +32,9 @@ pub struct CommandState {
     pub pool: Pool,
     pub clock: Clock,
     pub idempotency: idempotency::IdempotencyConfig,
+    pub policy: Arc<license::policy::Policy>,
+    /// An installation without a heartbeat this long is dead.
+    pub heartbeat_ttl: std::time::Duration,
 }
 
 pub fn router(state: CommandState) -> Router {
@@ -39,6 +42,31 @@ pub fn router(state: CommandState) -> Router {
         .route("/v1/licenses", post(license::issue::handle))
         .route("/v1/licenses/validate", post(license::validate::handle))
         .route("/v1/licenses/{id}/revoke", post(license::revoke::handle))
+        .route(
+            "/v1/licenses/{id}/suspend",
+            post(license::lifecycle::suspend),
+        )
+        .route(
+            "/v1/licenses/{id}/reinstate",
+            post(license::lifecycle::reinstate),
+        )
+        .route("/v1/licenses/{id}/renew", post(license::lifecycle::renew))
+        .route(
+            "/v1/licenses/{id}/policy",
+            post(license::lifecycle::change_policy),
+        )
+        .route(
+            "/v1/licenses/{id}/installations",
+            post(license::installations::activate),
+        )
+        .route(
+            "/v1/licenses/{id}/installations/{installation_id}",
+            delete(license::installations::deactivate),
+        )
+        .route(
+            "/v1/licenses/{id}/installations/{installation_id}/heartbeat",
+            post(license::installations::heartbeat),
+        )
         .route("/v1/sessions", post(session::create::handle))
         .route("/v1/sessions/{id}", patch(session::update::handle))
         .route(

@@ -112,8 +112,13 @@ impl Writer {
                 }
             }
             Err(error) => {
+                let expected = matches!(error, BatchError::Duplicate(_) | BatchError::ClaimLost);
                 let error = error.into_store_error();
-                tracing::error!(error = %error, batch.size = size, "append batch failed");
+                if expected {
+                    tracing::debug!(error = %error, "append refused");
+                } else {
+                    tracing::error!(error = %error, batch.size = size, "append batch failed");
+                }
                 for pending in batch {
                     let _ = pending.reply.send(Err(error.clone()));
                 }

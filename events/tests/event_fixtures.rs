@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use keyledger_events::EventPayload;
-use keyledger_events::license::{LicenseEvent, UsageEvent};
+use keyledger_events::license::{HeartbeatEvent, LicenseEvent, UsageEvent};
 use keyledger_events::session::SessionEvent;
 use serde_json::Value;
 
@@ -29,8 +29,10 @@ fn fixtures() -> Vec<(String, Value)> {
 fn decodes(event_type: &str, schema_version: i32, data: Value) -> bool {
     let as_license = LicenseEvent::decode_parts(event_type, schema_version, data.clone());
     let as_usage = UsageEvent::decode_parts(event_type, schema_version, data.clone());
-    let as_session = SessionEvent::decode_parts(event_type, schema_version, data);
-    matches!(as_license, Ok(Some(_)))
+    let as_session = SessionEvent::decode_parts(event_type, schema_version, data.clone());
+    let as_heartbeat = HeartbeatEvent::decode_parts(event_type, schema_version, data);
+    matches!(as_heartbeat, Ok(Some(_)))
+        || matches!(as_license, Ok(Some(_)))
         || matches!(as_usage, Ok(Some(_)))
         || matches!(as_session, Ok(Some(_)))
 }
@@ -54,6 +56,7 @@ fn every_event_type_has_a_fixture() {
         .iter()
         .chain(UsageEvent::EVENT_TYPES)
         .chain(SessionEvent::EVENT_TYPES)
+        .chain(HeartbeatEvent::EVENT_TYPES)
     {
         assert!(
             files
@@ -74,6 +77,8 @@ fn a_current_event_encodes_to_its_fixture_shape() {
         } else if let Ok(Some(e)) = UsageEvent::decode_parts(event_type, 1, data.clone()) {
             e.to_new_event(uuid::Uuid::nil()).data
         } else if let Ok(Some(e)) = SessionEvent::decode_parts(event_type, 1, data.clone()) {
+            e.to_new_event(uuid::Uuid::nil()).data
+        } else if let Ok(Some(e)) = HeartbeatEvent::decode_parts(event_type, 1, data.clone()) {
             e.to_new_event(uuid::Uuid::nil()).data
         } else {
             panic!("{file} does not decode");

@@ -21,6 +21,7 @@ pub fn asynchronous() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(license::licenses::Licenses),
         Arc::new(license::usage::LicenseUsage),
+        Arc::new(license::installations::Installations),
         Arc::new(session::Sessions),
     ]
 }

@@ -85,7 +85,7 @@ pub async fn all(
     }))
 }
 
-async fn read_stream(
+pub(crate) async fn read_stream(
     client: &impl GenericClient,
     stream_id: &str,
     after: i64,

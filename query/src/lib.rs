@@ -5,6 +5,7 @@ pub mod events;
 pub mod license;
 pub mod session;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -24,11 +25,24 @@ pub struct QueryState {
     pub consistency_timeout: Duration,
     /// `pool` is a read replica: confirm checkpoints there, not from notifications.
     pub read_replica: bool,
+    /// An installation not heard from this long is shown as not alive.
+    pub heartbeat_ttl: Duration,
+    pub clock: Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>,
 }
 
 pub fn router(state: QueryState) -> Router {
     Router::new()
+        .route("/v1/licenses", get(license::search::handle))
+        .route(
+            "/v1/licenses/by-key",
+            get(license::search::by_key_header).post(license::search::by_key_body),
+        )
         .route("/v1/licenses/{id}", get(license::get::handle))
+        .route("/v1/licenses/{id}/events", get(license::history::events))
+        .route(
+            "/v1/licenses/{id}/installations",
+            get(license::history::list_installations),
+        )
         .route("/v1/licenses/{id}/usage", get(license::usage::handle))
         .route("/v1/sessions", get(session::list::handle))
         .route("/v1/sessions/{id}", get(session::get::handle))

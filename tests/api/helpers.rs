@@ -157,7 +157,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut ServeArgs)) -> TestApp {
-    let database = TestDatabase::create().await;
+    spawn_app_on(TestDatabase::create().await, configure).await
+}
+
+/// The service on a database the test prepared.
+pub async fn spawn_app_on(
+    database: TestDatabase,
+    configure: impl FnOnce(&mut ServeArgs),
+) -> TestApp {
     let mut args = ServeArgs::local(&database.url);
     args.database.db_pool_size = 8;
     configure(&mut args);
@@ -405,4 +412,12 @@ impl Drop for ServiceProcess {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
+}
+
+/// A policy file whose tiers are the built-in ones with `edit` applied to the TOML text.
+pub fn policy_file(edit: impl FnOnce(String) -> String) -> std::path::PathBuf {
+    let text = edit(keyledger_command::license::policy::BUILT_IN.to_owned());
+    let path = std::env::temp_dir().join(format!("keyledger-policy-{}.toml", Uuid::new_v4()));
+    std::fs::write(&path, text).unwrap();
+    path
 }

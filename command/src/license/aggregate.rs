@@ -1,31 +1,88 @@
-//! The license aggregate: pure decide/apply over the license's own stream.
+//! The license aggregate: pure decide/apply over the license's own stream. Installations
+//! live here (their limit must hold under concurrency); heartbeats and usage do not.
 
-use chrono::{DateTime, Utc};
-use keyledger_events::license::{LicenseEvent, LicenseIssued, LicenseRevoked, Tier};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use keyledger_events::license::{
+    DeactivationReason, InstallationActivated, InstallationDeactivated, LicenseEvent,
+    LicenseImported, LicenseIssued, LicensePolicyChanged, LicenseReinstated, LicenseRenewed,
+    LicenseRevoked, LicenseSuspended, Tier,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::policy::Policy;
 use crate::execute::Aggregate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    Suspended,
+    Revoked,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LicenseState {
+    pub license_id: Uuid,
+    pub status: Status,
+    pub tier: Tier,
+    pub expires_at: DateTime<Utc>,
+    pub extra_entitlements: Vec<String>,
+    pub max_installations: Option<u32>,
+    /// Active installations and when each was activated.
+    pub installations: BTreeMap<String, DateTime<Utc>>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum License {
     #[default]
     Absent,
-    Active {
-        license_id: Uuid,
-    },
-    Revoked {
-        license_id: Uuid,
-    },
+    Existing(LicenseState),
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum LicenseCommand {
     Issue(IssueLicense),
+    /// A legacy license with its history, all at once.
+    Import {
+        imported: LicenseImported,
+        installations: Vec<InstallationActivated>,
+        revoked: Option<LicenseRevoked>,
+    },
     Revoke {
-        license_id: Uuid,
         reason: String,
-        revoked_at: DateTime<Utc>,
+        at: DateTime<Utc>,
+    },
+    Suspend {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    Reinstate {
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    Renew {
+        valid_days: u32,
+        at: DateTime<Utc>,
+    },
+    ChangePolicy {
+        entitlements: Vec<String>,
+        max_installations: Option<u32>,
+        at: DateTime<Utc>,
+    },
+    Activate {
+        installation_id: String,
+        hostname: Option<String>,
+        metadata: Value,
+        at: DateTime<Utc>,
+        policy: Arc<Policy>,
+    },
+    Deactivate {
+        installation_id: String,
+        reason: DeactivationReason,
+        at: DateTime<Utc>,
     },
 }
 
@@ -39,13 +96,32 @@ pub struct IssueLicense {
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub metadata: Value,
+    pub entitlements: Vec<String>,
+    pub max_installations: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LicenseError {
     NotFound,
     AlreadyIssued,
-    AlreadyRevoked,
+    /// Revoked is final: every later command is refused.
+    Revoked,
+    AlreadySuspended,
+    NotSuspended,
+    /// A suspended license cannot take new installations.
+    Suspended,
+    TooManyInstallations {
+        limit: u32,
+    },
+    InstallationNotFound,
+}
+
+impl LicenseState {
+    /// The installation limit: the license's own, or its tier's.
+    pub fn installation_limit(&self, policy: &Policy) -> u32 {
+        self.max_installations
+            .unwrap_or(policy.tier(self.tier).max_installations)
+    }
 }
 
 impl Aggregate for License {
@@ -54,20 +130,56 @@ impl Aggregate for License {
     type Error = LicenseError;
 
     fn apply(self, event: &LicenseEvent) -> License {
-        match event {
-            LicenseEvent::LicenseIssued(e) => License::Active {
-                license_id: e.license_id,
-            },
-            LicenseEvent::LicenseRevoked(e) => License::Revoked {
-                license_id: e.license_id,
-            },
+        let new = |license_id, tier, expires_at, extra: &[String], max| {
+            License::Existing(LicenseState {
+                license_id,
+                status: Status::Active,
+                tier,
+                expires_at,
+                extra_entitlements: extra.to_vec(),
+                max_installations: max,
+                installations: BTreeMap::new(),
+            })
+        };
+        match (self, event) {
+            (_, LicenseEvent::LicenseIssued(e)) => new(
+                e.license_id,
+                e.tier,
+                e.expires_at,
+                &e.entitlements,
+                e.max_installations,
+            ),
+            (_, LicenseEvent::LicenseImported(e)) => {
+                new(e.license_id, e.tier, e.expires_at, &[], None)
+            }
+            (License::Absent, _) => License::Absent,
+            (License::Existing(mut state), event) => {
+                match event {
+                    LicenseEvent::LicenseRevoked(_) => state.status = Status::Revoked,
+                    LicenseEvent::LicenseSuspended(_) => state.status = Status::Suspended,
+                    LicenseEvent::LicenseReinstated(_) => state.status = Status::Active,
+                    LicenseEvent::LicenseRenewed(e) => state.expires_at = e.expires_at,
+                    LicenseEvent::LicensePolicyChanged(e) => {
+                        state.extra_entitlements = e.entitlements.clone();
+                        state.max_installations = e.max_installations;
+                    }
+                    LicenseEvent::InstallationActivated(e) => {
+                        state.installations.insert(e.installation_id.clone(), e.at);
+                    }
+                    LicenseEvent::InstallationDeactivated(e) => {
+                        state.installations.remove(&e.installation_id);
+                    }
+                    LicenseEvent::LicenseIssued(_) | LicenseEvent::LicenseImported(_) => {}
+                }
+                License::Existing(state)
+            }
         }
     }
 
     fn decide(&self, command: &LicenseCommand) -> Result<Vec<LicenseEvent>, LicenseError> {
-        match (self, command) {
+        let state = match (self, command) {
             (License::Absent, LicenseCommand::Issue(issue)) => {
-                Ok(vec![LicenseEvent::LicenseIssued(LicenseIssued {
+                return Ok(vec![LicenseEvent::LicenseIssued(LicenseIssued {
                     license_id: issue.license_id,
                     key_hash: issue.key_hash.clone(),
                     key_prefix: issue.key_prefix.clone(),
@@ -76,24 +188,130 @@ impl Aggregate for License {
                     issued_at: issue.issued_at,
                     expires_at: issue.expires_at,
                     metadata: issue.metadata.clone(),
-                })])
-            }
-            (_, LicenseCommand::Issue(_)) => Err(LicenseError::AlreadyIssued),
-            (License::Absent, LicenseCommand::Revoke { .. }) => Err(LicenseError::NotFound),
-            (License::Revoked { .. }, LicenseCommand::Revoke { .. }) => {
-                Err(LicenseError::AlreadyRevoked)
+                    entitlements: issue.entitlements.clone(),
+                    max_installations: issue.max_installations,
+                })]);
             }
             (
-                License::Active { license_id },
-                LicenseCommand::Revoke {
-                    reason, revoked_at, ..
+                License::Absent,
+                LicenseCommand::Import {
+                    imported,
+                    installations,
+                    revoked,
                 },
-            ) => Ok(vec![LicenseEvent::LicenseRevoked(LicenseRevoked {
-                license_id: *license_id,
-                reason: reason.clone(),
-                revoked_at: *revoked_at,
-            })]),
+            ) => {
+                let mut events = vec![LicenseEvent::LicenseImported(imported.clone())];
+                events.extend(
+                    installations
+                        .iter()
+                        .cloned()
+                        .map(LicenseEvent::InstallationActivated),
+                );
+                events.extend(revoked.iter().cloned().map(LicenseEvent::LicenseRevoked));
+                return Ok(events);
+            }
+            (License::Existing(_), LicenseCommand::Issue(_) | LicenseCommand::Import { .. }) => {
+                return Err(LicenseError::AlreadyIssued);
+            }
+            (License::Absent, _) => return Err(LicenseError::NotFound),
+            (License::Existing(state), _) => state,
+        };
+        if state.status == Status::Revoked {
+            return Err(LicenseError::Revoked);
         }
+        let license_id = state.license_id;
+        let event = match command {
+            LicenseCommand::Issue(_) | LicenseCommand::Import { .. } => {
+                return Err(LicenseError::AlreadyIssued);
+            }
+            LicenseCommand::Revoke { reason, at } => LicenseEvent::LicenseRevoked(LicenseRevoked {
+                license_id,
+                reason: reason.clone(),
+                revoked_at: *at,
+            }),
+            LicenseCommand::Suspend { reason, at } => {
+                if state.status == Status::Suspended {
+                    return Err(LicenseError::AlreadySuspended);
+                }
+                LicenseEvent::LicenseSuspended(LicenseSuspended {
+                    license_id,
+                    reason: reason.clone(),
+                    at: *at,
+                })
+            }
+            LicenseCommand::Reinstate { reason, at } => {
+                if state.status != Status::Suspended {
+                    return Err(LicenseError::NotSuspended);
+                }
+                LicenseEvent::LicenseReinstated(LicenseReinstated {
+                    license_id,
+                    reason: reason.clone(),
+                    at: *at,
+                })
+            }
+            LicenseCommand::Renew { valid_days, at } => {
+                let from = state.expires_at.max(*at);
+                LicenseEvent::LicenseRenewed(LicenseRenewed {
+                    license_id,
+                    valid_days: *valid_days,
+                    previous_expires_at: state.expires_at,
+                    expires_at: from + Duration::days(i64::from(*valid_days)),
+                    at: *at,
+                })
+            }
+            LicenseCommand::ChangePolicy {
+                entitlements,
+                max_installations,
+                at,
+            } => LicenseEvent::LicensePolicyChanged(LicensePolicyChanged {
+                license_id,
+                entitlements: entitlements.clone(),
+                max_installations: *max_installations,
+                at: *at,
+            }),
+            LicenseCommand::Activate {
+                installation_id,
+                hostname,
+                metadata,
+                at,
+                policy,
+            } => {
+                if state.installations.contains_key(installation_id) {
+                    // Activating an active installation again changes nothing.
+                    return Ok(vec![]);
+                }
+                if state.status == Status::Suspended {
+                    return Err(LicenseError::Suspended);
+                }
+                let limit = state.installation_limit(policy);
+                if state.installations.len() as u64 >= u64::from(limit) {
+                    return Err(LicenseError::TooManyInstallations { limit });
+                }
+                LicenseEvent::InstallationActivated(InstallationActivated {
+                    license_id,
+                    installation_id: installation_id.clone(),
+                    hostname: hostname.clone(),
+                    metadata: metadata.clone(),
+                    at: *at,
+                })
+            }
+            LicenseCommand::Deactivate {
+                installation_id,
+                reason,
+                at,
+            } => {
+                if !state.installations.contains_key(installation_id) {
+                    return Err(LicenseError::InstallationNotFound);
+                }
+                LicenseEvent::InstallationDeactivated(InstallationDeactivated {
+                    license_id,
+                    installation_id: installation_id.clone(),
+                    reason: *reason,
+                    at: *at,
+                })
+            }
+        };
+        Ok(vec![event])
     }
 }
 
@@ -102,83 +320,303 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn given(events: &[LicenseEvent]) -> License {
-        events.iter().fold(License::default(), License::apply)
+    fn at(days: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap() + Duration::days(days)
     }
 
     fn id() -> Uuid {
         Uuid::from_u128(7)
     }
 
-    fn issue() -> LicenseCommand {
-        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+    fn policy() -> Arc<Policy> {
+        Arc::new(Policy::built_in())
+    }
+
+    fn given(events: &[LicenseEvent]) -> License {
+        events.iter().fold(License::default(), License::apply)
+    }
+
+    fn issue_with(tier: Tier, max_installations: Option<u32>) -> LicenseCommand {
         LicenseCommand::Issue(IssueLicense {
             license_id: id(),
             key_hash: "ab".repeat(32),
             key_prefix: "lic_abcdefgh".into(),
             owner: "acme".into(),
-            tier: Tier::Pro,
-            issued_at: at,
-            expires_at: at + chrono::Duration::days(365),
+            tier,
+            issued_at: at(0),
+            expires_at: at(365),
             metadata: json!({}),
+            entitlements: vec!["sso".into()],
+            max_installations,
         })
+    }
+
+    fn issued() -> LicenseEvent {
+        License::Absent
+            .decide(&issue_with(Tier::Basic, None))
+            .unwrap()
+            .remove(0)
+    }
+
+    fn then(
+        history: &[LicenseEvent],
+        command: LicenseCommand,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        given(history).decide(&command)
+    }
+
+    fn event(history: &[LicenseEvent], command: LicenseCommand) -> LicenseEvent {
+        then(history, command).unwrap().remove(0)
     }
 
     fn revoke() -> LicenseCommand {
         LicenseCommand::Revoke {
-            license_id: id(),
             reason: "refund".into(),
-            revoked_at: DateTime::from_timestamp(1_700_000_100, 0).unwrap(),
+            at: at(1),
         }
     }
 
-    fn issued() -> LicenseEvent {
-        License::Absent.decide(&issue()).unwrap().remove(0)
+    fn suspend() -> LicenseCommand {
+        LicenseCommand::Suspend {
+            reason: "unpaid".into(),
+            at: at(1),
+        }
     }
 
-    fn revoked() -> LicenseEvent {
-        given(&[issued()]).decide(&revoke()).unwrap().remove(0)
+    fn reinstate() -> LicenseCommand {
+        LicenseCommand::Reinstate {
+            reason: None,
+            at: at(2),
+        }
+    }
+
+    fn activate(installation: &str) -> LicenseCommand {
+        LicenseCommand::Activate {
+            installation_id: installation.into(),
+            hostname: None,
+            metadata: json!({}),
+            at: at(1),
+            policy: policy(),
+        }
+    }
+
+    fn deactivate(installation: &str) -> LicenseCommand {
+        LicenseCommand::Deactivate {
+            installation_id: installation.into(),
+            reason: DeactivationReason::Released,
+            at: at(2),
+        }
     }
 
     #[test]
-    fn issuing_a_new_license_records_license_issued() {
-        let events = given(&[]).decide(&issue()).unwrap();
+    fn issuing_a_new_license_records_its_overrides() {
+        let events = then(&[], issue_with(Tier::Pro, Some(5))).unwrap();
         assert!(
-            matches!(&events[..], [LicenseEvent::LicenseIssued(e)] if e.owner == "acme" && e.tier == Tier::Pro)
+            matches!(&events[..], [LicenseEvent::LicenseIssued(e)] if e.entitlements == ["sso"] && e.max_installations == Some(5))
         );
     }
 
     #[test]
     fn issuing_an_existing_license_id_is_rejected() {
         assert_eq!(
-            given(&[issued()]).decide(&issue()),
+            then(&[issued()], issue_with(Tier::Pro, None)),
             Err(LicenseError::AlreadyIssued)
         );
     }
 
     #[test]
     fn revoking_an_active_license_records_the_reason() {
-        let events = given(&[issued()]).decide(&revoke()).unwrap();
-        assert!(matches!(&events[..], [LicenseEvent::LicenseRevoked(e)] if e.reason == "refund"));
-    }
-
-    #[test]
-    fn revoking_a_revoked_license_is_rejected() {
-        assert_eq!(
-            given(&[issued(), revoked()]).decide(&revoke()),
-            Err(LicenseError::AlreadyRevoked)
+        assert!(
+            matches!(event(&[issued()], revoke()), LicenseEvent::LicenseRevoked(e) if e.reason == "refund")
         );
     }
 
     #[test]
     fn revoking_an_unknown_license_is_not_found() {
-        assert_eq!(given(&[]).decide(&revoke()), Err(LicenseError::NotFound));
+        assert_eq!(then(&[], revoke()), Err(LicenseError::NotFound));
     }
 
     #[test]
-    fn reissuing_a_revoked_license_is_rejected() {
+    fn every_command_on_a_revoked_license_is_rejected() {
+        let history = [issued(), event(&[issued()], revoke())];
+        for command in [
+            revoke(),
+            suspend(),
+            reinstate(),
+            LicenseCommand::Renew {
+                valid_days: 30,
+                at: at(3),
+            },
+            LicenseCommand::ChangePolicy {
+                entitlements: vec![],
+                max_installations: None,
+                at: at(3),
+            },
+            activate("m1"),
+            deactivate("m1"),
+        ] {
+            assert_eq!(
+                then(&history, command.clone()),
+                Err(LicenseError::Revoked),
+                "{command:?}"
+            );
+        }
         assert_eq!(
-            given(&[issued(), revoked()]).decide(&issue()),
+            then(&history, issue_with(Tier::Pro, None)),
+            Err(LicenseError::AlreadyIssued)
+        );
+    }
+
+    #[test]
+    fn suspending_and_reinstating_toggle_the_license() {
+        let suspended = event(&[issued()], suspend());
+        assert!(matches!(&suspended, LicenseEvent::LicenseSuspended(e) if e.reason == "unpaid"));
+        let history = [issued(), suspended];
+        assert_eq!(
+            then(&history, suspend()),
+            Err(LicenseError::AlreadySuspended)
+        );
+        assert!(matches!(
+            event(&history, reinstate()),
+            LicenseEvent::LicenseReinstated(_)
+        ));
+        assert_eq!(
+            then(&[issued()], reinstate()),
+            Err(LicenseError::NotSuspended)
+        );
+    }
+
+    #[test]
+    fn renewing_extends_from_the_later_of_now_and_the_expiry() {
+        let early = event(
+            &[issued()],
+            LicenseCommand::Renew {
+                valid_days: 30,
+                at: at(10),
+            },
+        );
+        assert!(
+            matches!(early, LicenseEvent::LicenseRenewed(e) if e.expires_at == at(395) && e.previous_expires_at == at(365))
+        );
+        // After expiry the new period starts now.
+        let late = event(
+            &[issued()],
+            LicenseCommand::Renew {
+                valid_days: 30,
+                at: at(400),
+            },
+        );
+        assert!(matches!(late, LicenseEvent::LicenseRenewed(e) if e.expires_at == at(430)));
+    }
+
+    #[test]
+    fn a_suspended_license_may_be_renewed_but_takes_no_installation() {
+        let history = [issued(), event(&[issued()], suspend())];
+        assert!(
+            then(
+                &history,
+                LicenseCommand::Renew {
+                    valid_days: 1,
+                    at: at(3)
+                }
+            )
+            .is_ok()
+        );
+        assert_eq!(then(&history, activate("m1")), Err(LicenseError::Suspended));
+    }
+
+    #[test]
+    fn activations_stop_at_the_tiers_limit() {
+        // Basic allows 3 installations.
+        let mut history = vec![issued()];
+        for machine in ["m1", "m2", "m3"] {
+            let activated = event(&history, activate(machine));
+            history.push(activated);
+        }
+        assert_eq!(
+            then(&history, activate("m4")),
+            Err(LicenseError::TooManyInstallations { limit: 3 })
+        );
+        // Activating an active installation again changes nothing.
+        assert_eq!(then(&history, activate("m2")), Ok(vec![]));
+        // Releasing a seat makes room.
+        let released = event(&history, deactivate("m1"));
+        history.push(released);
+        assert!(then(&history, activate("m4")).is_ok());
+    }
+
+    #[test]
+    fn a_license_override_replaces_the_tiers_limit() {
+        let history = [event(&[], issue_with(Tier::Basic, Some(1)))];
+        let first = event(&history, activate("m1"));
+        assert_eq!(
+            then(&[history[0].clone(), first], activate("m2")),
+            Err(LicenseError::TooManyInstallations { limit: 1 })
+        );
+        let changed = event(
+            &history,
+            LicenseCommand::ChangePolicy {
+                entitlements: vec![],
+                max_installations: Some(2),
+                at: at(1),
+            },
+        );
+        let history = [history[0].clone(), changed];
+        let first = event(&history, activate("m1"));
+        assert!(
+            then(
+                &[history[0].clone(), history[1].clone(), first],
+                activate("m2")
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn deactivating_an_unknown_installation_is_not_found() {
+        assert_eq!(
+            then(&[issued()], deactivate("nope")),
+            Err(LicenseError::InstallationNotFound)
+        );
+    }
+
+    #[test]
+    fn importing_records_the_license_its_installations_and_its_revocation() {
+        let imported = LicenseImported {
+            license_id: id(),
+            key_hash: "cd".repeat(32),
+            key_prefix: "K3DEG-".into(),
+            owner: "user0@example.org".into(),
+            tier: Tier::Basic,
+            issued_at: at(0),
+            expires_at: at(365),
+            legacy_id: 1,
+        };
+        let installation = InstallationActivated {
+            license_id: id(),
+            installation_id: "m1".into(),
+            hostname: None,
+            metadata: json!({}),
+            at: at(1),
+        };
+        let revoked = LicenseRevoked {
+            license_id: id(),
+            reason: "legacy status revoked".into(),
+            revoked_at: at(2),
+        };
+        let command = LicenseCommand::Import {
+            imported,
+            installations: vec![installation],
+            revoked: Some(revoked),
+        };
+        let events = then(&[], command.clone()).unwrap();
+        assert_eq!(events.len(), 3);
+        let state = given(&events);
+        assert!(
+            matches!(state, License::Existing(s) if s.status == Status::Revoked && s.installations.contains_key("m1"))
+        );
+        assert_eq!(
+            given(&events).decide(&command),
             Err(LicenseError::AlreadyIssued)
         );
     }

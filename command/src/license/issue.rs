@@ -33,6 +33,46 @@ pub struct IssueRequest {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// Entitlements on top of the tier's.
+    #[serde(default)]
+    pub entitlements: Option<Vec<String>>,
+    /// Replaces the tier's installation limit.
+    #[serde(default)]
+    pub max_installations: Option<u32>,
+}
+
+/// Entitlement names: 1 to 128 characters without control characters, at most 100 of them.
+pub fn parse_entitlements(names: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    let names = names.unwrap_or_default();
+    if names.len() > 100 {
+        return Err(ApiError::invalid_field("entitlements", "at most 100 names"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        let name = name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+            return Err(ApiError::invalid_field(
+                "entitlements",
+                "each name must be 1 to 128 characters without control characters",
+            ));
+        }
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A per-license installation limit: 0 to 100 000.
+pub fn parse_max_installations(limit: Option<u32>) -> Result<Option<u32>, ApiError> {
+    match limit {
+        Some(n) if n > 100_000 => Err(ApiError::invalid_field(
+            "max_installations",
+            "must be between 0 and 100000",
+        )),
+        other => Ok(other),
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +87,8 @@ pub struct IssueResponse {
     pub status: &'static str,
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    pub entitlements: Vec<String>,
+    pub max_installations: Option<u32>,
     pub position: i64,
 }
 
@@ -134,6 +176,8 @@ pub async fn handle(
     let owner = Owner::parse(&request.owner)?;
     let expires_at = expiry(&request, now)?;
     let metadata = parse_metadata(request.metadata)?;
+    let entitlements = parse_entitlements(request.entitlements)?;
+    let max_installations = parse_max_installations(request.max_installations)?;
     let key = LicenseKey::generate().map_err(ApiError::internal)?;
     let license_id = Uuid::new_v4();
     tracing::Span::current().record("license.id", tracing::field::display(license_id));
@@ -146,6 +190,8 @@ pub async fn handle(
         issued_at: now,
         expires_at,
         metadata,
+        entitlements: entitlements.clone(),
+        max_installations,
     });
     let stored = IssueResponse {
         license_id,
@@ -156,6 +202,8 @@ pub async fn handle(
         status: "active",
         issued_at: now,
         expires_at,
+        entitlements,
+        max_installations,
         position: 0,
     };
     let first = IssueResponse {

@@ -1,4 +1,6 @@
 //! License keys: `lic_` + base58(256 random bits from the OS RNG + a 4-byte checksum).
+//! Keys imported from the legacy service (`XXXXX-XXXXX-XXXXX-XXXXX-XXXXX`) have no checksum;
+//! their shape alone is checked, and the lookup decides.
 //!
 //! The key is shown once, at issuance. Everything stored holds only its SHA-256 hash and a
 //! display prefix. The checksum lets validation reject mistyped keys without a lookup.
@@ -12,6 +14,8 @@ const RANDOM_BYTES: usize = 32;
 const CHECKSUM_BYTES: usize = 4;
 /// Characters of the key shown in listings: `lic_` and the first eight of the body.
 const DISPLAY_CHARS: usize = PREFIX.len() + 8;
+/// Characters of a legacy key shown in listings: its first group and dash.
+const LEGACY_DISPLAY_CHARS: usize = 6;
 
 /// A key that passed the shape and checksum check.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,8 +48,11 @@ impl LicenseKey {
         )))
     }
 
-    /// Accepts only a well-formed key with a correct checksum.
+    /// Accepts a well-formed key with a correct checksum, or a legacy key of the legacy shape.
     pub fn parse(text: &str) -> Option<LicenseKey> {
+        if is_legacy(text) {
+            return Some(LicenseKey(text.to_owned()));
+        }
         let body = text.strip_prefix(PREFIX)?;
         let bytes = bs58::decode(body).into_vec().ok()?;
         if bytes.len() != RANDOM_BYTES + CHECKSUM_BYTES {
@@ -61,13 +68,29 @@ impl LicenseKey {
     }
 
     pub fn display_prefix(&self) -> String {
-        self.0.chars().take(DISPLAY_CHARS).collect()
+        let chars = if is_legacy(&self.0) {
+            LEGACY_DISPLAY_CHARS
+        } else {
+            DISPLAY_CHARS
+        };
+        self.0.chars().take(chars).collect()
     }
 
     /// The key itself, for the one response that shows it.
     pub fn expose(&self) -> &str {
         &self.0
     }
+}
+
+/// Five groups of five upper-case letters or digits, separated by dashes.
+pub fn is_legacy(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups.iter().all(|g| {
+            g.len() == 5
+                && g.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        })
 }
 
 fn checksum(random: &[u8]) -> [u8; CHECKSUM_BYTES] {
@@ -104,6 +127,19 @@ mod tests {
     #[test]
     fn keys_of_the_wrong_shape_are_malformed() {
         for text in ["", "lic_", "lic_0OIl", "key_abc", "lic_3mJr7AoUXx2Wqd"] {
+            assert_eq!(LicenseKey::parse(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn legacy_keys_pass_the_shape_check_and_show_their_first_group() {
+        let key = LicenseKey::parse("K3DEG-ZDPCF-54ERF-5DHQD-3DQCJ").unwrap();
+        assert_eq!(key.display_prefix(), "K3DEG-");
+        for text in [
+            "K3DEG-ZDPCF-54ERF-5DHQD",
+            "k3deg-zdpcf-54erf-5dhqd-3dqcj",
+            "K3DEG-ZDPCF-54ERF-5DHQD-3DQC!",
+        ] {
             assert_eq!(LicenseKey::parse(text), None, "{text}");
         }
     }

@@ -1,8 +1,11 @@
 //! The license aggregate and its command routes.
 
 pub mod aggregate;
+pub mod installations;
 pub mod issue;
 pub mod key;
+pub mod lifecycle;
+pub mod policy;
 pub mod revoke;
 pub mod validate;
 
@@ -20,13 +23,37 @@ impl From<CommandError<LicenseError>> for ApiError {
             CommandError::Domain(LicenseError::NotFound) => {
                 ApiError::not_found(Code::ResLicenseNotFound, "no license has this id")
             }
-            CommandError::Domain(LicenseError::AlreadyRevoked) => ApiError::conflict(
+            CommandError::Domain(LicenseError::Revoked) => ApiError::conflict(
                 Code::BizLicenseRevoked,
                 "the license is revoked; revoked is final",
             ),
             CommandError::Domain(LicenseError::AlreadyIssued) => ApiError::conflict(
                 Code::BizLicenseExists,
                 "a license with this id already exists",
+            ),
+            CommandError::Domain(LicenseError::AlreadySuspended) => ApiError::conflict(
+                Code::BizLicenseSuspended,
+                "the license is already suspended",
+            ),
+            CommandError::Domain(LicenseError::Suspended) => ApiError::conflict(
+                Code::BizLicenseSuspended,
+                "the license is suspended; reinstate it first",
+            ),
+            CommandError::Domain(LicenseError::NotSuspended) => {
+                ApiError::conflict(Code::BizLicenseNotSuspended, "the license is not suspended")
+            }
+            CommandError::Domain(LicenseError::TooManyInstallations { limit }) => {
+                ApiError::conflict(
+                    Code::BizTooManyInstallations,
+                    format!(
+                        "the license has all its {limit} installations active; deactivate one first"
+                    ),
+                )
+                .with_member("max_installations", limit)
+            }
+            CommandError::Domain(LicenseError::InstallationNotFound) => ApiError::not_found(
+                Code::ResInstallationNotFound,
+                "no active installation has this id on this license",
             ),
             CommandError::Conflict(cause) => ApiError {
                 internal: Some(cause.to_string()),

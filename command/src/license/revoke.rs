@@ -48,9 +48,8 @@ pub async fn handle(
     }
     let revoked_at = keyledger_events::chain::to_micros((state.clock)());
     let command = LicenseCommand::Revoke {
-        license_id,
         reason: reason.to_owned(),
-        revoked_at,
+        at: revoked_at,
     };
     let render = renderer(StatusCode::OK, move |outcome| RevokeResponse {
         license_id,

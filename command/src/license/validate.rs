@@ -1,5 +1,6 @@
-//! `POST /v1/licenses/validate`: is this key good right now? Each validation of an existing
-//! license is recorded as a usage event in the license's usage stream.
+//! `POST /v1/licenses/validate`: is this key good right now, for this feature and machine?
+//! Each validation of an existing license is recorded as a usage event in the license's
+//! usage stream; VALID ones count toward the daily quota.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,13 +9,15 @@ use chrono::{DateTime, Utc};
 use keyledger_api::{ApiError, AppJson, RequestId};
 use keyledger_events::license::{LicenseValidated, Tier, UsageEvent, ValidationCode, usage_stream};
 use keyledger_events::{AppendRequest, EventPayload, ExpectedVersion};
-use keyledger_projections::license::validation;
+use keyledger_projections::license::validation::{self, ValidationRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::installations::InstallationId;
 use super::issue::parse_metadata;
 use super::key::LicenseKey;
+use super::policy::Policy;
 use super::{request_metadata, store_error};
 use crate::CommandState;
 use crate::idempotency::{Idempotency, json_response, renderer};
@@ -27,6 +30,8 @@ pub struct ValidateRequest {
     pub key: String,
     #[serde(default)]
     pub feature: Option<String>,
+    #[serde(default)]
+    pub installation_id: Option<String>,
     #[serde(default)]
     pub metadata: Option<Value>,
 }
@@ -41,6 +46,9 @@ pub struct ValidateResponse {
     pub tier: Option<Tier>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The license's entitlements: its tier's and its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entitlements: Option<Vec<String>>,
     /// Position of the recorded usage event.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub position: Option<i64>,
@@ -54,8 +62,41 @@ impl ValidateResponse {
             license_id: None,
             tier: None,
             expires_at: None,
+            entitlements: None,
             position: None,
         }
+    }
+}
+
+/// The verdict, first failing rule first: revoked, suspended, expired, installation,
+/// feature, quota.
+pub fn judge(
+    license: &ValidationRow,
+    policy: &Policy,
+    now: DateTime<Utc>,
+    feature: Option<&str>,
+    installation_id: Option<&str>,
+) -> ValidationCode {
+    let tier = Tier::parse(&license.tier).unwrap_or(Tier::Free);
+    if license.status == "revoked" {
+        ValidationCode::Revoked
+    } else if license.status == "suspended" {
+        ValidationCode::Suspended
+    } else if license.expires_at <= now {
+        ValidationCode::Expired
+    } else if installation_id.is_some_and(|id| !license.installations.iter().any(|i| i == id)) {
+        ValidationCode::InstallationNotActivated
+    } else if feature.is_some_and(|f| !policy.entitlements(tier, &license.entitlements).contains(f))
+    {
+        ValidationCode::FeatureNotEntitled
+    } else if policy
+        .tier(tier)
+        .validations_per_day
+        .is_some_and(|quota| license.valid_today >= quota as i64)
+    {
+        ValidationCode::QuotaExceeded
+    } else {
+        ValidationCode::Valid
     }
 }
 
@@ -66,7 +107,8 @@ pub async fn handle(
     idempotency: Idempotency,
     AppJson(request): AppJson<ValidateRequest>,
 ) -> Result<Response, ApiError> {
-    let answer = |body: ValidateResponse| idempotency.reply(json_response(StatusCode::OK, &body));
+    let answer =
+        |body: ValidateResponse| idempotency.reply_unstored(json_response(StatusCode::OK, &body));
     let feature = match request.feature {
         Some(f) if f.is_empty() || f.chars().count() > MAX_FEATURE_CHARS => {
             return Err(ApiError::invalid_field(
@@ -76,14 +118,20 @@ pub async fn handle(
         }
         other => other,
     };
+    let installation_id = request
+        .installation_id
+        .as_deref()
+        .map(InstallationId::parse)
+        .transpose()?;
     let metadata = parse_metadata(request.metadata)?;
-    let Some(key) = LicenseKey::parse(&request.key) else {
+    let Some(key) = LicenseKey::parse(request.key.trim()) else {
         return Ok(answer(ValidateResponse::rejected(
             ValidationCode::MalformedKey,
         )));
     };
+    let now = keyledger_events::chain::to_micros((state.clock)());
     let client = state.pool.get().await.map_err(ApiError::unavailable)?;
-    let found = validation::lookup(&client, &key.hash())
+    let found = validation::lookup(&client, &key.hash(), now.date_naive())
         .await
         .map_err(ApiError::unavailable)?;
     drop(client);
@@ -91,18 +139,26 @@ pub async fn handle(
         return Ok(answer(ValidateResponse::rejected(ValidationCode::NotFound)));
     };
     tracing::Span::current().record("license.id", tracing::field::display(license.license_id));
-    let now = keyledger_events::chain::to_micros((state.clock)());
-    let code = if license.status == "revoked" {
-        ValidationCode::Revoked
-    } else if license.expires_at <= now {
-        ValidationCode::Expired
-    } else {
-        ValidationCode::Valid
-    };
+    let code = judge(
+        &license,
+        &state.policy,
+        now,
+        feature.as_deref(),
+        installation_id.as_ref().map(InstallationId::as_str),
+    );
+    let tier = Tier::parse(&license.tier);
+    let entitlements = tier.map(|t| {
+        state
+            .policy
+            .entitlements(t, &license.entitlements)
+            .into_iter()
+            .collect()
+    });
     let usage = UsageEvent::LicenseValidated(LicenseValidated {
         license_id: license.license_id,
         code,
         feature,
+        installation_id: installation_id.map(|i| i.as_str().to_owned()),
         metadata,
         validated_at: now,
     });
@@ -110,8 +166,9 @@ pub async fn handle(
         valid: code == ValidationCode::Valid,
         code,
         license_id: Some(license.license_id),
-        tier: Tier::parse(&license.tier),
+        tier,
         expires_at: Some(license.expires_at),
+        entitlements,
         position: None,
     };
     let render = renderer(StatusCode::OK, move |outcome| ValidateResponse {

@@ -1,4 +1,4 @@
-//! `licenses`: one row per license, for `GET /v1/licenses/{id}`.
+//! `licenses`: one row per license, for `GET /v1/licenses/{id}` and the license search.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,7 +19,7 @@ impl Projection for Licenses {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -31,81 +31,167 @@ impl Projection for Licenses {
         tx: &Transaction<'_>,
         events: &[Envelope],
     ) -> Result<(), ProjectionError> {
-        let mut issued = Issued::default();
-        let mut revoked = Revoked::default();
+        let mut created = Created::default();
+        let mut changes = Vec::new();
         for envelope in events {
             match LicenseEvent::decode(envelope)? {
-                Some(LicenseEvent::LicenseIssued(e)) => {
-                    issued.license_ids.push(e.license_id);
-                    issued.key_prefixes.push(e.key_prefix);
-                    issued.owners.push(e.owner);
-                    issued.tiers.push(e.tier.as_str());
-                    issued.metadata.push(e.metadata);
-                    issued.issued_at.push(e.issued_at);
-                    issued.expires_at.push(e.expires_at);
-                    issued.positions.push(envelope.position);
-                }
-                Some(LicenseEvent::LicenseRevoked(e)) => {
-                    revoked.license_ids.push(e.license_id);
-                    revoked.reasons.push(e.reason);
-                    revoked.at.push(e.revoked_at);
-                    revoked.positions.push(envelope.position);
-                }
+                Some(LicenseEvent::LicenseIssued(e)) => created.push(Row {
+                    license_id: e.license_id,
+                    key_prefix: e.key_prefix,
+                    owner: e.owner,
+                    tier: e.tier.as_str(),
+                    metadata: e.metadata,
+                    issued_at: e.issued_at,
+                    expires_at: e.expires_at,
+                    entitlements: e.entitlements.join("\u{1f}"),
+                    max_installations: e.max_installations.map(|n| n as i32),
+                    legacy_id: None,
+                    position: envelope.position,
+                }),
+                Some(LicenseEvent::LicenseImported(e)) => created.push(Row {
+                    license_id: e.license_id,
+                    key_prefix: e.key_prefix,
+                    owner: e.owner,
+                    tier: e.tier.as_str(),
+                    metadata: Value::Object(Default::default()),
+                    issued_at: e.issued_at,
+                    expires_at: e.expires_at,
+                    entitlements: String::new(),
+                    max_installations: None,
+                    legacy_id: Some(e.legacy_id),
+                    position: envelope.position,
+                }),
+                Some(other) => changes.push((other, envelope.position)),
                 None => {}
             }
         }
-        if !issued.license_ids.is_empty() {
+        if !created.license_ids.is_empty() {
+            // Entitlement names hold no control characters: U+001F separates them in one text.
             let statement = tx
                 .prepare_cached(
                     "INSERT INTO licenses (license_id, key_prefix, owner, tier, status, metadata, \
-                                           issued_at, expires_at, position) \
-                     SELECT l, k, o, t, 'active', m, i, x, p \
+                                           issued_at, expires_at, entitlements, max_installations, \
+                                           legacy_id, position) \
+                     SELECT l, k, o, t, 'active', m, i, x, \
+                            CASE WHEN e = '' THEN '{}'::text[] ELSE string_to_array(e, chr(31)) END, \
+                            n, g, p \
                      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], \
-                                 $6::timestamptz[], $7::timestamptz[], $8::bigint[]) \
-                          AS u(l, k, o, t, m, i, x, p)",
+                                 $6::timestamptz[], $7::timestamptz[], $8::text[], $9::int[], \
+                                 $10::bigint[], $11::bigint[]) \
+                          AS u(l, k, o, t, m, i, x, e, n, g, p)",
                 )
                 .await?;
             tx.execute(
                 &statement,
                 &[
-                    &issued.license_ids,
-                    &issued.key_prefixes,
-                    &issued.owners,
-                    &issued.tiers,
-                    &issued.metadata,
-                    &issued.issued_at,
-                    &issued.expires_at,
-                    &issued.positions,
+                    &created.license_ids,
+                    &created.key_prefixes,
+                    &created.owners,
+                    &created.tiers,
+                    &created.metadata,
+                    &created.issued_at,
+                    &created.expires_at,
+                    &created.entitlements,
+                    &created.max_installations,
+                    &created.legacy_ids,
+                    &created.positions,
                 ],
             )
             .await?;
         }
-        if !revoked.license_ids.is_empty() {
-            let statement = tx
-                .prepare_cached(
-                    "UPDATE licenses SET status = 'revoked', revoked_at = u.a, revoke_reason = u.r, \
-                                         position = u.p \
-                     FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::bigint[]) AS u(l, r, a, p) \
-                     WHERE licenses.license_id = u.l",
-                )
-                .await?;
-            tx.execute(
-                &statement,
-                &[
-                    &revoked.license_ids,
-                    &revoked.reasons,
-                    &revoked.at,
-                    &revoked.positions,
-                ],
-            )
-            .await?;
+        for (change, position) in changes {
+            apply_change(tx, change, position).await?;
         }
         Ok(())
     }
 }
 
+async fn apply_change(
+    tx: &Transaction<'_>,
+    change: LicenseEvent,
+    position: i64,
+) -> Result<(), ProjectionError> {
+    match change {
+        LicenseEvent::LicenseRevoked(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE licenses SET status = 'revoked', revoked_at = $2, revoke_reason = $3, \
+                                         position = $4 WHERE license_id = $1",
+                )
+                .await?;
+            tx.execute(
+                &statement,
+                &[&e.license_id, &e.revoked_at, &e.reason, &position],
+            )
+            .await?;
+        }
+        LicenseEvent::LicenseSuspended(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE licenses SET status = 'suspended', suspended_at = $2, \
+                                         suspend_reason = $3, position = $4 WHERE license_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.license_id, &e.at, &e.reason, &position])
+                .await?;
+        }
+        LicenseEvent::LicenseReinstated(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE licenses SET status = 'active', suspended_at = NULL, \
+                                         suspend_reason = NULL, position = $2 WHERE license_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.license_id, &position]).await?;
+        }
+        LicenseEvent::LicenseRenewed(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE licenses SET expires_at = $2, position = $3 WHERE license_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.license_id, &e.expires_at, &position])
+                .await?;
+        }
+        LicenseEvent::LicensePolicyChanged(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE licenses SET entitlements = $2, max_installations = $3, position = $4 \
+                     WHERE license_id = $1",
+                )
+                .await?;
+            let max = e.max_installations.map(|n| n as i32);
+            tx.execute(
+                &statement,
+                &[&e.license_id, &e.entitlements, &max, &position],
+            )
+            .await?;
+        }
+        // Installations have their own projection.
+        LicenseEvent::InstallationActivated(_)
+        | LicenseEvent::InstallationDeactivated(_)
+        | LicenseEvent::LicenseIssued(_)
+        | LicenseEvent::LicenseImported(_) => {}
+    }
+    Ok(())
+}
+
+struct Row {
+    license_id: Uuid,
+    key_prefix: String,
+    owner: String,
+    tier: &'static str,
+    metadata: Value,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    entitlements: String,
+    max_installations: Option<i32>,
+    legacy_id: Option<i64>,
+    position: i64,
+}
+
 #[derive(Default)]
-struct Issued {
+struct Created {
     license_ids: Vec<Uuid>,
     key_prefixes: Vec<String>,
     owners: Vec<String>,
@@ -113,13 +199,24 @@ struct Issued {
     metadata: Vec<Value>,
     issued_at: Vec<DateTime<Utc>>,
     expires_at: Vec<DateTime<Utc>>,
+    entitlements: Vec<String>,
+    max_installations: Vec<Option<i32>>,
+    legacy_ids: Vec<Option<i64>>,
     positions: Vec<i64>,
 }
 
-#[derive(Default)]
-struct Revoked {
-    license_ids: Vec<Uuid>,
-    reasons: Vec<String>,
-    at: Vec<DateTime<Utc>>,
-    positions: Vec<i64>,
+impl Created {
+    fn push(&mut self, row: Row) {
+        self.license_ids.push(row.license_id);
+        self.key_prefixes.push(row.key_prefix);
+        self.owners.push(row.owner);
+        self.tiers.push(row.tier);
+        self.metadata.push(row.metadata);
+        self.issued_at.push(row.issued_at);
+        self.expires_at.push(row.expires_at);
+        self.entitlements.push(row.entitlements);
+        self.max_installations.push(row.max_installations);
+        self.legacy_ids.push(row.legacy_id);
+        self.positions.push(row.position);
+    }
 }

@@ -1,5 +1,6 @@
 //! The license slice's projections.
 
+pub mod installations;
 pub mod licenses;
 pub mod usage;
 pub mod validation;

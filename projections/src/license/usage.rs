@@ -19,7 +19,7 @@ impl Projection for LicenseUsage {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
@@ -36,6 +36,7 @@ impl Projection for LicenseUsage {
         let mut at: Vec<DateTime<Utc>> = Vec::new();
         let mut codes: Vec<&'static str> = Vec::new();
         let mut features: Vec<Option<String>> = Vec::new();
+        let mut installations: Vec<Option<String>> = Vec::new();
         let mut metadata: Vec<Value> = Vec::new();
         for envelope in events {
             if let Some(UsageEvent::LicenseValidated(e)) = UsageEvent::decode(envelope)? {
@@ -44,6 +45,7 @@ impl Projection for LicenseUsage {
                 at.push(e.validated_at);
                 codes.push(e.code.as_str());
                 features.push(e.feature);
+                installations.push(e.installation_id);
                 metadata.push(e.metadata);
             }
         }
@@ -52,14 +54,23 @@ impl Projection for LicenseUsage {
         }
         let statement = tx
             .prepare_cached(
-                "INSERT INTO license_usage (license_id, position, validated_at, code, feature, metadata) \
+                "INSERT INTO license_usage (license_id, position, validated_at, code, feature, metadata, \
+                                            installation_id) \
                  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::text[], \
-                                      $5::text[], $6::jsonb[])",
+                                      $5::text[], $6::jsonb[], $7::text[])",
             )
             .await?;
         tx.execute(
             &statement,
-            &[&license_ids, &positions, &at, &codes, &features, &metadata],
+            &[
+                &license_ids,
+                &positions,
+                &at,
+                &codes,
+                &features,
+                &metadata,
+                &installations,
+            ],
         )
         .await?;
         Ok(())

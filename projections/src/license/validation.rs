@@ -1,11 +1,14 @@
-//! `license_validation`: key hash → license status, maintained inline in the append
-//! transaction so that a revoke is visible to the very next validation.
+//! `license_validation` (key hash → what validation needs) and `license_daily_usage` (VALID
+//! validations per license and UTC day), maintained inline in the append transaction: a
+//! revoke or suspension is visible to the very next validation, and quotas count every
+//! committed validation.
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
-use deadpool_postgres::Transaction;
-use keyledger_events::license::LicenseEvent;
+use chrono::{DateTime, NaiveDate, Utc};
+use deadpool_postgres::{GenericClient, Transaction};
+use keyledger_events::license::{LicenseEvent, UsageEvent, ValidationCode};
 use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
 use uuid::Uuid;
 
@@ -18,28 +21,61 @@ pub struct ValidationRow {
     pub tier: String,
     pub status: String,
     pub expires_at: DateTime<Utc>,
+    /// The license's own entitlements (the tier's come from the policy).
+    pub entitlements: Vec<String>,
+    /// Active installation ids.
+    pub installations: Vec<String>,
+    /// VALID validations on `day`.
+    pub valid_today: i64,
 }
 
-/// One primary-key lookup by the key's hash.
+/// One primary-key lookup by the key's hash, with the day's VALID count.
 pub async fn lookup(
     client: &impl GenericClient,
     key_hash: &str,
+    day: NaiveDate,
 ) -> Result<Option<ValidationRow>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(
-            "SELECT license_id, tier, status, expires_at FROM license_validation WHERE key_hash = $1",
+            "SELECT v.license_id, v.tier, v.status, v.expires_at, v.entitlements, v.installations, \
+                    coalesce(d.valid, 0) \
+             FROM license_validation v \
+             LEFT JOIN license_daily_usage d ON d.license_id = v.license_id AND d.day = $2 \
+             WHERE v.key_hash = $1",
         )
         .await?;
-    let row = client.query_opt(&statement, &[&key_hash]).await?;
+    let row = client.query_opt(&statement, &[&key_hash, &day]).await?;
     row.map(|row| {
         Ok(ValidationRow {
             license_id: row.try_get(0)?,
             tier: row.try_get(1)?,
             status: row.try_get(2)?,
             expires_at: row.try_get(3)?,
+            entitlements: row.try_get(4)?,
+            installations: row.try_get(5)?,
+            valid_today: row.try_get(6)?,
         })
     })
     .transpose()
+}
+
+/// Whether `installation_id` is active on the license (`None`: no such license). A revoked
+/// license has no active installation.
+pub async fn installation_active(
+    client: &impl GenericClient,
+    license_id: Uuid,
+    installation_id: &str,
+) -> Result<Option<bool>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT status <> 'revoked' AND $2 = ANY(installations) \
+             FROM license_validation WHERE license_id = $1",
+        )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&license_id, &installation_id])
+        .await?;
+    row.map(|row| row.try_get(0)).transpose()
 }
 
 #[async_trait]
@@ -49,11 +85,11 @@ impl Projection for LicenseValidation {
     }
 
     fn version(&self) -> i32 {
-        1
+        2
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["license_validation"]
+        &["license_validation", "license_daily_usage"]
     }
 
     async fn apply(
@@ -61,55 +97,165 @@ impl Projection for LicenseValidation {
         tx: &Transaction<'_>,
         events: &[Envelope],
     ) -> Result<(), ProjectionError> {
-        let mut issued = Issued::default();
-        let mut revoked: Vec<Uuid> = Vec::new();
+        let mut created = Created::default();
+        let mut changes: Vec<LicenseEvent> = Vec::new();
+        let mut valid: HashMap<(Uuid, NaiveDate), i64> = HashMap::new();
         for envelope in events {
-            match LicenseEvent::decode(envelope)? {
-                Some(LicenseEvent::LicenseIssued(e)) => {
-                    issued.key_hashes.push(e.key_hash);
-                    issued.license_ids.push(e.license_id);
-                    issued.tiers.push(e.tier.as_str());
-                    issued.expires_at.push(e.expires_at);
+            if let Some(UsageEvent::LicenseValidated(e)) = UsageEvent::decode(envelope)? {
+                if e.code == ValidationCode::Valid {
+                    *valid
+                        .entry((e.license_id, e.validated_at.date_naive()))
+                        .or_default() += 1;
                 }
-                Some(LicenseEvent::LicenseRevoked(e)) => revoked.push(e.license_id),
+                continue;
+            }
+            match LicenseEvent::decode(envelope)? {
+                Some(LicenseEvent::LicenseIssued(e)) => created.push(
+                    e.key_hash,
+                    e.license_id,
+                    e.tier.as_str(),
+                    e.expires_at,
+                    // Names never hold control characters: U+001F separates them in one text.
+                    e.entitlements.join("\u{1f}"),
+                ),
+                Some(LicenseEvent::LicenseImported(e)) => created.push(
+                    e.key_hash,
+                    e.license_id,
+                    e.tier.as_str(),
+                    e.expires_at,
+                    String::new(),
+                ),
+                Some(other) => changes.push(other),
                 None => {}
             }
         }
-        if !issued.license_ids.is_empty() {
+        if !created.license_ids.is_empty() {
             let statement = tx
                 .prepare_cached(
-                    "INSERT INTO license_validation (key_hash, license_id, tier, status, expires_at) \
-                     SELECT k, l, t, 'active', x \
-                     FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[]) AS u(k, l, t, x)",
+                    "INSERT INTO license_validation \
+                         (key_hash, license_id, tier, status, expires_at, entitlements) \
+                     SELECT k, l, t, 'active', x, \
+                            CASE WHEN e = '' THEN '{}'::text[] ELSE string_to_array(e, chr(31)) END \
+                     FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[]) \
+                          AS u(k, l, t, x, e)",
                 )
                 .await?;
             tx.execute(
                 &statement,
                 &[
-                    &issued.key_hashes,
-                    &issued.license_ids,
-                    &issued.tiers,
-                    &issued.expires_at,
+                    &created.key_hashes,
+                    &created.license_ids,
+                    &created.tiers,
+                    &created.expires_at,
+                    &created.entitlements,
                 ],
             )
             .await?;
         }
-        if !revoked.is_empty() {
+        for change in changes {
+            apply_change(tx, change).await?;
+        }
+        if !valid.is_empty() {
+            let (keys, counts): (Vec<(Uuid, NaiveDate)>, Vec<i64>) = valid.into_iter().unzip();
+            let (license_ids, days): (Vec<Uuid>, Vec<NaiveDate>) = keys.into_iter().unzip();
             let statement = tx
                 .prepare_cached(
-                    "UPDATE license_validation SET status = 'revoked' WHERE license_id = ANY($1::uuid[])",
+                    "INSERT INTO license_daily_usage (license_id, day, valid) \
+                     SELECT * FROM unnest($1::uuid[], $2::date[], $3::bigint[]) \
+                     ON CONFLICT (license_id, day) \
+                     DO UPDATE SET valid = license_daily_usage.valid + EXCLUDED.valid",
                 )
                 .await?;
-            tx.execute(&statement, &[&revoked]).await?;
+            tx.execute(&statement, &[&license_ids, &days, &counts])
+                .await?;
         }
         Ok(())
     }
 }
 
+async fn apply_change(tx: &Transaction<'_>, change: LicenseEvent) -> Result<(), ProjectionError> {
+    let set_status = |status: &'static str, license_id: Uuid| async move {
+        let statement = tx
+            .prepare_cached("UPDATE license_validation SET status = $2 WHERE license_id = $1")
+            .await?;
+        tx.execute(&statement, &[&license_id, &status]).await
+    };
+    match change {
+        LicenseEvent::LicenseRevoked(e) => {
+            set_status("revoked", e.license_id).await?;
+        }
+        LicenseEvent::LicenseSuspended(e) => {
+            set_status("suspended", e.license_id).await?;
+        }
+        LicenseEvent::LicenseReinstated(e) => {
+            set_status("active", e.license_id).await?;
+        }
+        LicenseEvent::LicenseRenewed(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE license_validation SET expires_at = $2 WHERE license_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.license_id, &e.expires_at])
+                .await?;
+        }
+        LicenseEvent::LicensePolicyChanged(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE license_validation SET entitlements = $2 WHERE license_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.license_id, &e.entitlements])
+                .await?;
+        }
+        LicenseEvent::InstallationActivated(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE license_validation \
+                     SET installations = array_append(array_remove(installations, $2), $2) \
+                     WHERE license_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.license_id, &e.installation_id])
+                .await?;
+        }
+        LicenseEvent::InstallationDeactivated(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE license_validation SET installations = array_remove(installations, $2) \
+                     WHERE license_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.license_id, &e.installation_id])
+                .await?;
+        }
+        LicenseEvent::LicenseIssued(_) | LicenseEvent::LicenseImported(_) => {}
+    }
+    Ok(())
+}
+
 #[derive(Default)]
-struct Issued {
+struct Created {
     key_hashes: Vec<String>,
     license_ids: Vec<Uuid>,
     tiers: Vec<&'static str>,
     expires_at: Vec<DateTime<Utc>>,
+    entitlements: Vec<String>,
+}
+
+impl Created {
+    fn push(
+        &mut self,
+        key_hash: String,
+        license_id: Uuid,
+        tier: &'static str,
+        expires_at: DateTime<Utc>,
+        entitlements: String,
+    ) {
+        self.key_hashes.push(key_hash);
+        self.license_ids.push(license_id);
+        self.tiers.push(tier);
+        self.expires_at.push(expires_at);
+        self.entitlements.push(entitlements);
+    }
 }

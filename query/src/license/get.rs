@@ -24,7 +24,43 @@ pub struct LicenseView {
     pub expires_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoke_reason: Option<String>,
+    pub suspended_at: Option<DateTime<Utc>>,
+    pub suspend_reason: Option<String>,
+    /// The license's own entitlements, on top of its tier's.
+    pub entitlements: Vec<String>,
+    /// Replaces the tier's installation limit when set.
+    pub max_installations: Option<i32>,
+    /// The row id in the legacy service, for imported licenses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy_id: Option<i64>,
     pub position: i64,
+}
+
+pub(crate) const LICENSE_COLUMNS: &str = "license_id, key_prefix, owner, tier, status, metadata, \
+     issued_at, expires_at, revoked_at, revoke_reason, suspended_at, suspend_reason, entitlements, \
+     max_installations, legacy_id, position";
+
+pub(crate) fn license_from_row(
+    row: &tokio_postgres::Row,
+) -> Result<LicenseView, tokio_postgres::Error> {
+    Ok(LicenseView {
+        license_id: row.try_get(0)?,
+        key_prefix: row.try_get(1)?,
+        owner: row.try_get(2)?,
+        tier: row.try_get(3)?,
+        status: row.try_get(4)?,
+        metadata: row.try_get(5)?,
+        issued_at: row.try_get(6)?,
+        expires_at: row.try_get(7)?,
+        revoked_at: row.try_get(8)?,
+        revoke_reason: row.try_get(9)?,
+        suspended_at: row.try_get(10)?,
+        suspend_reason: row.try_get(11)?,
+        entitlements: row.try_get(12)?,
+        max_installations: row.try_get(13)?,
+        legacy_id: row.try_get(14)?,
+        position: row.try_get(15)?,
+    })
 }
 
 pub async fn find(
@@ -32,29 +68,12 @@ pub async fn find(
     license_id: Uuid,
 ) -> Result<Option<LicenseView>, tokio_postgres::Error> {
     let statement = client
-        .prepare_cached(
-            "SELECT license_id, key_prefix, owner, tier, status, metadata, issued_at, expires_at, \
-                    revoked_at, revoke_reason, position \
-             FROM licenses WHERE license_id = $1",
-        )
+        .prepare_cached(&format!(
+            "SELECT {LICENSE_COLUMNS} FROM licenses WHERE license_id = $1"
+        ))
         .await?;
     let row = client.query_opt(&statement, &[&license_id]).await?;
-    row.map(|row| {
-        Ok(LicenseView {
-            license_id: row.try_get(0)?,
-            key_prefix: row.try_get(1)?,
-            owner: row.try_get(2)?,
-            tier: row.try_get(3)?,
-            status: row.try_get(4)?,
-            metadata: row.try_get(5)?,
-            issued_at: row.try_get(6)?,
-            expires_at: row.try_get(7)?,
-            revoked_at: row.try_get(8)?,
-            revoke_reason: row.try_get(9)?,
-            position: row.try_get(10)?,
-        })
-    })
-    .transpose()
+    row.as_ref().map(license_from_row).transpose()
 }
 
 pub async fn handle(

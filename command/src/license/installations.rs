@@ -1,0 +1,330 @@
+//! Installations (machine activations): activate, release, heartbeat. Activations and
+//! releases are license events (the limit holds under concurrency through the license
+//! stream's version); heartbeats go to the license's `installation_heartbeat-` stream so they
+//! never grow the license's own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use keyledger_api::{ApiError, AppJson, AppPath, Code, RequestId};
+use keyledger_events::license::{
+    DeactivationReason, HeartbeatEvent, InstallationHeartbeat, heartbeat_stream, license_stream,
+};
+use keyledger_events::{
+    AppendOutcome, AppendRequest, EventPayload, EventStore, ExpectedVersion, Metadata,
+    RenderResponse,
+};
+use keyledger_projections::license::validation;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::aggregate::{License, LicenseCommand, LicenseError};
+use super::issue::parse_metadata;
+use super::{request_metadata, store_error};
+use crate::execute::{CommandError, execute};
+use crate::idempotency::{Idempotency, json_response, renderer};
+use crate::{Clock, CommandState};
+
+/// An installation id: 1 to 128 visible ASCII characters.
+pub struct InstallationId(String);
+
+impl InstallationId {
+    pub fn parse(text: &str) -> Result<InstallationId, ApiError> {
+        if text.is_empty() || text.len() > 128 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::invalid_field(
+                "installation_id",
+                "must be 1 to 128 visible ASCII characters",
+            ));
+        }
+        Ok(InstallationId(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivateRequest {
+    pub installation_id: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstallationResponse {
+    pub license_id: Uuid,
+    pub installation_id: String,
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<DateTime<Utc>>,
+    pub position: i64,
+}
+
+fn installation_response(
+    license: &License,
+    installation_id: &str,
+    outcome: &AppendOutcome,
+    status: StatusCode,
+) -> keyledger_events::StoredResponse {
+    let (license_id, activated_at) = match license {
+        License::Existing(state) => (
+            state.license_id,
+            state.installations.get(installation_id).copied(),
+        ),
+        License::Absent => (Uuid::nil(), None),
+    };
+    json_response(
+        status,
+        &InstallationResponse {
+            license_id,
+            installation_id: installation_id.to_owned(),
+            active: activated_at.is_some(),
+            activated_at,
+            position: outcome.position,
+        },
+    )
+}
+
+/// `POST /v1/licenses/{id}/installations`: 201 when it takes a seat, 200 when it already had one.
+pub async fn activate(
+    State(state): State<CommandState>,
+    request_id: RequestId,
+    idempotency: Idempotency,
+    AppPath(license_id): AppPath<Uuid>,
+    AppJson(request): AppJson<ActivateRequest>,
+) -> Result<Response, ApiError> {
+    let installation = InstallationId::parse(&request.installation_id)?;
+    let hostname = match request.hostname.map(|h| h.trim().to_owned()) {
+        Some(h) if h.is_empty() || h.len() > 255 || h.chars().any(char::is_control) => {
+            return Err(ApiError::invalid_field(
+                "hostname",
+                "must be 1 to 255 characters",
+            ));
+        }
+        other => other,
+    };
+    let metadata = parse_metadata(request.metadata)?;
+    let command = LicenseCommand::Activate {
+        installation_id: installation.0.clone(),
+        hostname,
+        metadata,
+        at: keyledger_events::chain::to_micros((state.clock)()),
+        policy: state.policy.clone(),
+    };
+    let id = installation.0.clone();
+    let executed = execute::<License>(
+        state.store.as_ref(),
+        &license_stream(license_id),
+        &command,
+        &request_metadata(&request_id, &idempotency),
+        &|license, _| {
+            let license = license.clone();
+            let id = id.clone();
+            let render: RenderResponse = Arc::new(move |outcome| {
+                installation_response(&license, &id, outcome, StatusCode::CREATED)
+            });
+            idempotency.completion(&render)
+        },
+    )
+    .await?;
+    if executed.events.is_empty() {
+        return Ok(idempotency.reply_unstored(installation_response(
+            &executed.state,
+            &installation.0,
+            &executed.outcome,
+            StatusCode::OK,
+        )));
+    }
+    Ok(idempotency.reply(installation_response(
+        &executed.state,
+        &installation.0,
+        &executed.outcome,
+        StatusCode::CREATED,
+    )))
+}
+
+/// `DELETE /v1/licenses/{id}/installations/{installation_id}`: frees the seat.
+pub async fn deactivate(
+    State(state): State<CommandState>,
+    request_id: RequestId,
+    AppPath((license_id, installation_id)): AppPath<(Uuid, String)>,
+) -> Result<Response, ApiError> {
+    let installation = InstallationId::parse(&installation_id)?;
+    let command = LicenseCommand::Deactivate {
+        installation_id: installation.0.clone(),
+        reason: DeactivationReason::Released,
+        at: keyledger_events::chain::to_micros((state.clock)()),
+    };
+    let none = Idempotency(None);
+    let executed = execute::<License>(
+        state.store.as_ref(),
+        &license_stream(license_id),
+        &command,
+        &request_metadata(&request_id, &none),
+        &|_, _| None,
+    )
+    .await?;
+    Ok(none.reply(installation_response(
+        &executed.state,
+        &installation.0,
+        &executed.outcome,
+        StatusCode::OK,
+    )))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatResponse {
+    pub license_id: Uuid,
+    pub installation_id: String,
+    pub last_seen: DateTime<Utc>,
+    pub next_heartbeat_due: DateTime<Utc>,
+    pub position: i64,
+}
+
+/// `POST /v1/licenses/{id}/installations/{installation_id}/heartbeat`.
+pub async fn heartbeat(
+    State(state): State<CommandState>,
+    request_id: RequestId,
+    idempotency: Idempotency,
+    AppPath((license_id, installation_id)): AppPath<(Uuid, String)>,
+) -> Result<Response, ApiError> {
+    let installation = InstallationId::parse(&installation_id)?;
+    let client = state.pool.get().await.map_err(ApiError::unavailable)?;
+    let active = validation::installation_active(&client, license_id, installation.as_str())
+        .await
+        .map_err(ApiError::unavailable)?;
+    drop(client);
+    match active {
+        None => {
+            return Err(ApiError::not_found(
+                Code::ResLicenseNotFound,
+                "no license has this id",
+            ));
+        }
+        Some(false) => {
+            return Err(ApiError::not_found(
+                Code::ResInstallationNotFound,
+                "this installation is not active on the license; activate it first",
+            ));
+        }
+        Some(true) => {}
+    }
+    let now = keyledger_events::chain::to_micros((state.clock)());
+    let due = now
+        + chrono::Duration::from_std(state.heartbeat_ttl).unwrap_or(chrono::Duration::minutes(10));
+    let id = installation.0.clone();
+    let render = renderer(StatusCode::OK, move |outcome| HeartbeatResponse {
+        license_id,
+        installation_id: id.clone(),
+        last_seen: now,
+        next_heartbeat_due: due,
+        position: outcome.position,
+    });
+    let event = HeartbeatEvent::InstallationHeartbeat(InstallationHeartbeat {
+        license_id,
+        installation_id: installation.0.clone(),
+        at: now,
+    });
+    let outcome = state
+        .store
+        .append(AppendRequest {
+            stream_id: heartbeat_stream(license_id),
+            expected: ExpectedVersion::Any,
+            events: vec![event.to_new_event(Uuid::new_v4())],
+            metadata: request_metadata(&request_id, &idempotency),
+            idempotency: idempotency.completion(&render),
+        })
+        .await
+        .map_err(store_error)?;
+    Ok(idempotency.reply(render(&outcome)))
+}
+
+/// Deactivates installations whose last heartbeat (or activation) is older than `ttl`, through
+/// the license command path (actor `system`). Returns how many seats it freed.
+pub async fn deactivate_dead(
+    store: &dyn EventStore,
+    pool: &Pool,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> anyhow::Result<usize> {
+    let cutoff = now - chrono::Duration::from_std(ttl).context("HEARTBEAT_TTL is too long")?;
+    let client = pool.get().await.context("Failed to get a connection")?;
+    let dead: Vec<(Uuid, String)> = client
+        .query(
+            "SELECT license_id, installation_id FROM installations \
+             WHERE active AND coalesce(last_seen, activated_at) < $1 \
+             ORDER BY coalesce(last_seen, activated_at) LIMIT 1000",
+            &[&cutoff],
+        )
+        .await
+        .context("Failed to find dead installations")?
+        .iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()?;
+    drop(client);
+    let metadata = Metadata {
+        correlation_id: Some(format!("heartbeat-timeout-{}", Uuid::new_v4())),
+        causation_id: None,
+        actor: Some("system".into()),
+        idempotency_key: None,
+    };
+    let mut freed = 0;
+    for (license_id, installation_id) in dead {
+        let command = LicenseCommand::Deactivate {
+            installation_id,
+            reason: DeactivationReason::HeartbeatTimeout,
+            at: keyledger_events::chain::to_micros(now),
+        };
+        match execute::<License>(
+            store,
+            &license_stream(license_id),
+            &command,
+            &metadata,
+            &|_, _| None,
+        )
+        .await
+        {
+            Ok(_) => freed += 1,
+            Err(CommandError::Domain(
+                LicenseError::InstallationNotFound | LicenseError::Revoked | LicenseError::NotFound,
+            ))
+            | Err(CommandError::Conflict(_)) => {}
+            Err(CommandError::Domain(other)) => {
+                tracing::warn!(license.id = %license_id, error = ?other, "heartbeat timeout refused");
+            }
+            Err(CommandError::Store(error)) => {
+                return Err(anyhow::anyhow!(error)).context("Failed to deactivate an installation");
+            }
+        }
+    }
+    Ok(freed)
+}
+
+/// The dead-installation job: runs every `interval` until the task is dropped.
+pub async fn run_until_stopped(
+    store: Arc<dyn EventStore>,
+    pool: Pool,
+    clock: Clock,
+    ttl: Duration,
+    interval: Duration,
+) {
+    loop {
+        match deactivate_dead(store.as_ref(), &pool, clock(), ttl).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(freed = n, "deactivated installations without heartbeats"),
+            Err(error) => tracing::warn!(error = %format!("{error:#}"), "heartbeat job failed"),
+        }
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,187 @@
+//! The license policy: per tier, entitlements, the installation limit and the daily
+//! validation quota. Read from the TOML file named by `POLICY_FILE`, or the built-in
+//! `policy/default.toml`. A bad file stops start-up with a message naming the line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use keyledger_events::license::Tier;
+use serde::Deserialize;
+
+pub const BUILT_IN: &str = include_str!("../../../policy/default.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierPolicy {
+    pub entitlements: BTreeSet<String>,
+    pub max_installations: u32,
+    /// `None` is unlimited.
+    pub validations_per_day: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    free: TierPolicy,
+    basic: TierPolicy,
+    pro: TierPolicy,
+    enterprise: TierPolicy,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    tiers: BTreeMap<Tier, TierFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierFile {
+    entitlements: Vec<String>,
+    max_installations: u32,
+    validations_per_day: Quota,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Quota {
+    Limit(u64),
+    Word(String),
+}
+
+impl Policy {
+    /// Parses a policy; the error names the line (TOML and shape errors) or the missing tier.
+    pub fn parse(text: &str) -> Result<Policy, String> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut tiers = BTreeMap::new();
+        for (tier, entry) in file.tiers {
+            let validations_per_day = match entry.validations_per_day {
+                Quota::Limit(n) => Some(n),
+                Quota::Word(word) if word == "unlimited" => None,
+                Quota::Word(word) => {
+                    return Err(format!(
+                        "tiers.{}.validations_per_day: `{word}` is neither a number nor \"unlimited\"",
+                        tier.as_str()
+                    ));
+                }
+            };
+            for name in &entry.entitlements {
+                if name.is_empty() || name.len() > 128 {
+                    return Err(format!(
+                        "tiers.{}.entitlements: names must be 1 to 128 characters",
+                        tier.as_str()
+                    ));
+                }
+            }
+            tiers.insert(
+                tier,
+                TierPolicy {
+                    entitlements: entry.entitlements.into_iter().collect(),
+                    max_installations: entry.max_installations,
+                    validations_per_day,
+                },
+            );
+        }
+        let mut take = |tier: Tier| {
+            tiers.remove(&tier).ok_or_else(|| {
+                format!(
+                    "tier `{}` is missing: add a [tiers.{}] table",
+                    tier.as_str(),
+                    tier.as_str()
+                )
+            })
+        };
+        Ok(Policy {
+            free: take(Tier::Free)?,
+            basic: take(Tier::Basic)?,
+            pro: take(Tier::Pro)?,
+            enterprise: take(Tier::Enterprise)?,
+        })
+    }
+
+    pub fn built_in() -> Policy {
+        // The built-in policy is checked by a test; an empty policy would only make every
+        // feature check fail, never crash.
+        Policy::parse(BUILT_IN).unwrap_or_else(|_| {
+            let empty = TierPolicy {
+                entitlements: BTreeSet::new(),
+                max_installations: 1,
+                validations_per_day: Some(0),
+            };
+            Policy {
+                free: empty.clone(),
+                basic: empty.clone(),
+                pro: empty.clone(),
+                enterprise: empty,
+            }
+        })
+    }
+
+    /// Reads `path`; the error says which file and where.
+    pub fn load(path: &Path) -> Result<Policy, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the policy file {}: {e}", path.display()))?;
+        Policy::parse(&text).map_err(|e| format!("invalid policy file {}: {e}", path.display()))
+    }
+
+    pub fn tier(&self, tier: Tier) -> &TierPolicy {
+        match tier {
+            Tier::Free => &self.free,
+            Tier::Basic => &self.basic,
+            Tier::Pro => &self.pro,
+            Tier::Enterprise => &self.enterprise,
+        }
+    }
+
+    /// The tier's entitlements plus the license's own.
+    pub fn entitlements(&self, tier: Tier, extra: &[String]) -> BTreeSet<String> {
+        let mut all = self.tier(tier).entitlements.clone();
+        all.extend(extra.iter().cloned());
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_policy_parses() {
+        let policy = Policy::parse(BUILT_IN).unwrap();
+        assert_eq!(policy.tier(Tier::Basic).max_installations, 3);
+        assert_eq!(policy.tier(Tier::Enterprise).validations_per_day, None);
+        assert!(policy.tier(Tier::Pro).entitlements.contains("export"));
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line() {
+        let text = BUILT_IN.replace("max_installations = 3", "max_installations = = 3");
+        let error = Policy::parse(&text).unwrap_err();
+        assert!(error.contains("line 15"), "{error}");
+    }
+
+    #[test]
+    fn a_wrong_type_or_unknown_field_names_its_line() {
+        let text = BUILT_IN.replace("max_installations = 10\n", "max_installations = \"ten\"\n");
+        let error = Policy::parse(&text).unwrap_err();
+        assert!(error.contains("line 20"), "{error}");
+        let text = BUILT_IN.replace("[tiers.pro]", "[tiers.pro]\ncolour = \"red\"");
+        assert!(Policy::parse(&text).unwrap_err().contains("line 19"));
+    }
+
+    #[test]
+    fn an_unknown_tier_or_a_missing_one_is_named() {
+        let text = BUILT_IN.replace("[tiers.free]", "[tiers.gold]");
+        assert!(Policy::parse(&text).unwrap_err().contains("gold"));
+        let text = BUILT_IN.replace(
+            "validations_per_day = \"unlimited\"",
+            "validations_per_day = \"lots\"",
+        );
+        assert!(Policy::parse(&text).unwrap_err().contains("lots"));
+    }
+
+    #[test]
+    fn a_license_adds_its_own_entitlements_to_its_tiers() {
+        let policy = Policy::built_in();
+        let all = policy.entitlements(Tier::Free, &["sso".to_owned()]);
+        assert!(all.contains("core") && all.contains("sso"));
+    }
+}

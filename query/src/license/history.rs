@@ -1,0 +1,122 @@
+//! `GET /v1/licenses/{id}/events` (the license's full history for auditors) and
+//! `GET /v1/licenses/{id}/installations` (its machines, alive or not).
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
+use keyledger_events::license::license_stream;
+use keyledger_projections::license::installations;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::events::{EventPage, EventView, LogParams, read_stream};
+use crate::{QueryState, page_limit};
+
+pub async fn events(
+    State(state): State<QueryState>,
+    AppPath(license_id): AppPath<Uuid>,
+    AppQuery(params): AppQuery<LogParams>,
+) -> Result<Json<EventPage>, ApiError> {
+    let after = params.after.unwrap_or(0).max(0);
+    let limit = page_limit(params.limit, 100, 1000)?;
+    let client = state.client().await?;
+    let events = read_stream(&client, &license_stream(license_id), after, limit)
+        .await
+        .map_err(ApiError::unavailable)?;
+    if events.is_empty() && after == 0 {
+        return Err(ApiError::not_found(
+            Code::ResLicenseNotFound,
+            "no license has this id",
+        ));
+    }
+    let next_after = events.last().map_or(after, |e| e.version);
+    Ok(Json(EventPage {
+        events: events.into_iter().map(EventView::from).collect(),
+        next_after,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct InstallationView {
+    pub installation_id: String,
+    pub hostname: Option<String>,
+    pub metadata: Value,
+    pub activated_at: DateTime<Utc>,
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Active and heard from within `HEARTBEAT_TTL`.
+    pub alive: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InstallationPage {
+    pub items: Vec<InstallationView>,
+    pub next_cursor: Option<String>,
+}
+
+pub async fn active_installations(
+    client: &impl GenericClient,
+    license_id: Uuid,
+    alive_after: DateTime<Utc>,
+) -> Result<Vec<InstallationView>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT installation_id, hostname, metadata, activated_at, last_seen, \
+                    coalesce(last_seen, activated_at) >= $2 \
+             FROM installations WHERE license_id = $1 AND active ORDER BY activated_at",
+        )
+        .await?;
+    client
+        .query(&statement, &[&license_id, &alive_after])
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(InstallationView {
+                installation_id: row.try_get(0)?,
+                hostname: row.try_get(1)?,
+                metadata: row.try_get(2)?,
+                activated_at: row.try_get(3)?,
+                last_seen: row.try_get(4)?,
+                alive: row.try_get(5)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn list_installations(
+    State(state): State<QueryState>,
+    ConsistencyPosition(position): ConsistencyPosition,
+    AppPath(license_id): AppPath<Uuid>,
+) -> Result<Json<InstallationPage>, ApiError> {
+    state
+        .consistent(
+            &[
+                installations::NAME,
+                keyledger_projections::license::licenses::NAME,
+            ],
+            position,
+        )
+        .await?;
+    let client = state.client().await?;
+    if super::get::find(&client, license_id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .is_none()
+    {
+        return Err(ApiError::not_found(
+            Code::ResLicenseNotFound,
+            "no license has this id",
+        ));
+    }
+    let ttl =
+        chrono::Duration::from_std(state.heartbeat_ttl).unwrap_or(chrono::Duration::minutes(10));
+    let items = active_installations(&client, license_id, (state.clock)() - ttl)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(InstallationPage {
+        items,
+        next_cursor: None,
+    }))
+}

@@ -1,0 +1,200 @@
+//! `GET /v1/licenses?owner=&status=&tier=&expires_before=&limit=&cursor=` (newest first,
+//! keyset pagination) and the lookup by key for support staff (`GET /v1/licenses/by-key` with
+//! the key in the `X-License-Key` header, or `POST /v1/licenses/by-key` with it in the body;
+//! never in a URL, where it would land in access logs).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use keyledger_api::{ApiError, AppJson, AppQuery, Code, ConsistencyPosition};
+use keyledger_projections::license::licenses;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::get::{LICENSE_COLUMNS, LicenseView, find, license_from_row};
+use crate::{QueryState, page_limit};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub owner: Option<String>,
+    pub status: Option<String>,
+    pub tier: Option<String>,
+    pub expires_before: Option<DateTime<Utc>>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LicensePage {
+    pub items: Vec<LicenseView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A cursor: the last item's issue time (µs) and id.
+fn encode_cursor(item: &LicenseView) -> String {
+    format!("{}_{}", item.issued_at.timestamp_micros(), item.license_id)
+}
+
+fn decode_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (micros, id) = text.split_once('_')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
+}
+
+pub struct Filter<'a> {
+    pub owner: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub tier: Option<&'a str>,
+    pub expires_before: Option<DateTime<Utc>>,
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+pub async fn search(
+    client: &impl GenericClient,
+    filter: &Filter<'_>,
+) -> Result<Vec<LicenseView>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {LICENSE_COLUMNS} FROM licenses \
+             WHERE ($1::text IS NULL OR lower(owner) = lower($1)) \
+               AND ($2::text IS NULL OR status = $2) \
+               AND ($3::text IS NULL OR tier = $3) \
+               AND ($4::timestamptz IS NULL OR expires_at < $4) \
+               AND ($5::timestamptz IS NULL OR (issued_at, license_id) < ($5, $6::uuid)) \
+             ORDER BY issued_at DESC, license_id DESC LIMIT $7"
+        ))
+        .await?;
+    let (after_at, after_id) = match filter.after {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
+    client
+        .query(
+            &statement,
+            &[
+                &filter.owner,
+                &filter.status,
+                &filter.tier,
+                &filter.expires_before,
+                &after_at,
+                &after_id,
+                &filter.limit,
+            ],
+        )
+        .await?
+        .iter()
+        .map(license_from_row)
+        .collect()
+}
+
+pub async fn handle(
+    State(state): State<QueryState>,
+    ConsistencyPosition(position): ConsistencyPosition,
+    AppQuery(params): AppQuery<SearchParams>,
+) -> Result<Json<LicensePage>, ApiError> {
+    let limit = page_limit(params.limit, 100, 1000)?;
+    if let Some(status) = params.status.as_deref()
+        && !["active", "suspended", "revoked"].contains(&status)
+    {
+        return Err(ApiError::invalid_parameter(
+            "status",
+            "must be active, suspended or revoked (expiry is a date: use expires_before)",
+        ));
+    }
+    if let Some(tier) = params.tier.as_deref()
+        && keyledger_events::license::Tier::parse(tier).is_none()
+    {
+        return Err(ApiError::invalid_parameter(
+            "tier",
+            "must be free, basic, pro or enterprise",
+        ));
+    }
+    let after = match params.cursor.as_deref() {
+        None => None,
+        Some(text) => Some(decode_cursor(text).ok_or_else(|| {
+            ApiError::invalid_parameter("cursor", "is not a cursor from this API")
+        })?),
+    };
+    state.consistent(&[licenses::NAME], position).await?;
+    let client = state.client().await?;
+    let items = search(
+        &client,
+        &Filter {
+            owner: params.owner.as_deref(),
+            status: params.status.as_deref(),
+            tier: params.tier.as_deref(),
+            expires_before: params.expires_before,
+            after,
+            limit,
+        },
+    )
+    .await
+    .map_err(ApiError::unavailable)?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(encode_cursor))
+        .flatten();
+    Ok(Json(LicensePage { items, next_cursor }))
+}
+
+pub const KEY_HEADER: &str = "x-license-key";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByKeyRequest {
+    pub key: String,
+}
+
+async fn by_key(
+    state: &QueryState,
+    key: &str,
+    position: Option<i64>,
+) -> Result<Json<LicenseView>, ApiError> {
+    let hash = hex::encode(Sha256::digest(key.trim().as_bytes()));
+    state.consistent(&[licenses::NAME], position).await?;
+    let client = state.client().await?;
+    let statement = client
+        .prepare_cached("SELECT license_id FROM license_validation WHERE key_hash = $1")
+        .await
+        .map_err(ApiError::unavailable)?;
+    let not_found = || ApiError::not_found(Code::ResLicenseNotFound, "no license has this key");
+    let row = client
+        .query_opt(&statement, &[&hash])
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(not_found)?;
+    let license_id: Uuid = row.try_get(0).map_err(ApiError::internal)?;
+    find(&client, license_id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .map(Json)
+        .ok_or_else(not_found)
+}
+
+pub async fn by_key_header(
+    State(state): State<QueryState>,
+    ConsistencyPosition(position): ConsistencyPosition,
+    headers: HeaderMap,
+) -> Result<Json<LicenseView>, ApiError> {
+    let key = headers
+        .get(KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::invalid_parameter("X-License-Key", "send the key in this header")
+        })?;
+    by_key(&state, key, position).await
+}
+
+pub async fn by_key_body(
+    State(state): State<QueryState>,
+    ConsistencyPosition(position): ConsistencyPosition,
+    AppJson(request): AppJson<ByKeyRequest>,
+) -> Result<Json<LicenseView>, ApiError> {
+    by_key(&state, &request.key, position).await
+}
