@@ -8,6 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::Request;
 use deadpool_postgres::Pool;
+use keyledger_api::request_log::{RequestLog, RequestLogConfig};
 use keyledger_api::{ApiError, Code, REQUEST_ID_HEADER};
 use keyledger_command::idempotency::IdempotencyConfig;
 use keyledger_command::license::policy::Policy;
@@ -120,23 +121,59 @@ impl Application {
         }
 
         let mut router = Router::new();
-        if runs(Role::Command) {
-            let (store, writer) = PgEventStore::start(
-                pool.clone(),
-                WriterConfig {
-                    max_batch_events: args.append_batch_max,
-                    ..WriterConfig::default()
-                },
-                inline.clone(),
-                notifier.clone(),
-            );
+        // Nodes that serve the API append: commands, and request records on every node.
+        let store: Option<Arc<dyn keyledger_events::EventStore>> =
+            if runs(Role::Command) || runs(Role::Query) {
+                let (store, writer) = PgEventStore::start(
+                    pool.clone(),
+                    WriterConfig {
+                        max_batch_events: args.append_batch_max,
+                        ..WriterConfig::default()
+                    },
+                    inline.clone(),
+                    notifier.clone(),
+                );
+                tasks.push((
+                    "append writer",
+                    tokio::spawn(async move {
+                        writer.await.context("the append writer panicked")?;
+                        anyhow::bail!("the append writer stopped")
+                    }),
+                ));
+                Some(Arc::new(store))
+            } else {
+                None
+            };
+        let request_log = match &store {
+            Some(store) if args.request_log_enabled => {
+                let (log, records) = RequestLog::new(RequestLogConfig {
+                    enabled: true,
+                    sample_rate: args.request_log_sample_rate,
+                    body_limit: args.request_log_body_limit,
+                    exclude: args.request_log_exclude.clone(),
+                    ..RequestLogConfig::default()
+                });
+                tasks.push((
+                    "request log writer",
+                    tokio::spawn(forever(keyledger_api::request_log::run_writer(
+                        store.clone(),
+                        records,
+                    ))),
+                ));
+                Some(log)
+            }
+            _ => None,
+        };
+        if runs(Role::Projector) {
             tasks.push((
-                "append writer",
-                tokio::spawn(async move {
-                    writer.await.context("the append writer panicked")?;
-                    anyhow::bail!("the append writer stopped")
-                }),
+                "request log retention",
+                tokio::spawn(forever(prune_requests(
+                    pool.clone(),
+                    args.request_log_retention,
+                ))),
             ));
+        }
+        if let (Some(store), true) = (store.clone(), runs(Role::Command)) {
             tasks.push((
                 "idempotency purge",
                 tokio::spawn(forever(keyledger_command::idempotency::run_purge(
@@ -144,7 +181,6 @@ impl Application {
                     args.idempotency_purge_interval,
                 ))),
             ));
-            let store: Arc<dyn keyledger_events::EventStore> = Arc::new(store);
             tasks.push((
                 "session retention",
                 tokio::spawn(forever(
@@ -179,6 +215,7 @@ impl Application {
                 },
                 policy: policy.clone(),
                 heartbeat_ttl: args.heartbeat_ttl,
+                request_body_limit: args.request_log_body_limit,
             }));
         }
         if runs(Role::Query) {
@@ -202,7 +239,7 @@ impl Application {
                 .map(|_| relay_config.checkpoint_name()),
             metrics: metrics_handle(),
         };
-        let router = with_http_layers(router.merge(health::router(health_state)));
+        let router = with_http_layers(router.merge(health::router(health_state)), request_log);
 
         // Worker roles serve /health and /metrics only.
         let listener = TcpListener::bind(args.bind)
@@ -265,10 +302,35 @@ async fn forever(future: impl Future<Output = ()>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn with_http_layers(router: Router) -> Router {
-    router
+/// Prunes the request viewer's table every hour.
+async fn prune_requests(pool: deadpool_postgres::Pool, retention: std::time::Duration) {
+    loop {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
+        match keyledger_projections::request::prune(&pool, cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(pruned = n, "pruned request records past retention"),
+            Err(error) => tracing::warn!(error = %error, "request log pruning failed"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+}
+
+fn with_http_layers(router: Router, request_log: Option<RequestLog>) -> Router {
+    let router = router
+        .route_layer(axum::middleware::from_fn(
+            keyledger_api::request_log::note_route,
+        ))
         .fallback(|| async { ApiError::not_found(Code::ResNotFound, "no such route") })
-        .layer(axum::middleware::from_fn(keyledger_api::render_problems))
+        .layer(axum::middleware::from_fn(keyledger_api::render_problems));
+    let router = match request_log {
+        Some(log) => router.layer(axum::middleware::from_fn_with_state(
+            log,
+            keyledger_api::request_log::layer,
+        )),
+        None => router,
+    };
+    router
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
                 let request_id = request

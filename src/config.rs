@@ -93,6 +93,26 @@ pub struct ServeArgs {
     #[arg(long, env = "HEARTBEAT_CHECK_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub heartbeat_check_interval: Duration,
 
+    /// Record every API request as an event (for the request viewer).
+    #[arg(long, env = "REQUEST_LOG_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub request_log_enabled: bool,
+
+    /// Share of requests recorded, 0.0 to 1.0.
+    #[arg(long, env = "REQUEST_LOG_SAMPLE_RATE", default_value_t = 1.0)]
+    pub request_log_sample_rate: f64,
+
+    /// Characters kept of each request and response body.
+    #[arg(long, env = "REQUEST_LOG_BODY_LIMIT", default_value_t = 2000)]
+    pub request_log_body_limit: usize,
+
+    /// Comma-separated path prefixes not recorded (besides /health, /metrics, admin assets).
+    #[arg(long, env = "REQUEST_LOG_EXCLUDE", value_delimiter = ',')]
+    pub request_log_exclude: Vec<String>,
+
+    /// How long the request viewer keeps records (the event log keeps them for good).
+    #[arg(long, env = "REQUEST_LOG_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub request_log_retention: Duration,
+
     /// How often expired Idempotency-Keys are purged.
     #[arg(long, env = "IDEMPOTENCY_PURGE_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub idempotency_purge_interval: Duration,
@@ -144,6 +164,11 @@ impl ServeArgs {
             policy_file: None,
             heartbeat_ttl: Duration::from_secs(600),
             heartbeat_check_interval: Duration::from_secs(30),
+            request_log_enabled: true,
+            request_log_sample_rate: 1.0,
+            request_log_body_limit: 2000,
+            request_log_exclude: Vec::new(),
+            request_log_retention: Duration::from_secs(30 * 86_400),
             session_expiry_interval: Duration::from_secs(60),
             idempotency_purge_interval: Duration::from_secs(600),
         }

@@ -6,8 +6,9 @@ mod error;
 mod extract;
 mod redact;
 mod request_id;
+pub mod request_log;
 
 pub use error::{ApiError, Code, RequestContext, render_problems};
 pub use extract::{AppJson, AppPath, AppQuery, ConsistencyPosition};
-pub use redact::redact_license_keys;
+pub use redact::{is_secret_name, redact_body, redact_json, redact_license_keys, redact_text};
 pub use request_id::{REQUEST_ID_HEADER, RequestId, request_id_layer};

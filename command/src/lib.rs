@@ -3,6 +3,7 @@
 
 pub mod execute;
 pub mod idempotency;
+pub mod ingest;
 pub mod license;
 pub mod session;
 
@@ -35,6 +36,8 @@ pub struct CommandState {
     pub policy: Arc<license::policy::Policy>,
     /// An installation without a heartbeat this long is dead.
     pub heartbeat_ttl: std::time::Duration,
+    /// Characters kept of each request and response body in the request log.
+    pub request_body_limit: usize,
 }
 
 pub fn router(state: CommandState) -> Router {
@@ -66,6 +69,10 @@ pub fn router(state: CommandState) -> Router {
         .route(
             "/v1/licenses/{id}/installations/{installation_id}/heartbeat",
             post(license::installations::heartbeat),
+        )
+        .route(
+            "/v1/requests",
+            post(ingest::handle).layer(DefaultBodyLimit::max(ingest::BODY_LIMIT)),
         )
         .route("/v1/sessions", post(session::create::handle))
         .route("/v1/sessions/{id}", patch(session::update::handle))

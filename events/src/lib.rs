@@ -10,6 +10,7 @@ pub mod notifier;
 pub mod payload;
 pub mod projection;
 pub mod relay;
+pub mod request;
 pub mod session;
 pub mod store;
 pub mod verify;

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use keyledger_events::EventPayload;
 use keyledger_events::license::{HeartbeatEvent, LicenseEvent, UsageEvent};
+use keyledger_events::request::RequestEvent;
 use keyledger_events::session::SessionEvent;
 use serde_json::Value;
 
@@ -30,8 +31,10 @@ fn decodes(event_type: &str, schema_version: i32, data: Value) -> bool {
     let as_license = LicenseEvent::decode_parts(event_type, schema_version, data.clone());
     let as_usage = UsageEvent::decode_parts(event_type, schema_version, data.clone());
     let as_session = SessionEvent::decode_parts(event_type, schema_version, data.clone());
-    let as_heartbeat = HeartbeatEvent::decode_parts(event_type, schema_version, data);
-    matches!(as_heartbeat, Ok(Some(_)))
+    let as_heartbeat = HeartbeatEvent::decode_parts(event_type, schema_version, data.clone());
+    let as_request = RequestEvent::decode_parts(event_type, schema_version, data);
+    matches!(as_request, Ok(Some(_)))
+        || matches!(as_heartbeat, Ok(Some(_)))
         || matches!(as_license, Ok(Some(_)))
         || matches!(as_usage, Ok(Some(_)))
         || matches!(as_session, Ok(Some(_)))
@@ -57,6 +60,7 @@ fn every_event_type_has_a_fixture() {
         .chain(UsageEvent::EVENT_TYPES)
         .chain(SessionEvent::EVENT_TYPES)
         .chain(HeartbeatEvent::EVENT_TYPES)
+        .chain(RequestEvent::EVENT_TYPES)
     {
         assert!(
             files
@@ -79,6 +83,8 @@ fn a_current_event_encodes_to_its_fixture_shape() {
         } else if let Ok(Some(e)) = SessionEvent::decode_parts(event_type, 1, data.clone()) {
             e.to_new_event(uuid::Uuid::nil()).data
         } else if let Ok(Some(e)) = HeartbeatEvent::decode_parts(event_type, 1, data.clone()) {
+            e.to_new_event(uuid::Uuid::nil()).data
+        } else if let Ok(Some(e)) = RequestEvent::decode_parts(event_type, 1, data.clone()) {
             e.to_new_event(uuid::Uuid::nil()).data
         } else {
             panic!("{file} does not decode");

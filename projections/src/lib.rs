@@ -4,6 +4,7 @@
 pub mod consistency;
 pub mod license;
 pub mod rebuild;
+pub mod request;
 pub mod runtime;
 pub mod session;
 
@@ -23,5 +24,6 @@ pub fn asynchronous() -> Vec<Arc<dyn Projection>> {
         Arc::new(license::usage::LicenseUsage),
         Arc::new(license::installations::Installations),
         Arc::new(session::Sessions),
+        Arc::new(request::ApiRequests),
     ]
 }

@@ -3,6 +3,7 @@
 
 pub mod events;
 pub mod license;
+pub mod request;
 pub mod session;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub fn router(state: QueryState) -> Router {
             get(license::history::list_installations),
         )
         .route("/v1/licenses/{id}/usage", get(license::usage::handle))
+        .route("/v1/requests", get(request::list))
+        .route("/v1/requests/{id}", get(request::get))
         .route("/v1/sessions", get(session::list::handle))
         .route("/v1/sessions/{id}", get(session::get::handle))
         .route("/v1/events", get(events::all))

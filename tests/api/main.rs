@@ -15,5 +15,6 @@ mod lifecycle;
 mod projections;
 mod relay;
 mod replay;
+mod request_log;
 mod secrets;
 mod sessions;

@@ -56,11 +56,17 @@ impl AgentRole {
     }
 }
 
-/// Session metadata: a JSON object of at most 16 KiB.
+/// Session metadata: a JSON object of at most 16 KiB, secrets redacted.
 pub fn parse_metadata(value: Option<Value>) -> Result<Value, ApiError> {
     match value {
         None | Some(Value::Null) => Ok(Value::Object(Default::default())),
         Some(Value::Object(map)) => {
+            // Secrets never reach the log: members named like one are redacted.
+            let mut map = Value::Object(map);
+            keyledger_api::redact_json(&mut map);
+            let Value::Object(map) = map else {
+                return Err(ApiError::invalid_field("metadata", "must be a JSON object"));
+            };
             let size = serde_json::to_vec(&map).map_or(usize::MAX, |v| v.len());
             if size > MAX_METADATA_BYTES {
                 return Err(ApiError::invalid_field(

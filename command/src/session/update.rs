@@ -59,9 +59,13 @@ pub async fn handle(
             "give task_id and/or metadata to change",
         ));
     }
+    let metadata_patch = request.metadata.map(|mut patch| {
+        keyledger_api::redact_json(&mut patch);
+        patch
+    });
     let command = SessionCommand::Update {
         task_id: request.task_id,
-        metadata_patch: request.metadata,
+        metadata_patch,
         at: keyledger_events::chain::to_micros((state.clock)()),
     };
     // The response shows the merged state, known once the command is decided.

@@ -1,0 +1,333 @@
+//! The request log: a middleware records every request (method, route, path, query, caller,
+//! status, duration, redacted and truncated bodies) as an `ApiRequestRecorded` event.
+//!
+//! It never slows or fails a response beyond copying bounded bodies: records go through a
+//! bounded queue to a batching writer; when the queue is full the record is dropped and
+//! counted (`keyledger_request_log_dropped_total` and a log line at most once a second).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use keyledger_events::request::{ApiRequestRecorded, RequestEvent, request_stream};
+use keyledger_events::{AppendRequest, EventPayload, EventStore, ExpectedVersion, Metadata};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::error::{ApiError, Code};
+use crate::redact::{is_secret_name, redact_body, redact_text};
+use crate::request_id::RequestId;
+
+/// Bodies larger than this are not read by the log (the routes' own limits are smaller).
+const MAX_CAPTURE: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct RequestLogConfig {
+    pub enabled: bool,
+    /// Share of requests recorded, 0.0 to 1.0.
+    pub sample_rate: f64,
+    /// Characters of each body kept.
+    pub body_limit: usize,
+    /// Path prefixes not recorded, on top of `/health`, `/metrics` and `/admin/static/`.
+    pub exclude: Vec<String>,
+    pub queue: usize,
+    pub service: String,
+}
+
+impl Default for RequestLogConfig {
+    fn default() -> Self {
+        RequestLogConfig {
+            enabled: true,
+            sample_rate: 1.0,
+            body_limit: 2000,
+            exclude: Vec::new(),
+            queue: 10_000,
+            service: "keyledger".into(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestLog {
+    config: Arc<RequestLogConfig>,
+    queue: mpsc::Sender<ApiRequestRecorded>,
+    dropped: Arc<AtomicU64>,
+    last_warning: Arc<AtomicI64>,
+}
+
+/// Where the route template lands once the router has matched the request.
+#[derive(Clone, Default)]
+struct RouteSlot(Arc<OnceLock<String>>);
+
+impl RequestLog {
+    pub fn new(config: RequestLogConfig) -> (RequestLog, mpsc::Receiver<ApiRequestRecorded>) {
+        let (queue, records) = mpsc::channel(config.queue.max(1));
+        (
+            RequestLog {
+                config: Arc::new(config),
+                queue,
+                dropped: Arc::default(),
+                last_warning: Arc::default(),
+            },
+            records,
+        )
+    }
+
+    /// Records dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn records(&self, path: &str) -> bool {
+        if !self.config.enabled {
+            return false;
+        }
+        let excluded = ["/health", "/metrics", "/admin/static/"]
+            .iter()
+            .any(|p| path.starts_with(p))
+            || self
+                .config
+                .exclude
+                .iter()
+                .any(|p| path.starts_with(p.as_str()));
+        !excluded
+            && (self.config.sample_rate >= 1.0 || rand::random::<f64>() < self.config.sample_rate)
+    }
+
+    fn enqueue(&self, record: ApiRequestRecorded) {
+        if self.queue.try_send(record).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("keyledger_request_log_dropped_total").increment(1);
+            let now = Utc::now().timestamp();
+            if self.last_warning.swap(now, Ordering::Relaxed) != now {
+                tracing::warn!(
+                    dropped = self.dropped(),
+                    "request log queue full: records dropped"
+                );
+            }
+        }
+    }
+}
+
+/// A query string with secret-named parameters and keys redacted.
+fn redact_query(query: &str) -> String {
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_name(name) => format!("{name}=[REDACTED]"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    redact_text(&pairs.join("&"))
+}
+
+/// The caller: a license key's display prefix from `X-License-Key` or a `key` member.
+fn caller(headers: &axum::http::HeaderMap, body: &[u8]) -> Option<String> {
+    let from_header = headers
+        .get("x-license-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let from_body = || {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()?
+            .get("key")?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let key = from_header.or_else(from_body)?;
+    let redacted = redact_text(key.trim());
+    (redacted != key.trim()).then(|| redacted.trim_end_matches('…').to_owned())
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"))
+}
+
+/// The outer middleware: times the request and records it.
+pub async fn layer(State(log): State<RequestLog>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    if !log.records(&path) {
+        return next.run(request).await;
+    }
+    let started = Instant::now();
+    let at = keyledger_events::chain::to_micros(Utc::now());
+    let method = request.method().to_string();
+    let query = request.uri().query().map(redact_query);
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default();
+    let slot = RouteSlot::default();
+    let (mut parts, body) = request.into_parts();
+    parts.extensions.insert(slot.clone());
+    let bytes: Bytes = match axum::body::to_bytes(body, MAX_CAPTURE).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::ValBodyTooLarge,
+                "the body is larger than this service accepts",
+            )
+            .into_response();
+        }
+    };
+    let caller = caller(&parts.headers, &bytes);
+    let request_body = (!bytes.is_empty()).then(|| redact_body(&bytes, log.config.body_limit));
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+
+    let (parts, body) = response.into_parts();
+    let (response, response_body) = if is_json(&parts.headers) {
+        match axum::body::to_bytes(body, MAX_CAPTURE).await {
+            Ok(bytes) => {
+                let stored = redact_body(&bytes, log.config.body_limit);
+                (Response::from_parts(parts, Body::from(bytes)), Some(stored))
+            }
+            Err(_) => (
+                ApiError::internal("a response body could not be read").into_response(),
+                None,
+            ),
+        }
+    } else {
+        (Response::from_parts(parts, body), None)
+    };
+    log.enqueue(ApiRequestRecorded {
+        record_id: Uuid::new_v4(),
+        request_id,
+        service: log.config.service.clone(),
+        method,
+        route: slot.0.get().cloned(),
+        path: redact_text(&path),
+        query,
+        caller,
+        status: response.status().as_u16(),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        request_body,
+        response_body,
+        at,
+    });
+    response
+}
+
+/// The inner middleware (a route layer): notes the matched route template.
+pub async fn note_route(request: Request, next: Next) -> Response {
+    if let (Some(slot), Some(matched)) = (
+        request.extensions().get::<RouteSlot>(),
+        request.extensions().get::<MatchedPath>(),
+    ) {
+        let _ = slot.0.set(matched.as_str().to_owned());
+    }
+    next.run(request).await
+}
+
+/// Appends recorded requests in batches until the queue closes.
+pub async fn run_writer(
+    store: Arc<dyn EventStore>,
+    mut records: mpsc::Receiver<ApiRequestRecorded>,
+) {
+    let mut batch = Vec::with_capacity(500);
+    while records.recv_many(&mut batch, 500).await > 0 {
+        let appends = batch.drain(..).map(|record| {
+            let store = store.clone();
+            async move { store.append(record_append(record)).await }
+        });
+        for result in futures::future::join_all(appends).await {
+            if let Err(error) = result {
+                tracing::warn!(error = %error, "a request record could not be written");
+            }
+        }
+    }
+}
+
+/// The append of one record (also used for records other services send).
+pub fn record_append(record: ApiRequestRecorded) -> AppendRequest {
+    let metadata = Metadata {
+        correlation_id: Some(record.request_id.clone()),
+        causation_id: None,
+        actor: Some(record.service.clone()),
+        idempotency_key: None,
+    };
+    let stream_id = request_stream(record.record_id);
+    let event = RequestEvent::ApiRequestRecorded(record);
+    AppendRequest {
+        stream_id,
+        expected: ExpectedVersion::NoStream,
+        events: vec![event.to_new_event(Uuid::new_v4())],
+        metadata,
+        idempotency: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> ApiRequestRecorded {
+        ApiRequestRecorded {
+            record_id: Uuid::nil(),
+            request_id: "r".into(),
+            service: "keyledger".into(),
+            method: "GET".into(),
+            route: None,
+            path: "/".into(),
+            query: None,
+            caller: None,
+            status: 200,
+            duration_ms: 1.0,
+            request_body: None,
+            response_body: None,
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_records_without_waiting() {
+        let (log, _records) = RequestLog::new(RequestLogConfig {
+            queue: 2,
+            ..RequestLogConfig::default()
+        });
+        for _ in 0..5 {
+            log.enqueue(record());
+        }
+        assert_eq!(log.dropped(), 3);
+    }
+
+    #[test]
+    fn health_metrics_and_admin_assets_are_not_recorded() {
+        let (log, _records) = RequestLog::new(RequestLogConfig::default());
+        assert!(!log.records("/health/ready"));
+        assert!(!log.records("/metrics"));
+        assert!(!log.records("/admin/static/admin.css"));
+        assert!(log.records("/admin/licenses"));
+        assert!(log.records("/v1/licenses"));
+    }
+
+    #[test]
+    fn secret_query_parameters_are_redacted() {
+        assert_eq!(
+            redact_query("owner=acme&api_token=abc"),
+            "owner=acme&api_token=[REDACTED]"
+        );
+    }
+
+    #[test]
+    fn the_caller_is_the_display_prefix_of_the_key_in_the_body() {
+        let body = br#"{"key": "lic_4vJ9hGq2r7mXkP3sT8wYzA1bC5dE6fH7jK8mN9pQ"}"#;
+        assert_eq!(
+            caller(&Default::default(), body).as_deref(),
+            Some("lic_4vJ9hGq2")
+        );
+        assert_eq!(caller(&Default::default(), br#"{"owner": "x"}"#), None);
+    }
+}

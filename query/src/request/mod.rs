@@ -1,0 +1,278 @@
+//! The request log: `GET /v1/requests` (filters, newest first, keyset pages) and
+//! `GET /v1/requests/{id}` (the record with its bodies and the events the request caused).
+
+use axum::Json;
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
+use keyledger_events::store::envelope_from_row;
+use keyledger_projections::request;
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::events::EventView;
+use crate::{QueryState, page_limit};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestParams {
+    pub service: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<i32>,
+    /// `1xx` … `5xx`.
+    pub status_class: Option<String>,
+    pub route: Option<String>,
+    pub path_contains: Option<String>,
+    pub caller: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestView {
+    pub record_id: Uuid,
+    pub request_id: String,
+    pub service: String,
+    pub method: String,
+    pub route: Option<String>,
+    pub path: String,
+    pub query: Option<String>,
+    pub caller: Option<String>,
+    pub status: i32,
+    pub duration_ms: f64,
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RequestPage {
+    pub items: Vec<RequestView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RequestDetail {
+    #[serde(flatten)]
+    pub request: RequestView,
+    /// The events whose correlation id is this request's id.
+    pub events: Vec<EventView>,
+}
+
+const COLUMNS: &str = "record_id, request_id, service, method, route, path, query, caller, status, \
+                       duration_ms, request_body, response_body, at";
+
+fn from_row(row: &Row) -> Result<RequestView, tokio_postgres::Error> {
+    Ok(RequestView {
+        record_id: row.try_get(0)?,
+        request_id: row.try_get(1)?,
+        service: row.try_get(2)?,
+        method: row.try_get(3)?,
+        route: row.try_get(4)?,
+        path: row.try_get(5)?,
+        query: row.try_get(6)?,
+        caller: row.try_get(7)?,
+        status: row.try_get(8)?,
+        duration_ms: row.try_get(9)?,
+        request_body: row.try_get(10)?,
+        response_body: row.try_get(11)?,
+        at: row.try_get(12)?,
+    })
+}
+
+/// Validated filters.
+pub struct Filter {
+    pub service: Option<String>,
+    pub method: Option<String>,
+    pub status: Option<i32>,
+    pub status_range: Option<(i32, i32)>,
+    pub route: Option<String>,
+    pub path_contains: Option<String>,
+    pub caller: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+impl Filter {
+    pub fn parse(params: RequestParams) -> Result<Filter, ApiError> {
+        let status_range = match params.status_class.as_deref() {
+            None | Some("") => None,
+            Some(class) => {
+                let digit = class
+                    .strip_suffix("xx")
+                    .and_then(|d| d.parse::<i32>().ok())
+                    .filter(|d| (1..=5).contains(d))
+                    .ok_or_else(|| {
+                        ApiError::invalid_parameter(
+                            "status_class",
+                            "must be 1xx, 2xx, 3xx, 4xx or 5xx",
+                        )
+                    })?;
+                Some((digit * 100, digit * 100 + 99))
+            }
+        };
+        if params.status.is_some_and(|s| !(100..=599).contains(&s)) {
+            return Err(ApiError::invalid_parameter(
+                "status",
+                "must be between 100 and 599",
+            ));
+        }
+        let after = match params.cursor.as_deref() {
+            None | Some("") => None,
+            Some(text) => Some(decode_cursor(text).ok_or_else(|| {
+                ApiError::invalid_parameter("cursor", "is not a cursor from this API")
+            })?),
+        };
+        let empty_none = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        Ok(Filter {
+            service: empty_none(params.service),
+            method: empty_none(params.method).map(|m| m.to_ascii_uppercase()),
+            status: params.status,
+            status_range,
+            route: empty_none(params.route),
+            path_contains: empty_none(params.path_contains),
+            caller: empty_none(params.caller),
+            from: params.from,
+            to: params.to,
+            after,
+            limit: page_limit(params.limit, 50, 1000)?,
+        })
+    }
+}
+
+fn encode_cursor(item: &RequestView) -> String {
+    format!("{}_{}", item.at.timestamp_micros(), item.record_id)
+}
+
+fn decode_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (micros, id) = text.split_once('_')?;
+    Some((
+        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
+}
+
+pub async fn search(
+    client: &impl GenericClient,
+    filter: &Filter,
+) -> Result<Vec<RequestView>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM api_requests \
+             WHERE ($1::text IS NULL OR service = $1) \
+               AND ($2::text IS NULL OR method = $2) \
+               AND ($3::int IS NULL OR status = $3) \
+               AND ($4::int IS NULL OR status BETWEEN $4 AND $5) \
+               AND ($6::text IS NULL OR route = $6) \
+               AND ($7::text IS NULL OR strpos(path, $7) > 0) \
+               AND ($8::text IS NULL OR caller = $8) \
+               AND ($9::timestamptz IS NULL OR at >= $9) \
+               AND ($10::timestamptz IS NULL OR at < $10) \
+               AND ($11::timestamptz IS NULL OR (at, record_id) < ($11, $12::uuid)) \
+             ORDER BY at DESC, record_id DESC LIMIT $13"
+        ))
+        .await?;
+    let (low, high) = match filter.status_range {
+        Some((low, high)) => (Some(low), Some(high)),
+        None => (None, None),
+    };
+    let (after_at, after_id) = match filter.after {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
+    client
+        .query(
+            &statement,
+            &[
+                &filter.service,
+                &filter.method,
+                &filter.status,
+                &low,
+                &high,
+                &filter.route,
+                &filter.path_contains,
+                &filter.caller,
+                &filter.from,
+                &filter.to,
+                &after_at,
+                &after_id,
+                &filter.limit,
+            ],
+        )
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+pub fn next_cursor(items: &[RequestView], limit: i64) -> Option<String> {
+    (items.len() as i64 == limit)
+        .then(|| items.last().map(encode_cursor))
+        .flatten()
+}
+
+pub async fn list(
+    State(state): State<QueryState>,
+    ConsistencyPosition(position): ConsistencyPosition,
+    AppQuery(params): AppQuery<RequestParams>,
+) -> Result<Json<RequestPage>, ApiError> {
+    let filter = Filter::parse(params)?;
+    state.consistent(&[request::NAME], position).await?;
+    let client = state.client().await?;
+    let items = search(&client, &filter)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let next_cursor = next_cursor(&items, filter.limit);
+    Ok(Json(RequestPage { items, next_cursor }))
+}
+
+pub async fn find(
+    client: &impl GenericClient,
+    record_id: Uuid,
+) -> Result<Option<RequestDetail>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM api_requests WHERE record_id = $1"
+        ))
+        .await?;
+    let Some(row) = client.query_opt(&statement, &[&record_id]).await? else {
+        return Ok(None);
+    };
+    let request = from_row(&row)?;
+    let statement = client
+        .prepare_cached(
+            "SELECT position, event_id, stream_id, version, event_type, schema_version, data, \
+                    metadata, recorded_at, hash \
+             FROM events WHERE metadata ->> 'correlation_id' = $1 \
+               AND event_type <> 'ApiRequestRecorded' \
+             ORDER BY position LIMIT 100",
+        )
+        .await?;
+    let events = client
+        .query(&statement, &[&request.request_id])
+        .await?
+        .iter()
+        .map(|row| envelope_from_row(row).map(EventView::from))
+        .collect::<Result<_, _>>()?;
+    Ok(Some(RequestDetail { request, events }))
+}
+
+pub async fn get(
+    State(state): State<QueryState>,
+    ConsistencyPosition(position): ConsistencyPosition,
+    AppPath(record_id): AppPath<Uuid>,
+) -> Result<Json<RequestDetail>, ApiError> {
+    state.consistent(&[request::NAME], position).await?;
+    let client = state.client().await?;
+    find(&client, record_id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(Code::ResNotFound, "no request record has this id"))
+}

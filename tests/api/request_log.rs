@@ -1,0 +1,311 @@
+//! The request log: every request recorded, redacted, filterable, linked to its events.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    NATS, ServiceProcess, TestApp, TestDatabase, TestStream, checkpoint, eventually, problem,
+    spawn_app, spawn_app_with,
+};
+
+/// Waits until the request viewer lists what `query` selects, `count` rows at least.
+async fn requests(app: &TestApp, query: &str, count: usize) -> Value {
+    eventually(Duration::from_secs(10), "request records", || async {
+        let page: Value = app
+            .get(&format!("/v1/requests?{query}"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        (page["items"].as_array()?.len() >= count).then_some(page)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_is_recorded_with_its_route_caller_and_redacted_bodies() {
+    let app = spawn_app().await;
+    let issued = app.issue_license().await;
+    let key = issued["key"].as_str().unwrap();
+    app.validate(key).await;
+
+    let page = requests(&app, "route=/v1/licenses/validate", 1).await;
+    let record = &page["items"][0];
+    assert_eq!(record["service"], "keyledger");
+    assert_eq!(record["method"], "POST");
+    assert_eq!(record["path"], "/v1/licenses/validate");
+    assert_eq!(record["status"], 200);
+    assert_eq!(record["caller"], issued["key_prefix"]);
+    assert!(record["duration_ms"].as_f64().unwrap() >= 0.0);
+    let request_body = record["request_body"].as_str().unwrap();
+    assert!(request_body.contains("[REDACTED]"), "{request_body}");
+    assert!(!request_body.contains(key));
+    assert!(record["response_body"].as_str().unwrap().contains("VALID"));
+
+    // The issuance's record links to the event it caused.
+    let page = requests(&app, "route=/v1/licenses&method=post", 1).await;
+    let issue_record = &page["items"][0];
+    assert!(
+        !issue_record["response_body"]
+            .as_str()
+            .unwrap()
+            .contains(key),
+        "the key is redacted in the response too"
+    );
+    let detail: Value = app
+        .get(&format!(
+            "/v1/requests/{}",
+            issue_record["record_id"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let types: Vec<&str> = detail["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["LicenseIssued"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_viewer_filters_by_status_class_method_and_path_and_pages() {
+    let app = spawn_app().await;
+    app.issue_license().await;
+    app.get("/v1/licenses/not-a-uuid").await;
+    app.post("/v1/licenses", &json!({"owner": ""})).await;
+    app.get(&format!("/v1/licenses/{}", uuid::Uuid::new_v4()))
+        .await;
+    app.get("/health/ready").await;
+
+    let page = requests(&app, "status_class=4xx", 3).await;
+    let statuses: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| (400..500).contains(s)),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses.len(), 3);
+
+    let page = requests(&app, "method=GET&path_contains=not-a-uuid", 1).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert_eq!(page["items"][0]["status"], 400);
+
+    let all = requests(&app, "limit=100", 4).await;
+    assert!(
+        all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| !r["path"].as_str().unwrap().starts_with("/health")),
+        "health checks are not recorded"
+    );
+    let first: Value = app.get("/v1/requests?limit=2").await.json().await.unwrap();
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second: Value = app
+        .get(&format!("/v1/requests?limit=2&cursor={cursor}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(
+        first["items"][0]["record_id"],
+        second["items"][0]["record_id"]
+    );
+
+    for bad in [
+        "status_class=6xx",
+        "status=42",
+        "cursor=nope",
+        "limit=5000",
+        "from=yesterday",
+    ] {
+        let response = app.get(&format!("/v1/requests?{bad}")).await;
+        assert_eq!(
+            problem(response, 400).await["code"],
+            "VAL_INVALID_PARAMETER",
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_services_send_records_one_or_in_batches_and_bad_ones_are_named() {
+    let app = spawn_app().await;
+    let one = json!({"service": "billing", "method": "post", "path": "/invoices", "status": 201,
+                     "duration_ms": 12.5, "request_body": {"card_token": "tok_123", "amount": 5}});
+    let response = app.post("/v1/requests", &one).await;
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.json::<Value>().await.unwrap()["accepted"], 1);
+
+    let batch: Vec<Value> = (0..20)
+        .map(|n| json!({"service": "billing", "method": "GET", "path": format!("/invoices/{n}"), "status": 200, "duration_ms": 1}))
+        .collect();
+    let response = app.post("/v1/requests", &json!({"records": batch})).await;
+    assert_eq!(response.json::<Value>().await.unwrap()["accepted"], 20);
+
+    let page = requests(&app, "service=billing&method=POST", 1).await;
+    let body = page["items"][0]["request_body"].as_str().unwrap();
+    assert!(
+        body.contains("[REDACTED]") && !body.contains("tok_123"),
+        "{body}"
+    );
+    requests(&app, "service=billing&limit=100", 21).await;
+
+    let mut bad = (0..5)
+        .map(|_| json!({"service": "s", "method": "GET", "path": "/", "status": 200, "duration_ms": 1}))
+        .collect::<Vec<_>>();
+    bad[3]["status"] = json!(99);
+    let response = app.post("/v1/requests", &json!(bad)).await;
+    let body = problem(response, 422).await;
+    assert!(
+        body["detail"].as_str().unwrap().starts_with("records[3]"),
+        "{body}"
+    );
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({})).collect();
+    let response = app.post("/v1/requests", &json!(too_many)).await;
+    assert_eq!(problem(response, 422).await["code"], "VAL_INVALID_FIELD");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_recorded_when_sampling_is_zero_or_the_path_is_excluded() {
+    let app = spawn_app_with(|args| {
+        args.request_log_exclude = vec!["/v1/licenses/validate".into()];
+    })
+    .await;
+    let issued = app.issue_license().await;
+    app.validate(issued["key"].as_str().unwrap()).await;
+    requests(&app, "route=/v1/licenses", 1).await;
+    let page: Value = app
+        .get("/v1/requests?path_contains=validate")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 0);
+
+    let unsampled = spawn_app_with(|args| args.request_log_sample_rate = 0.0).await;
+    unsampled.issue_license().await;
+    let client = unsampled.pool.get().await.unwrap();
+    let records: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE event_type = 'ApiRequestRecorded'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(records, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_sent_to_the_service_appear_nowhere_it_stores_or_logs() {
+    let database = TestDatabase::create().await;
+    let stream = TestStream::create().await;
+    let service = ServiceProcess::start(
+        &database.url,
+        &[
+            ("NATS_URL", NATS),
+            ("NATS_STREAM", &stream.config.stream),
+            ("NATS_SUBJECT_PREFIX", &stream.config.subject_prefix),
+            ("RUST_LOG", "debug"),
+            ("LOG_FORMAT", "json"),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let issued: Value = http
+        .post(format!("{}/v1/licenses", service.address))
+        .json(&json!({"owner": "acme", "tier": "pro"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let secrets = [
+        "hunter2-password",
+        "tok-abcdef-123",
+        "s3cr3t-value",
+        "Bearer abc.def.ghi",
+    ];
+    let body = json!({
+        "key": key,
+        "metadata": {"password": secrets[0], "api_token": secrets[1], "note": format!("pasted {key}")},
+        "feature": "core",
+    });
+    http.post(format!("{}/v1/licenses/validate", service.address))
+        .header("authorization", secrets[3])
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{}/v1/requests", service.address))
+        .json(&json!({"service": "portal", "method": "POST", "path": "/login", "status": 200, "duration_ms": 3,
+                      "request_body": {"user": "ann", "client_secret": secrets[2], "license": key}}))
+        .send()
+        .await
+        .unwrap();
+
+    // Wait until the records are projected and published.
+    let pool = database.pool();
+    let client = pool.get().await.unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "three request records in the viewer",
+        || async {
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM api_requests", &[])
+                .await
+                .ok()?
+                .get(0);
+            (n >= 3).then_some(())
+        },
+    )
+    .await;
+    let head = keyledger_events::store::head_on(&client).await.unwrap();
+    let name = stream.config.checkpoint_name();
+    eventually(Duration::from_secs(20), "the relay to publish", || {
+        let pool = pool.clone();
+        let name = name.clone();
+        async move { (checkpoint(&pool, &name).await >= head).then_some(()) }
+    })
+    .await;
+
+    let dump = Command::new("pg_dump")
+        .args(["-h", "127.0.0.1", "-U", "postgres", &database.name])
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
+    assert!(dump.contains("ApiRequestRecorded") && dump.contains("[REDACTED]"));
+    let log = service.log_text();
+    let messages: Vec<String> = stream
+        .messages()
+        .await
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("ApiRequestRecorded") || m.contains("/v1/requests"))
+    );
+    for secret in secrets.iter().copied().chain([key.as_str()]) {
+        assert!(!dump.contains(secret), "{secret} in the database");
+        assert!(!log.contains(secret), "{secret} in the logs");
+        assert!(
+            messages.iter().all(|m| !m.contains(secret)),
+            "{secret} on NATS"
+        );
+    }
+    stream.delete().await;
+}
