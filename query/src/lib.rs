@@ -1,6 +1,7 @@
 //! The read side: HTTP query routes over the projections and the ordered log, with
 //! consistency-position waits.
 
+pub mod admin;
 pub mod events;
 pub mod license;
 pub mod request;
@@ -51,7 +52,8 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/sessions/{id}", get(session::get::handle))
         .route("/v1/events", get(events::all))
         .route("/v1/streams/{stream_id}/events", get(events::stream))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(admin::router(state))
 }
 
 impl QueryState {

@@ -1,0 +1,136 @@
+//! `/admin/events`: the event log, newest first, filtered by stream, type or correlation id,
+//! each event's JSON on demand.
+
+use axum::extract::State;
+use deadpool_postgres::GenericClient;
+use keyledger_api::{ApiError, AppQuery};
+use keyledger_events::Envelope;
+use keyledger_events::store::envelope_from_row;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::licenses::urlencode;
+use super::{Section, layout, pretty, time};
+use crate::QueryState;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EventParams {
+    pub stream_id: Option<String>,
+    pub event_type: Option<String>,
+    pub correlation_id: Option<String>,
+    /// Show events before this position (the next page of older events).
+    pub before: Option<i64>,
+}
+
+const PAGE: i64 = 50;
+
+async fn newest(
+    client: &impl GenericClient,
+    stream_id: Option<&str>,
+    event_type: Option<&str>,
+    correlation_id: Option<&str>,
+    before: i64,
+) -> Result<Vec<Envelope>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT position, event_id, stream_id, version, event_type, schema_version, data, \
+                    metadata, recorded_at, hash FROM events \
+             WHERE position < $4 \
+               AND ($1::text IS NULL OR stream_id = $1) \
+               AND ($2::text IS NULL OR event_type = $2) \
+               AND ($3::text IS NULL OR metadata ->> 'correlation_id' = $3) \
+             ORDER BY position DESC LIMIT $5",
+        )
+        .await?;
+    client
+        .query(
+            &statement,
+            &[&stream_id, &event_type, &correlation_id, &before, &PAGE],
+        )
+        .await?
+        .iter()
+        .map(envelope_from_row)
+        .collect()
+}
+
+pub async fn list(
+    State(state): State<QueryState>,
+    AppQuery(params): AppQuery<EventParams>,
+) -> Result<Markup, ApiError> {
+    let blank = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let stream_id = blank(&params.stream_id);
+    let event_type = blank(&params.event_type);
+    let correlation_id = blank(&params.correlation_id);
+    let client = state.client().await?;
+    let events = newest(
+        &client,
+        stream_id.as_deref(),
+        event_type.as_deref(),
+        correlation_id.as_deref(),
+        params.before.unwrap_or(i64::MAX),
+    )
+    .await
+    .map_err(ApiError::unavailable)?;
+    let filters: String = [
+        ("stream_id", &stream_id),
+        ("event_type", &event_type),
+        ("correlation_id", &correlation_id),
+    ]
+    .iter()
+    .filter_map(|(n, v)| v.as_deref().map(|v| format!("{n}={}&", urlencode(v))))
+    .collect();
+    let older = (events.len() as i64 == PAGE)
+        .then(|| {
+            events
+                .last()
+                .map(|e| format!("/admin/events?{filters}before={}", e.position))
+        })
+        .flatten();
+    Ok(layout(
+        "Event log",
+        Section::Events,
+        html! {
+            form.filters method="get" action="/admin/events" {
+                label { "Stream" input name="stream_id" value=[stream_id.as_deref()] placeholder="license-…"; }
+                label { "Type" input name="event_type" value=[event_type.as_deref()] placeholder="LicenseRevoked"; }
+                label { "Correlation id" input name="correlation_id" value=[correlation_id.as_deref()]; }
+                button type="submit" { "Filter" }
+            }
+            div.table-wrap {
+                table #events {
+                    thead { tr { th { "Position" } th { "Type" } th { "Stream" } th { "Version" } th { "Recorded" } th { "Event" } } }
+                    tbody {
+                        @for e in &events {
+                            tr {
+                                td { (e.position) }
+                                td { (e.event_type) }
+                                td.wrap { a href={ "/admin/events?stream_id=" (urlencode(&e.stream_id)) } { (e.stream_id) } }
+                                td { (e.version) }
+                                td { (time(e.recorded_at)) }
+                                td.wrap {
+                                    details {
+                                        summary { "JSON" }
+                                        pre { (pretty(&serde_json::json!({
+                                            "data": e.data, "metadata": e.metadata, "event_id": e.event_id,
+                                            "hash": hex::encode(&e.hash),
+                                        }))) }
+                                    }
+                                }
+                            }
+                        }
+                        @if events.is_empty() { tr { td colspan="6" { "No event matches." } } }
+                    }
+                }
+            }
+            div.pager {
+                @if params.before.is_some() { a href={ "/admin/events?" (filters) } { "Newest" } }
+                @if let Some(href) = older { a href=(href) { "Older" } }
+            }
+        },
+    ))
+}

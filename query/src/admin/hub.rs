@@ -1,0 +1,63 @@
+//! `/admin`: a card per area with live counts.
+
+use axum::extract::State;
+use deadpool_postgres::GenericClient;
+use keyledger_api::ApiError;
+use maud::{Markup, html};
+
+use super::{Section, layout};
+use crate::QueryState;
+
+struct Counts {
+    active_licenses: i64,
+    active_sessions: i64,
+    requests_last_hour: i64,
+    projection_lag: i64,
+}
+
+async fn counts(client: &impl GenericClient) -> Result<Counts, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT \
+               (SELECT count(*) FROM licenses WHERE status = 'active' AND expires_at > now()), \
+               (SELECT count(*) FROM sessions WHERE status = 'active'), \
+               (SELECT count(*) FROM api_requests WHERE at > now() - interval '1 hour'), \
+               (SELECT coalesce(max(position), 0) FROM events) \
+                 - (SELECT coalesce(min(position), 0) FROM checkpoints \
+                    WHERE name NOT LIKE 'relay:%' AND name <> 'license_validation')",
+            &[],
+        )
+        .await?;
+    Ok(Counts {
+        active_licenses: row.try_get(0)?,
+        active_sessions: row.try_get(1)?,
+        requests_last_hour: row.try_get(2)?,
+        projection_lag: row.try_get::<_, i64>(3)?.max(0),
+    })
+}
+
+pub async fn page(State(state): State<QueryState>) -> Result<Markup, ApiError> {
+    let client = state.client().await?;
+    let counts = counts(&client).await.map_err(ApiError::unavailable)?;
+    let card = |href: &str, count: i64, label: &str, id: &str| {
+        html! {
+            a.card href=(href) id=(id) {
+                span.count { (count) }
+                span.label { (label) }
+            }
+        }
+    };
+    Ok(layout(
+        "Operations hub",
+        Section::Hub,
+        html! {
+            div.cards {
+                (card("/admin/licenses?status=active", counts.active_licenses, "active licenses", "card-licenses"))
+                (card("/admin/sessions?status=active", counts.active_sessions, "active sessions", "card-sessions"))
+                (card("/admin/requests", counts.requests_last_hour, "requests in the last hour", "card-requests"))
+                (card("/admin/events", counts.projection_lag, "events the slowest projection has yet to apply", "card-lag"))
+            }
+            p.muted { "Counts are read from the projections when the page loads." }
+        },
+    ))
+}

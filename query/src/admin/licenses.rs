@@ -1,0 +1,290 @@
+//! `/admin/licenses`: search, issue (the key shown once), and a license's page with its usage,
+//! installations, history and actions.
+
+use axum::extract::State;
+use chrono::Utc;
+use keyledger_api::{ApiError, AppPath, AppQuery, Code};
+use keyledger_events::license::license_stream;
+use keyledger_projections::license::{installations, licenses, usage};
+use maud::{Markup, html};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{Section, layout, pretty, status_class, time};
+use crate::QueryState;
+use crate::events::read_stream;
+use crate::license::get::find;
+use crate::license::history::active_installations;
+use crate::license::search::{Filter, search};
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    pub owner: Option<String>,
+    pub status: Option<String>,
+    pub tier: Option<String>,
+    pub cursor: Option<String>,
+}
+
+const PAGE: i64 = 25;
+
+fn cursor_of(item: &crate::license::get::LicenseView) -> String {
+    format!("{}_{}", item.issued_at.timestamp_micros(), item.license_id)
+}
+
+fn parse_cursor(text: &str) -> Option<(chrono::DateTime<Utc>, Uuid)> {
+    let (micros, id) = text.split_once('_')?;
+    Some((
+        chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+        Uuid::parse_str(id).ok()?,
+    ))
+}
+
+pub async fn list(
+    State(state): State<QueryState>,
+    AppQuery(params): AppQuery<ListParams>,
+) -> Result<Markup, ApiError> {
+    let blank = |v: &Option<String>| {
+        v.as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_owned)
+    };
+    let owner = blank(&params.owner);
+    let status =
+        blank(&params.status).filter(|s| ["active", "suspended", "revoked"].contains(&s.as_str()));
+    let tier = blank(&params.tier).filter(|t| keyledger_events::license::Tier::parse(t).is_some());
+    let after = params.cursor.as_deref().and_then(parse_cursor);
+    let client = state.client().await?;
+    let items = search(
+        &client,
+        &Filter {
+            owner: owner.as_deref(),
+            status: status.as_deref(),
+            tier: tier.as_deref(),
+            expires_before: None,
+            after,
+            limit: PAGE,
+        },
+    )
+    .await
+    .map_err(ApiError::unavailable)?;
+    let next = (items.len() as i64 == PAGE)
+        .then(|| items.last().map(cursor_of))
+        .flatten();
+    let next_href = next.map(|cursor| {
+        let mut query = url_query(&[("owner", &owner), ("status", &status), ("tier", &tier)]);
+        query.push_str(&format!("&cursor={cursor}"));
+        format!("/admin/licenses?{query}")
+    });
+    let selected = |current: &Option<String>, value: &str| current.as_deref() == Some(value);
+    Ok(layout(
+        "Licenses",
+        Section::Licenses,
+        html! {
+            h2 { "Issue a license" }
+            form.issue #issue-form {
+                label { "Owner" input name="owner" required maxlength="256" autocomplete="off"; }
+                label { "Tier"
+                    select name="tier" {
+                        @for t in ["free", "basic", "pro", "enterprise"] { option value=(t) { (t) } }
+                    }
+                }
+                label { "Valid days" input name="valid_days" type="number" min="1" max="36500" value="365"; }
+                button type="submit" { "Issue license" }
+            }
+            div #issue-error role="alert" hidden {}
+            section #issued hidden aria-live="polite" {
+                div.notice.warn {
+                    p { strong { "Copy this key now." } " It is shown once and stored nowhere; only its hash is kept." }
+                    div.keybox {
+                        label for="issued-key" { "License key" }
+                        input #issued-key readonly;
+                        button #copy-key type="button" { "Copy key" }
+                        span #copy-status aria-live="polite" {}
+                    }
+                    p { "Open the license: " a #issued-link href="#" {} }
+                }
+            }
+            h2 { "Find licenses" }
+            form.filters method="get" action="/admin/licenses" {
+                label { "Owner" input name="owner" value=[owner.as_deref()] placeholder="exact, any case"; }
+                label { "Status"
+                    select name="status" {
+                        option value="" { "any" }
+                        @for s in ["active", "suspended", "revoked"] {
+                            option value=(s) selected[selected(&status, s)] { (s) }
+                        }
+                    }
+                }
+                label { "Tier"
+                    select name="tier" {
+                        option value="" { "any" }
+                        @for t in ["free", "basic", "pro", "enterprise"] {
+                            option value=(t) selected[selected(&tier, t)] { (t) }
+                        }
+                    }
+                }
+                button type="submit" { "Search" }
+            }
+            div.table-wrap {
+                table #licenses {
+                    thead { tr { th { "Key" } th { "Owner" } th { "Tier" } th { "Status" } th { "Expires" } th { "Issued" } } }
+                    tbody {
+                        @for l in &items {
+                            tr {
+                                td { a href={ "/admin/licenses/" (l.license_id) } { (l.key_prefix) "…" } }
+                                td.wrap { (l.owner) }
+                                td { (l.tier) }
+                                td { span class=(status_class(&l.status)) { (l.status) } }
+                                td { (time(l.expires_at)) }
+                                td { (time(l.issued_at)) }
+                            }
+                        }
+                        @if items.is_empty() { tr { td colspan="6" { "No license matches." } } }
+                    }
+                }
+            }
+            div.pager {
+                @if after.is_some() { a href="/admin/licenses" { "First page" } }
+                @if let Some(href) = next_href { a href=(href) { "Next page" } }
+            }
+        },
+    ))
+}
+
+fn url_query(pairs: &[(&str, &Option<String>)]) -> String {
+    pairs
+        .iter()
+        .filter_map(|(name, value)| value.as_deref().map(|v| format!("{name}={}", urlencode(v))))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub(super) fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DetailParams {
+    /// Wait until the page's projections have applied this position (after an action).
+    pub at: Option<i64>,
+}
+
+pub async fn detail(
+    State(state): State<QueryState>,
+    AppPath(license_id): AppPath<Uuid>,
+    AppQuery(params): AppQuery<DetailParams>,
+) -> Result<Markup, ApiError> {
+    state
+        .consistent(
+            &[licenses::NAME, usage::NAME, installations::NAME],
+            params.at,
+        )
+        .await?;
+    let client = state.client().await?;
+    let license = find(&client, license_id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| ApiError::not_found(Code::ResLicenseNotFound, "no license has this id"))?;
+    let usage = crate::license::usage::page(&client, license_id, i64::MAX, 50)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let ttl =
+        chrono::Duration::from_std(state.heartbeat_ttl).unwrap_or(chrono::Duration::minutes(10));
+    let machines = active_installations(&client, license_id, (state.clock)() - ttl)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let history = read_stream(&client, &license_stream(license_id), 0, 200)
+        .await
+        .map_err(ApiError::unavailable)?;
+    let id = license_id.to_string();
+    let revoked = license.status == "revoked";
+    Ok(layout(
+        &format!("License {}…", license.key_prefix),
+        Section::Licenses,
+        html! {
+            dl.facts {
+                dt { "License id" } dd { code { (license.license_id) } }
+                dt { "Owner" } dd { (license.owner) }
+                dt { "Tier" } dd { (license.tier) }
+                dt { "Status" } dd #license-status { span class=(status_class(&license.status)) { (license.status) } }
+                dt { "Expires" } dd { (time(license.expires_at)) }
+                dt { "Issued" } dd { (time(license.issued_at)) }
+                @if let Some(reason) = &license.suspend_reason { dt { "Suspended because" } dd { (reason) } }
+                @if let Some(reason) = &license.revoke_reason { dt { "Revoked because" } dd { (reason) } }
+                @if !license.entitlements.is_empty() { dt { "Own entitlements" } dd { (license.entitlements.join(", ")) } }
+            }
+            @if !revoked {
+                div.actions {
+                    @if license.status == "suspended" {
+                        button.secondary type="button" data-action="reinstate" data-license=(id) data-title="Reinstate the license" { "Reinstate" }
+                    } @else {
+                        button.secondary type="button" data-action="suspend" data-license=(id) data-title="Suspend the license" { "Suspend" }
+                    }
+                    button.secondary type="button" data-action="renew" data-license=(id) data-title="Renew the license" { "Renew" }
+                    button.danger type="button" data-action="revoke" data-license=(id) data-title="Revoke the license (final)" { "Revoke" }
+                }
+            }
+            dialog #action-dialog aria-labelledby="action-title" {
+                form method="dialog" {
+                    h2 #action-title {}
+                    label #action-reason-label { "Reason" input name="reason" maxlength="1000"; }
+                    label #action-days-label hidden { "Valid days" input name="valid_days" type="number" min="1" max="36500" value="365"; }
+                    div #action-error role="alert" hidden {}
+                    div.actions {
+                        button type="submit" { "Confirm" }
+                        button.secondary #action-cancel type="button" { "Cancel" }
+                    }
+                }
+            }
+            h2 { "Usage" }
+            div.table-wrap {
+                table #usage {
+                    thead { tr { th { "When" } th { "Result" } th { "Feature" } } }
+                    tbody {
+                        @for u in &usage {
+                            tr { td { (time(u.validated_at)) } td { (u.code) } td { (u.feature.as_deref().unwrap_or("")) } }
+                        }
+                        @if usage.is_empty() { tr { td colspan="3" { "No validation yet." } } }
+                    }
+                }
+            }
+            h2 { "Installations" }
+            div.table-wrap {
+                table #installations {
+                    thead { tr { th { "Installation" } th { "Host" } th { "Activated" } th { "Last seen" } th { "Alive" } } }
+                    tbody {
+                        @for m in &machines {
+                            tr {
+                                td { (m.installation_id) } td { (m.hostname.as_deref().unwrap_or("")) }
+                                td { (time(m.activated_at)) } td { (m.last_seen.map(time).unwrap_or_default()) }
+                                td { @if m.alive { "yes" } @else { "no" } }
+                            }
+                        }
+                        @if machines.is_empty() { tr { td colspan="5" { "No active installation." } } }
+                    }
+                }
+            }
+            h2 { "History" }
+            div.table-wrap {
+                table #history {
+                    thead { tr { th { "Position" } th { "Event" } th { "When" } th { "Data" } } }
+                    tbody {
+                        @for e in &history {
+                            tr {
+                                td { (e.position) } td { (e.event_type) } td { (time(e.recorded_at)) }
+                                td.wrap { details { summary { "JSON" } pre { (pretty(&e.data)) } } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    ))
+}

@@ -1,0 +1,113 @@
+//! The admin hub: server-rendered pages for operators (licenses, requests, sessions, events),
+//! with a little vanilla JavaScript over the JSON API. Nothing is fetched from elsewhere.
+
+mod events;
+mod hub;
+mod licenses;
+mod requests;
+mod sessions;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use maud::{DOCTYPE, Markup, html};
+
+use crate::QueryState;
+
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/admin", get(hub::page))
+        .route("/admin/licenses", get(licenses::list))
+        .route("/admin/licenses/{id}", get(licenses::detail))
+        .route("/admin/requests", get(requests::list))
+        .route("/admin/sessions", get(sessions::list))
+        .route("/admin/sessions/{id}", get(sessions::detail))
+        .route("/admin/events", get(events::list))
+        .route("/admin/static/admin.css", get(css))
+        .route("/admin/static/admin.js", get(js))
+        .with_state(state)
+}
+
+async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("static/admin.css"),
+    )
+}
+
+async fn js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        include_str!("static/admin.js"),
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Hub,
+    Licenses,
+    Requests,
+    Sessions,
+    Events,
+}
+
+/// The page around every admin view.
+fn layout(title: &str, section: Section, body: Markup) -> Markup {
+    let link = |href: &str, label: &str, this: Section| {
+        html! {
+            li { a href=(href) aria-current=[(section == this).then_some("page")] { (label) } }
+        }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · keyledger admin" }
+                link rel="stylesheet" href="/admin/static/admin.css";
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header {
+                    a.brand href="/admin" { "keyledger" }
+                    nav aria-label="Sections" {
+                        ul {
+                            (link("/admin", "Hub", Section::Hub))
+                            (link("/admin/licenses", "Licenses", Section::Licenses))
+                            (link("/admin/requests", "Requests", Section::Requests))
+                            (link("/admin/sessions", "Sessions", Section::Sessions))
+                            (link("/admin/events", "Events", Section::Events))
+                        }
+                    }
+                }
+                main #main {
+                    h1 { (title) }
+                    (body)
+                }
+                script src="/admin/static/admin.js" defer {}
+            }
+        }
+    }
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn status_class(status: &str) -> String {
+    format!("status status-{status}")
+}
+
+/// Pretty JSON for a `<pre>`.
+fn pretty(value: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}

@@ -1,0 +1,219 @@
+// The admin hub in a real browser: Debian's Chromium, driven by playwright-core, against the
+// real service (its binary, a fresh PostgreSQL database, no NATS). Screenshots of every page at
+// 1280 px and 390 px land in artifacts/screenshots/.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdirSync, openSync, readFileSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, "target");
+const binary = process.env.KEYLEDGER_BIN || path.join(targetDir, "debug", "keyledger");
+const shots = path.join(root, "artifacts", "screenshots");
+const database = `kl_browser_${Date.now()}_${process.pid}`;
+const databaseUrl = `postgres://postgres@127.0.0.1:5432/${database}`;
+const logFile = path.join(root, "artifacts", `browser-service-${process.pid}.log`);
+
+let service;
+let browser;
+let base;
+const state = {};
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+async function until(what, check, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check().catch(() => undefined);
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function api(method, urlPath, body) {
+  const response = await fetch(`${base}${urlPath}`, {
+    method,
+    headers: { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: response.status, body: await response.json().catch(() => null) };
+}
+
+async function screenshots(page, name) {
+  for (const [label, width] of [["desktop", 1280], ["phone", 390]]) {
+    await page.setViewportSize({ width, height: label === "phone" ? 844 : 900 });
+    await page.screenshot({ path: path.join(shots, `${name}-${label}.png`), fullPage: true });
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+}
+
+before(async () => {
+  mkdirSync(shots, { recursive: true });
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  const log = openSync(logFile, "w");
+  const env = { ...process.env, DATABASE_URL: databaseUrl, BIND: `127.0.0.1:${port}`, RUST_LOG: "info" };
+  delete env.NATS_URL;
+  service = spawn(binary, ["serve"], {
+    env,
+    stdio: ["ignore", log, log],
+  });
+  await until("the service to be ready", async () => (await fetch(`${base}/health/ready`)).ok, 60000);
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  service?.kill("SIGKILL");
+  try {
+    execFileSync("psql", ["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c",
+      `DROP DATABASE IF EXISTS ${database} WITH (FORCE)`], { stdio: "ignore" });
+  } catch (_) { /* best effort */ }
+});
+
+test("the hub shows a card per area", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/admin`);
+  for (const card of ["#card-licenses", "#card-sessions", "#card-requests", "#card-lag"]) {
+    assert.ok(await page.locator(card).isVisible(), card);
+  }
+  // Keyboard: the first Tab lands on the skip link.
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.textContent), "Skip to content");
+  await screenshots(page, "hub");
+  await page.close();
+});
+
+test("an operator issues a license and reads its key once", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/admin/licenses`);
+  await page.fill("#issue-form input[name=owner]", "Browser Test Ltd");
+  await page.selectOption("#issue-form select[name=tier]", "pro");
+  await page.click("#issue-form button[type=submit]");
+  await page.waitForSelector("#issued:not([hidden])");
+  const key = await page.inputValue("#issued-key");
+  assert.match(key, /^lic_/);
+  assert.match(await page.textContent("#issued"), /shown once/);
+  await page.click("#copy-key");
+  await page.waitForSelector("#copy-status:has-text('Copied')");
+  state.key = key;
+  state.href = await page.getAttribute("#issued-link", "href");
+  state.licenseId = state.href.split("/")[3].split("?")[0];
+  await screenshots(page, "licenses");
+
+  // A bad request comes back in words.
+  await page.fill("#issue-form input[name=owner]", "   ");
+  await page.click("#issue-form button[type=submit]");
+  await page.waitForSelector("#issue-error:not([hidden])");
+  assert.match(await page.textContent("#issue-error"), /owner: must not be empty/);
+  await page.close();
+});
+
+test("the validation shows in the license's usage and in the request viewer", async () => {
+  const validation = await api("POST", "/v1/licenses/validate", { key: state.key, feature: "export" });
+  assert.equal(validation.status, 200);
+  assert.equal(validation.body.code, "VALID");
+
+  const page = await browser.newPage();
+  await page.goto(`${base}/admin/licenses/${state.licenseId}?at=${validation.body.position}`);
+  assert.match(await page.textContent("#usage"), /VALID/);
+  assert.match(await page.textContent("#usage"), /export/);
+  assert.ok(!(await page.content()).includes(state.key), "the key is not on the license page");
+  await screenshots(page, "license-detail");
+
+  const prefix = state.key.slice(0, 12);
+  await until("the validation in the request viewer", async () => {
+    await page.goto(`${base}/admin/requests?route=${encodeURIComponent("/v1/licenses/validate")}`);
+    return (await page.locator("#requests tr.request-row").count()) > 0;
+  });
+  const row = page.locator("#requests tr.request-row").first();
+  assert.match(await row.textContent(), new RegExp(prefix));
+  await row.locator("button[data-expand]").click();
+  const detail = page.locator("#requests tr.detail-row").first();
+  assert.ok(await detail.isVisible());
+  assert.match(await detail.textContent(), /\[REDACTED\]/);
+  assert.ok(!(await page.content()).includes(state.key), "the key is not in the request viewer");
+  await screenshots(page, "requests");
+  await page.close();
+});
+
+test("an operator revokes the license from its page and validation sees it", async () => {
+  const page = await browser.newPage();
+  await page.goto(`${base}/admin/licenses/${state.licenseId}`);
+  await page.click("button[data-action=revoke]");
+  await page.waitForSelector("#action-dialog[open]");
+  await page.fill("#action-dialog input[name=reason]", "refund requested");
+  await page.click("#action-dialog button[type=submit]");
+  await page.waitForURL(/\?at=\d+/);
+  assert.match(await page.textContent("#license-status"), /revoked/);
+  assert.match(await page.textContent("#history"), /LicenseRevoked/);
+  assert.equal(await page.locator("button[data-action]").count(), 0, "a revoked license offers no action");
+  const validation = await api("POST", "/v1/licenses/validate", { key: state.key });
+  assert.equal(validation.body.code, "REVOKED");
+  await page.close();
+});
+
+test("the request viewer filtered to 4xx shows only 4xx rows", async () => {
+  assert.equal((await api("GET", "/v1/licenses/not-a-uuid")).status, 400);
+  assert.equal((await api("POST", "/v1/licenses", { owner: "x", tier: "gold" })).status, 422);
+  const page = await browser.newPage();
+  await until("4xx records", async () => {
+    await page.goto(`${base}/admin/requests`);
+    await page.selectOption("#status-class", "4xx");
+    await Promise.all([page.waitForURL(/status_class=4xx/), page.click("form.filters button[type=submit]")]);
+    return (await page.locator("#requests tr.request-row").count()) >= 2;
+  });
+  const statuses = await page.locator("#requests tr.request-row").evaluateAll(
+    (rows) => rows.map((r) => Number(r.dataset.status)));
+  assert.ok(statuses.length >= 2);
+  assert.ok(statuses.every((s) => s >= 400 && s < 500), `${statuses}`);
+  await page.close();
+});
+
+test("sessions and events pages list what happened", async () => {
+  const created = await api("POST", "/v1/sessions", { agent_role: "reviewer" });
+  assert.equal(created.status, 201);
+  const moved = await api("POST", `/v1/sessions/${created.body.session_id}/transition`, { to: "active", reason: "picked up" });
+  assert.equal(moved.status, 200);
+  const page = await browser.newPage();
+  await until("the active session", async () => {
+    await page.goto(`${base}/admin/sessions?status=active`);
+    return (await page.locator("#sessions tbody tr a").count()) > 0;
+  });
+  assert.equal(await page.textContent(".count-value[data-status=active]"), "1");
+  await screenshots(page, "sessions");
+  await page.click("#sessions tbody tr a");
+  assert.match(await page.textContent("#transitions"), /picked up/);
+  await screenshots(page, "session-detail");
+
+  await page.goto(`${base}/admin/events?event_type=LicenseRevoked`);
+  const rows = page.locator("#events tbody tr");
+  assert.equal(await rows.count(), 1);
+  await rows.first().locator("summary").click();
+  assert.match(await rows.first().textContent(), /refund requested/);
+  await screenshots(page, "events");
+  assert.ok(!(await page.content()).includes(state.key));
+  await page.close();
+
+  const log = readFileSync(logFile, "utf8");
+  assert.ok(log.includes("keyledger is serving"));
+  assert.ok(!log.includes(state.key), "the key is not in the service's log");
+});
