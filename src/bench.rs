@@ -105,13 +105,41 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("bench: issuing {KEY_POOL} licenses for the validate phase");
     let keys = issue_key_pool(&target, args.clients).await?;
     eprintln!("bench: validate phase, {} s", args.seconds);
+    let keys = Arc::new(keys);
     let validate = run_phase(
         &target,
-        &Workload::Validate(Arc::new(keys)),
+        &Workload::Validate(keys.clone()),
         args.clients,
         duration,
     )
     .await?;
+    // The same validations against a second in-process service on the same database with the
+    // request log switched off: what recording every request costs.
+    let unlogged = match &args.url {
+        Some(_) => None,
+        None => {
+            let mut serve = ServeArgs::local(&args.database_url);
+            serve.request_log_enabled = false;
+            let app = Application::build(serve, keyledger_command::system_clock())
+                .await
+                .context("Failed to start the service without request logging")?;
+            let quiet = Target::new(&format!("http://{}", app.address), args.clients)?;
+            tokio::spawn(app.run_until_stopped());
+            eprintln!(
+                "bench: validate phase without the request log, {} s",
+                args.seconds
+            );
+            Some(
+                run_phase(
+                    &quiet,
+                    &Workload::Validate(keys.clone()),
+                    args.clients,
+                    duration,
+                )
+                .await?,
+            )
+        }
+    };
     if let Some(server) = server {
         ensure_still_running(server).await?;
     }
@@ -123,6 +151,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         baseline: &baseline,
         issue: &issue,
         validate: &validate,
+        unlogged: unlogged.as_ref(),
     });
     Ok(())
 }
@@ -635,6 +664,8 @@ struct Report<'a> {
     baseline: &'a Baseline,
     issue: &'a PhaseResult,
     validate: &'a PhaseResult,
+    /// The validate phase against a service with the request log off.
+    unlogged: Option<&'a PhaseResult>,
 }
 
 const LABEL: usize = 30;
@@ -701,6 +732,17 @@ fn print_report(report: &Report<'_>) {
             "lookup"
         )
     );
+    if let Some(unlogged) = report.unlogged {
+        println!(
+            "{}",
+            service_line(
+                "validate, request log off",
+                unlogged,
+                baseline.lookup_tps,
+                "lookup"
+            )
+        );
+    }
     println!();
     println!(
         "pgbench: -n -M prepared -c {} -j {} -T {}{}",
