@@ -7,7 +7,9 @@
 //! projections, commits, and only then answers each caller. Positions are given out under the
 //! lock, so they are gap-free and commit order equals position order. A conflicting append
 //! fails alone; an append that makes the batch's transaction fail is retried on its own so it
-//! cannot take the others down with it.
+//! cannot take the others down with it. Up to `concurrent_batches` batches are in flight, each
+//! on its own connection; they take the lock one after the other, and each reads the head
+//! under it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::time::Instant;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use uuid::Uuid;
 
 use crate::chain::{self, ChainInput};
@@ -57,13 +59,21 @@ pub(crate) async fn run(
     notifier: Notifier,
     mut queue: mpsc::Receiver<Pending>,
 ) {
-    let writer = Writer {
+    let slots = Arc::new(Semaphore::new(config.concurrent_batches.max(1)));
+    let writer = Arc::new(Writer {
         pool,
         config,
         inline,
         notifier,
-    };
-    while let Some(first) = queue.recv().await {
+    });
+    loop {
+        // Wait for a free slot first: the batch then takes everything queued up to now.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let Some(first) = queue.recv().await else {
+            break;
+        };
         let mut events = first.request.events.len();
         let mut batch = vec![first];
         while events < writer.config.max_batch_events {
@@ -75,8 +85,16 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        writer.commit_and_answer(batch).await;
+        let writer = Arc::clone(&writer);
+        tokio::spawn(async move {
+            writer.commit_and_answer(batch).await;
+            drop(slot);
+        });
     }
+    // Let the batches in flight finish.
+    let _ = slots
+        .acquire_many(u32::try_from(writer.config.concurrent_batches.max(1)).unwrap_or(1))
+        .await;
     tracing::info!("append writer stopped: every store handle was dropped");
 }
 
