@@ -13,8 +13,8 @@ use deadpool_postgres::Pool;
 use keyledger_events::lease::Lease;
 use keyledger_events::notifier::CHECKPOINTS_CHANNEL;
 use keyledger_events::store::{SELECT_ENVELOPE, envelope_from_row};
-use tokio_postgres::types::ToSql;
 use keyledger_events::{Notifier, Projection};
+use tokio_postgres::types::ToSql;
 
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
