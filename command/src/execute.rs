@@ -96,6 +96,47 @@ pub async fn execute<A: Aggregate>(
     })))
 }
 
+/// Like `execute`, for a command on a stream id the handler has just generated (a random
+/// UUID): the first attempt skips reading the stream and decides on the empty aggregate,
+/// appending with `ExpectedVersion::NoStream`. Should the stream exist after all, the writer
+/// refuses that append as a conflict and the command runs again through `execute`, which loads
+/// the stream first. The outcome is the same as `execute`'s; the usual case saves one read.
+pub async fn execute_on_new_stream<A: Aggregate>(
+    store: &dyn EventStore,
+    stream_id: &str,
+    command: &A::Command,
+    metadata: &Metadata,
+    completion: Completion<'_, A>,
+) -> Result<Executed<A>, CommandError<A::Error>> {
+    let events = A::default().decide(command).map_err(CommandError::Domain)?;
+    if events.is_empty() {
+        return execute(store, stream_id, command, metadata, completion).await;
+    }
+    let after = events.iter().fold(A::default(), |s, e| s.apply(e));
+    let request = AppendRequest {
+        stream_id: stream_id.to_owned(),
+        expected: ExpectedVersion::NoStream,
+        events: events
+            .iter()
+            .map(|e| e.to_new_event(Uuid::new_v4()))
+            .collect(),
+        metadata: metadata.clone(),
+        idempotency: completion(&after, &events),
+    };
+    match store.append(request).await {
+        Ok(outcome) => Ok(Executed {
+            state: after,
+            events,
+            outcome,
+        }),
+        Err(StoreError::Conflict { .. }) => {
+            tracing::debug!(stream.id = stream_id, "stream exists already; loading it");
+            execute(store, stream_id, command, metadata, completion).await
+        }
+        Err(other) => Err(CommandError::Store(other)),
+    }
+}
+
 /// Folds a stream into its aggregate; returns the state, the stream's version and the position
 /// of its last event.
 pub async fn load<A: Aggregate, E>(

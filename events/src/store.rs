@@ -121,6 +121,11 @@ pub struct WriterConfig {
     pub queue_capacity: usize,
     /// `lock_timeout` of the writer's transactions.
     pub lock_timeout_ms: u64,
+    /// Batches in flight at once, each on its own connection. With 2, the next batch has
+    /// begun and is queued on the append lock while the current one commits, so the lock is
+    /// taken again as soon as it is released. Commit order still equals position order: every
+    /// batch reads the head under the lock.
+    pub concurrent_batches: usize,
 }
 
 impl Default for WriterConfig {
@@ -129,6 +134,7 @@ impl Default for WriterConfig {
             max_batch_events: 1000,
             queue_capacity: 10_000,
             lock_timeout_ms: 5_000,
+            concurrent_batches: 2,
         }
     }
 }
@@ -169,7 +175,7 @@ impl PgEventStore {
     }
 }
 
-pub(crate) const SELECT_ENVELOPE: &str = "SELECT position, event_id, stream_id, version, \
+pub const SELECT_ENVELOPE: &str = "SELECT position, event_id, stream_id, version, \
     event_type, schema_version, data, metadata, recorded_at, hash FROM events";
 
 pub fn envelope_from_row(row: &Row) -> Result<Envelope, tokio_postgres::Error> {

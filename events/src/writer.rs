@@ -7,7 +7,9 @@
 //! projections, commits, and only then answers each caller. Positions are given out under the
 //! lock, so they are gap-free and commit order equals position order. A conflicting append
 //! fails alone; an append that makes the batch's transaction fail is retried on its own so it
-//! cannot take the others down with it.
+//! cannot take the others down with it. Up to `concurrent_batches` batches are in flight, each
+//! on its own connection; they take the lock one after the other, and each reads the head
+//! under it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use std::time::Instant;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use uuid::Uuid;
 
 use crate::chain::{self, ChainInput};
@@ -42,6 +44,8 @@ const COMPLETE_IDEMPOTENCY: &str = "UPDATE idempotency_keys k \
            AS u(scope, key, token, status, content_type, body) \
       WHERE k.scope = u.scope AND k.key = u.key AND k.token = u.token AND k.status = 'in_flight'";
 
+const NOTIFY_EVENTS: &str = "SELECT pg_notify('keyledger_events', $1)";
+
 const INSERT_EVENTS: &str = "INSERT INTO events \
       (position, event_id, stream_id, version, event_type, schema_version, data, metadata, \
        recorded_at, hash) \
@@ -55,13 +59,21 @@ pub(crate) async fn run(
     notifier: Notifier,
     mut queue: mpsc::Receiver<Pending>,
 ) {
-    let writer = Writer {
+    let slots = Arc::new(Semaphore::new(config.concurrent_batches.max(1)));
+    let writer = Arc::new(Writer {
         pool,
         config,
         inline,
         notifier,
-    };
-    while let Some(first) = queue.recv().await {
+    });
+    loop {
+        // Wait for a free slot first: the batch then takes everything queued up to now.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let Some(first) = queue.recv().await else {
+            break;
+        };
         let mut events = first.request.events.len();
         let mut batch = vec![first];
         while events < writer.config.max_batch_events {
@@ -73,8 +85,16 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        writer.commit_and_answer(batch).await;
+        let writer = Arc::clone(&writer);
+        tokio::spawn(async move {
+            writer.commit_and_answer(batch).await;
+            drop(slot);
+        });
     }
+    // Let the batches in flight finish.
+    let _ = slots
+        .acquire_many(u32::try_from(writer.config.concurrent_batches.max(1)).unwrap_or(1))
+        .await;
     tracing::info!("append writer stopped: every store handle was dropped");
 }
 
@@ -137,27 +157,35 @@ impl Writer {
             .await
             .map_err(|e| BatchError::Connection(e.to_string()))?;
         let started = Instant::now();
+        // Round trip 1: BEGIN.
         let tx = client.transaction().await.map_err(BatchError::from_pg)?;
-        tx.batch_execute(&format!(
+        // The writer's statements are prepared once per connection (no round trip after that).
+        let (head, insert, complete, notify) = futures::try_join!(
+            tx.prepare_cached(HEAD_AND_VERSIONS),
+            tx.prepare_cached(INSERT_EVENTS),
+            tx.prepare_cached(COMPLETE_IDEMPOTENCY),
+            tx.prepare_cached(NOTIFY_EVENTS),
+        )
+        .map_err(BatchError::from_pg)?;
+
+        // Round trip 2, pipelined: take the append lock, then read the head and the versions.
+        // Both requests are sent before either answer is awaited; the server runs them in
+        // order, so the read happens under the lock. If the lock fails, the read fails too.
+        let lock = format!(
             "SET LOCAL lock_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = 10000; \
              SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})",
             self.config.lock_timeout_ms
-        ))
-        .await
-        .map_err(BatchError::from_pg)?;
+        );
+        let stream_ids: Vec<&str> = batch.iter().map(|p| p.request.stream_id.as_str()).collect();
+        let head_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream_ids];
+        let (locked, row) =
+            futures::join!(tx.batch_execute(&lock), tx.query_one(&head, &head_params));
+        locked.map_err(BatchError::from_pg)?;
+        let row = row.map_err(BatchError::from_pg)?;
         let locked = Instant::now();
         metrics::histogram!("keyledger_append_lock_wait_seconds")
             .record(locked.duration_since(started).as_secs_f64());
 
-        let stream_ids: Vec<&str> = batch.iter().map(|p| p.request.stream_id.as_str()).collect();
-        let head = tx
-            .prepare_cached(HEAD_AND_VERSIONS)
-            .await
-            .map_err(BatchError::from_pg)?;
-        let row = tx
-            .query_one(&head, &[&stream_ids])
-            .await
-            .map_err(BatchError::from_pg)?;
         let mut position: i64 = row
             .try_get::<_, Option<i64>>(0)
             .map_err(BatchError::from_pg)?
@@ -247,61 +275,61 @@ impl Writer {
             return Ok(outcomes);
         }
 
-        let insert = tx
-            .prepare_cached(INSERT_EVENTS)
-            .await
-            .map_err(BatchError::from_pg)?;
-        tx.execute(
-            &insert,
-            &[
-                &rows.positions,
-                &rows.event_ids,
-                &rows.stream_ids,
-                &rows.versions,
-                &rows.event_types,
-                &rows.schema_versions,
-                &rows.data,
-                &rows.metadata,
-                &rows.recorded_at,
-                &rows.hashes,
-            ],
-        )
-        .await
-        .map_err(BatchError::from_insert)?;
-        if !completions.tokens.is_empty() {
-            let complete = tx
-                .prepare_cached(COMPLETE_IDEMPOTENCY)
-                .await
-                .map_err(BatchError::from_pg)?;
-            let updated = tx
-                .execute(
-                    &complete,
-                    &[
-                        &completions.scopes,
-                        &completions.keys,
-                        &completions.tokens,
-                        &completions.statuses,
-                        &completions.content_types,
-                        &completions.bodies,
-                    ],
-                )
-                .await
-                .map_err(BatchError::from_pg)?;
-            if updated as usize != completions.tokens.len() {
-                return Err(BatchError::ClaimLost);
-            }
+        // Round trip 3, pipelined: insert, complete the idempotency records, apply the inline
+        // projections and notify. Every request is in flight before any answer is awaited. Once
+        // one statement fails, the following ones fail too ("current transaction is aborted"),
+        // so the results are checked in statement order and the first failure is reported; the
+        // transaction is then rolled back when `tx` is dropped.
+        let position_text = position.to_string();
+        let notify_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&position_text];
+        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+            &rows.positions,
+            &rows.event_ids,
+            &rows.stream_ids,
+            &rows.versions,
+            &rows.event_types,
+            &rows.schema_versions,
+            &rows.data,
+            &rows.metadata,
+            &rows.recorded_at,
+            &rows.hashes,
+        ];
+        let completion_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            &completions.scopes,
+            &completions.keys,
+            &completions.tokens,
+            &completions.statuses,
+            &completions.content_types,
+            &completions.bodies,
+        ];
+        let (inserted, completed, projected, notified) = futures::join!(
+            tx.execute(&insert, &insert_params),
+            async {
+                if completions.tokens.is_empty() {
+                    Ok(0)
+                } else {
+                    tx.execute(&complete, &completion_params).await
+                }
+            },
+            futures::future::join_all(
+                self.inline
+                    .iter()
+                    .map(|projection| projection.apply(&tx, &accepted))
+            ),
+            tx.execute(&notify, &notify_params),
+        );
+        inserted.map_err(BatchError::from_insert)?;
+        let updated = completed.map_err(BatchError::from_pg)?;
+        if updated as usize != completions.tokens.len() {
+            return Err(BatchError::ClaimLost);
         }
-        for projection in &self.inline {
-            projection.apply(&tx, &accepted).await.map_err(|e| {
+        for (projection, result) in self.inline.iter().zip(projected) {
+            result.map_err(|e| {
                 BatchError::Statement(format!("inline projection {}: {e}", projection.name()))
             })?;
         }
-        tx.execute(
-            "SELECT pg_notify('keyledger_events', $1)",
-            &[&position.to_string()],
-        )
-        .await
-        .map_err(BatchError::from_pg)?;
+        notified.map_err(BatchError::from_pg)?;
+        // Round trip 4: COMMIT, sent only after every statement above answered without error.
         tx.commit().await.map_err(BatchError::from_pg)?;
 
         let commands = outcomes.iter().filter(|o| o.is_ok()).count();

@@ -5,21 +5,25 @@
 //! is exactly-once even if two workers ever ran at once. Workers wake on in-process commits,
 //! on NOTIFY from other processes, and poll as a fallback.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use deadpool_postgres::Pool;
 use keyledger_events::lease::Lease;
 use keyledger_events::notifier::CHECKPOINTS_CHANNEL;
-use keyledger_events::store::read_all_on;
+use keyledger_events::store::{SELECT_ENVELOPE, envelope_from_row};
 use keyledger_events::{Notifier, Projection};
+use tokio_postgres::types::ToSql;
 
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     pub batch_size: i64,
     /// Longest sleep between two looks at the log when no notification arrives.
     pub poll_interval: Duration,
+    /// After a caught-up worker is woken by a commit, it waits this long before its step, so
+    /// that the commits arriving meanwhile are applied in the same batch.
+    pub coalesce: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -27,9 +31,26 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             batch_size: 1000,
             poll_interval: Duration::from_millis(500),
+            coalesce: Duration::from_millis(5),
         }
     }
 }
+
+const LOCK_CHECKPOINT: &str = "SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE";
+
+/// Runs after `LOCK_CHECKPOINT` in the same transaction, so it reads the locked checkpoint.
+static READ_AFTER_CHECKPOINT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{SELECT_ENVELOPE} WHERE position > (SELECT position FROM checkpoints WHERE name = $1) \
+         ORDER BY position LIMIT $2"
+    )
+});
+
+const UPDATE_CHECKPOINT: &str =
+    "UPDATE checkpoints SET position = $2, updated_at = now() WHERE name = $1";
+
+static NOTIFY_CHECKPOINT: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT pg_notify('{CHECKPOINTS_CHANNEL}', $1)"));
 
 /// Key of the lock that lets one process at a time prepare (and maybe rebuild) projections.
 const PREPARE_LOCK_KEY: i64 = 0x6B65_796C_6564_6732;
@@ -144,12 +165,22 @@ async fn run_worker(
         let mut last_lease_check = Instant::now();
         loop {
             match step(&pool, projection.as_ref(), &notifier, config.batch_size).await {
-                Ok(applied) if applied > 0 => {
+                Ok(applied) if applied as i64 >= config.batch_size => {
+                    // A full batch: more events are probably waiting.
                     backoff = Duration::from_millis(100);
                     continue;
                 }
-                Ok(_) => {
-                    let _ = tokio::time::timeout(config.poll_interval, head.changed()).await;
+                Ok(applied) => {
+                    if applied > 0 {
+                        backoff = Duration::from_millis(100);
+                    }
+                    // Caught up. Wait for the next commit (or the poll interval), then give
+                    // the commits right behind it a moment to land in the same batch.
+                    if let Ok(Ok(())) =
+                        tokio::time::timeout(config.poll_interval, head.changed()).await
+                    {
+                        tokio::time::sleep(config.coalesce).await;
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(projection = name, error = %format!("{error:#}"), "projection step failed; retrying");
@@ -177,36 +208,55 @@ pub async fn step(
 ) -> anyhow::Result<usize> {
     let name = projection.name();
     let mut client = pool.get().await.context("Failed to get a connection")?;
+    // Round trip 1: BEGIN.
     let tx = client.transaction().await?;
-    let checkpoint: i64 = tx
-        .query_one(
-            "SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE",
-            &[&name],
-        )
-        .await
+    let (lock, read, update, notify) = futures::try_join!(
+        tx.prepare_cached(LOCK_CHECKPOINT),
+        tx.prepare_cached(&READ_AFTER_CHECKPOINT),
+        tx.prepare_cached(UPDATE_CHECKPOINT),
+        tx.prepare_cached(&NOTIFY_CHECKPOINT),
+    )?;
+    // Round trip 2, pipelined: lock the checkpoint row, then read the events after it. The read
+    // is a later statement, so its snapshot is taken once the lock is held and it sees the
+    // checkpoint just locked (nobody else can move it now).
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&name];
+    let read_params: [&(dyn ToSql + Sync); 2] = [&name, &batch_size];
+    let (locked, rows) = futures::join!(
+        tx.query_one(&lock, &lock_params),
+        tx.query(&read, &read_params)
+    );
+    let checkpoint: i64 = locked
         .with_context(|| format!("Failed to lock the checkpoint of {name}"))?
         .try_get(0)?;
-    let events = read_all_on(&tx, checkpoint, batch_size).await?;
+    let events = rows?
+        .iter()
+        .map(envelope_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let Some(last) = events.last() else {
         tx.rollback().await?;
         notifier.checkpoint(name, checkpoint);
         return Ok(0);
     };
     let (last_position, last_recorded) = (last.position, last.recorded_at);
-    projection
-        .apply(&tx, &events)
-        .await
-        .with_context(|| format!("Failed to apply events to {name}"))?;
-    tx.execute(
-        "UPDATE checkpoints SET position = $2, updated_at = now() WHERE name = $1",
-        &[&name, &last_position],
-    )
-    .await?;
-    tx.execute(
-        &format!("SELECT pg_notify('{CHECKPOINTS_CHANNEL}', $1)"),
-        &[&format!("{name}:{last_position}")],
-    )
-    .await?;
+    anyhow::ensure!(
+        events.first().is_some_and(|e| e.position > checkpoint),
+        "{name}: read events at or before its checkpoint {checkpoint}"
+    );
+    // Round trip 3, pipelined: apply the batch, advance the checkpoint and notify, all in
+    // flight together. Every result is checked before COMMIT is sent: after a failed statement
+    // the transaction is aborted and is rolled back when `tx` is dropped.
+    let payload = format!("{name}:{last_position}");
+    let update_params: [&(dyn ToSql + Sync); 2] = [&name, &last_position];
+    let notify_params: [&(dyn ToSql + Sync); 1] = [&payload];
+    let (applied, updated, notified) = futures::join!(
+        projection.apply(&tx, &events),
+        tx.execute(&update, &update_params),
+        tx.execute(&notify, &notify_params),
+    );
+    applied.with_context(|| format!("Failed to apply events to {name}"))?;
+    updated?;
+    notified?;
+    // Round trip 4: COMMIT.
     tx.commit().await?;
     notifier.checkpoint(name, last_position);
     let lag = chrono::Utc::now() - last_recorded;

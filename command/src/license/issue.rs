@@ -14,7 +14,7 @@ use super::aggregate::{IssueLicense, License, LicenseCommand};
 use super::key::LicenseKey;
 use super::request_metadata;
 use crate::CommandState;
-use crate::execute::execute;
+use crate::execute::execute_on_new_stream;
 use crate::idempotency::{Idempotency, json_response, renderer};
 
 const DEFAULT_VALID_DAYS: u32 = 365;
@@ -220,7 +220,7 @@ pub async fn handle(
         position: outcome.position,
         ..stored.clone()
     });
-    let executed = execute::<License>(
+    let executed = execute_on_new_stream::<License>(
         state.store.as_ref(),
         &license_stream(license_id),
         &command,

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::aggregate::{MAX_METADATA_BYTES, Session, SessionCommand};
 use crate::CommandState;
-use crate::execute::execute;
+use crate::execute::execute_on_new_stream;
 use crate::idempotency::{Idempotency, renderer};
 use crate::license::request_metadata;
 
@@ -112,7 +112,7 @@ pub async fn handle(
         position: outcome.position,
         ..body.clone()
     });
-    let executed = execute::<Session>(
+    let executed = execute_on_new_stream::<Session>(
         state.store.as_ref(),
         &session_stream(session_id),
         &command,
