@@ -27,6 +27,10 @@ pub trait Projection: Send + Sync + 'static {
     /// The read tables this projection owns (rebuilt in a shadow schema and swapped in).
     fn tables(&self) -> &'static [&'static str];
 
+    /// The event types it applies; the runtime reads only these (and still advances the
+    /// checkpoint past the others).
+    fn event_types(&self) -> &'static [&'static str];
+
     /// Applies events in position order. Events of types the projection ignores are skipped.
     async fn apply(&self, tx: &Transaction<'_>, events: &[Envelope])
     -> Result<(), ProjectionError>;

@@ -179,17 +179,22 @@ pub const SELECT_ENVELOPE: &str = "SELECT position, event_id, stream_id, version
     event_type, schema_version, data, metadata, recorded_at, hash FROM events";
 
 pub fn envelope_from_row(row: &Row) -> Result<Envelope, tokio_postgres::Error> {
+    envelope_from_row_at(row, 0)
+}
+
+/// An envelope whose columns (in `SELECT_ENVELOPE` order) start at column `at`.
+pub fn envelope_from_row_at(row: &Row, at: usize) -> Result<Envelope, tokio_postgres::Error> {
     Ok(Envelope {
-        position: row.try_get(0)?,
-        event_id: row.try_get(1)?,
-        stream_id: row.try_get(2)?,
-        version: row.try_get(3)?,
-        event_type: row.try_get(4)?,
-        schema_version: row.try_get(5)?,
-        data: row.try_get(6)?,
-        metadata: row.try_get(7)?,
-        recorded_at: row.try_get(8)?,
-        hash: row.try_get(9)?,
+        position: row.try_get(at)?,
+        event_id: row.try_get(at + 1)?,
+        stream_id: row.try_get(at + 2)?,
+        version: row.try_get(at + 3)?,
+        event_type: row.try_get(at + 4)?,
+        schema_version: row.try_get(at + 5)?,
+        data: row.try_get(at + 6)?,
+        metadata: row.try_get(at + 7)?,
+        recorded_at: row.try_get(at + 8)?,
+        hash: row.try_get(at + 9)?,
     })
 }
 

@@ -12,7 +12,7 @@ use anyhow::Context;
 use deadpool_postgres::Pool;
 use keyledger_events::lease::Lease;
 use keyledger_events::notifier::CHECKPOINTS_CHANNEL;
-use keyledger_events::store::{SELECT_ENVELOPE, envelope_from_row};
+use keyledger_events::store::envelope_from_row_at;
 use keyledger_events::{Notifier, Projection};
 use tokio_postgres::types::ToSql;
 
@@ -39,12 +39,18 @@ impl Default for RuntimeConfig {
 const LOCK_CHECKPOINT: &str = "SELECT position FROM checkpoints WHERE name = $1 FOR UPDATE";
 
 /// Runs after `LOCK_CHECKPOINT` in the same transaction, so it reads the locked checkpoint.
-static READ_AFTER_CHECKPOINT: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "{SELECT_ENVELOPE} WHERE position > (SELECT position FROM checkpoints WHERE name = $1) \
-         ORDER BY position LIMIT $2"
-    )
-});
+/// One statement, one snapshot: the log's head, and the events of the projection's types
+/// between the checkpoint and that head. Commit order is position order, so every event up to
+/// the head is visible and the checkpoint may move to the head past events of other types.
+const READ_AFTER_CHECKPOINT: &str = "WITH bounds AS ( \
+       SELECT (SELECT position FROM checkpoints WHERE name = $1) AS after, \
+              (SELECT coalesce(max(position), 0) FROM events) AS head) \
+     SELECT b.head, e.position, e.event_id, e.stream_id, e.version, e.event_type, \
+            e.schema_version, e.data, e.metadata, e.recorded_at, e.hash \
+     FROM bounds b LEFT JOIN LATERAL ( \
+       SELECT * FROM events \
+       WHERE position > b.after AND position <= b.head AND event_type = ANY($3) \
+       ORDER BY position LIMIT $2) e ON true";
 
 const UPDATE_CHECKPOINT: &str =
     "UPDATE checkpoints SET position = $2, updated_at = now() WHERE name = $1";
@@ -212,7 +218,7 @@ pub async fn step(
     let tx = client.transaction().await?;
     let (lock, read, update, notify) = futures::try_join!(
         tx.prepare_cached(LOCK_CHECKPOINT),
-        tx.prepare_cached(&READ_AFTER_CHECKPOINT),
+        tx.prepare_cached(READ_AFTER_CHECKPOINT),
         tx.prepare_cached(UPDATE_CHECKPOINT),
         tx.prepare_cached(&NOTIFY_CHECKPOINT),
     )?;
@@ -220,7 +226,8 @@ pub async fn step(
     // is a later statement, so its snapshot is taken once the lock is held and it sees the
     // checkpoint just locked (nobody else can move it now).
     let lock_params: [&(dyn ToSql + Sync); 1] = [&name];
-    let read_params: [&(dyn ToSql + Sync); 2] = [&name, &batch_size];
+    let types = projection.event_types();
+    let read_params: [&(dyn ToSql + Sync); 3] = [&name, &batch_size, &types];
     let (locked, rows) = futures::join!(
         tx.query_one(&lock, &lock_params),
         tx.query(&read, &read_params)
@@ -228,18 +235,30 @@ pub async fn step(
     let checkpoint: i64 = locked
         .with_context(|| format!("Failed to lock the checkpoint of {name}"))?
         .try_get(0)?;
-    let events = rows?
-        .iter()
-        .map(envelope_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    let Some(last) = events.last() else {
+    let rows = rows?;
+    let head: i64 = match rows.first() {
+        Some(row) => row.try_get(0)?,
+        None => checkpoint,
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<_, Option<i64>>(1)?.is_some() {
+            events.push(envelope_from_row_at(row, 1)?);
+        }
+    }
+    // A full batch stops at its last event; otherwise everything up to the head is done.
+    let last_position = match events.last() {
+        Some(last) if events.len() as i64 == batch_size => last.position,
+        _ => head,
+    };
+    if last_position <= checkpoint {
         tx.rollback().await?;
         notifier.checkpoint(name, checkpoint);
         return Ok(0);
-    };
-    let (last_position, last_recorded) = (last.position, last.recorded_at);
+    }
+    let last_recorded = events.last().map(|e| e.recorded_at);
     anyhow::ensure!(
-        events.first().is_some_and(|e| e.position > checkpoint),
+        events.first().is_none_or(|e| e.position > checkpoint),
         "{name}: read events at or before its checkpoint {checkpoint}"
     );
     // Round trip 3, pipelined: apply the batch, advance the checkpoint and notify, all in
@@ -259,8 +278,10 @@ pub async fn step(
     // Round trip 4: COMMIT.
     tx.commit().await?;
     notifier.checkpoint(name, last_position);
-    let lag = chrono::Utc::now() - last_recorded;
-    metrics::histogram!("keyledger_projection_lag_seconds", "projection" => name)
-        .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+    if let Some(last_recorded) = last_recorded {
+        let lag = chrono::Utc::now() - last_recorded;
+        metrics::histogram!("keyledger_projection_lag_seconds", "projection" => name)
+            .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+    }
     Ok(events.len())
 }

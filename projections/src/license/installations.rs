@@ -27,6 +27,15 @@ impl Projection for Installations {
         &["installations"]
     }
 
+    fn event_types(&self) -> &'static [&'static str] {
+        &[
+            "InstallationActivated",
+            "InstallationDeactivated",
+            "LicenseRevoked",
+            "InstallationHeartbeat",
+        ]
+    }
+
     async fn apply(
         &self,
         tx: &Transaction<'_>,

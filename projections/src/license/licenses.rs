@@ -26,6 +26,10 @@ impl Projection for Licenses {
         &["licenses"]
     }
 
+    fn event_types(&self) -> &'static [&'static str] {
+        LicenseEvent::EVENT_TYPES
+    }
+
     async fn apply(
         &self,
         tx: &Transaction<'_>,

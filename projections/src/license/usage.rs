@@ -26,6 +26,10 @@ impl Projection for LicenseUsage {
         &["license_usage"]
     }
 
+    fn event_types(&self) -> &'static [&'static str] {
+        UsageEvent::EVENT_TYPES
+    }
+
     async fn apply(
         &self,
         tx: &Transaction<'_>,

@@ -92,6 +92,21 @@ impl Projection for LicenseValidation {
         &["license_validation", "license_daily_usage"]
     }
 
+    fn event_types(&self) -> &'static [&'static str] {
+        &[
+            "LicenseIssued",
+            "LicenseImported",
+            "LicenseRevoked",
+            "LicenseSuspended",
+            "LicenseReinstated",
+            "LicenseRenewed",
+            "LicensePolicyChanged",
+            "InstallationActivated",
+            "InstallationDeactivated",
+            "LicenseValidated",
+        ]
+    }
+
     async fn apply(
         &self,
         tx: &Transaction<'_>,

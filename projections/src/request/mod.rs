@@ -25,6 +25,10 @@ impl Projection for ApiRequests {
         &["api_requests"]
     }
 
+    fn event_types(&self) -> &'static [&'static str] {
+        RequestEvent::EVENT_TYPES
+    }
+
     async fn apply(
         &self,
         tx: &Transaction<'_>,

@@ -23,6 +23,10 @@ impl Projection for Sessions {
         &["sessions", "session_transitions"]
     }
 
+    fn event_types(&self) -> &'static [&'static str] {
+        SessionEvent::EVENT_TYPES
+    }
+
     async fn apply(
         &self,
         tx: &Transaction<'_>,
