@@ -359,9 +359,11 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         keyledger_projections::inline(),
         Notifier::default(),
     );
+    let run = format!("import-legacy-{}", Uuid::new_v4());
     let metadata = Metadata {
-        correlation_id: Some(format!("import-legacy-{}", Uuid::new_v4())),
-        causation_id: None,
+        correlation_id: Some(run.clone()),
+        // The job run caused it.
+        causation_id: Some(run),
         actor: Some("import-legacy".into()),
         idempotency_key: None,
     };

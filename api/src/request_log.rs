@@ -254,7 +254,7 @@ pub async fn run_writer(
 pub fn record_append(record: ApiRequestRecorded) -> AppendRequest {
     let metadata = Metadata {
         correlation_id: Some(record.request_id.clone()),
-        causation_id: None,
+        causation_id: Some(record.request_id.clone()),
         actor: Some(record.service.clone()),
         idempotency_key: None,
     };

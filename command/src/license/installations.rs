@@ -273,9 +273,11 @@ pub async fn deactivate_dead(
         .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
         .collect::<Result<_, tokio_postgres::Error>>()?;
     drop(client);
+    let run = format!("heartbeat-timeout-{}", Uuid::new_v4());
     let metadata = Metadata {
-        correlation_id: Some(format!("heartbeat-timeout-{}", Uuid::new_v4())),
-        causation_id: None,
+        correlation_id: Some(run.clone()),
+        // The job run caused it.
+        causation_id: Some(run),
         actor: Some("system".into()),
         idempotency_key: None,
     };

@@ -83,7 +83,8 @@ pub(crate) fn store_error(error: StoreError) -> ApiError {
 pub(crate) fn request_metadata(request_id: &RequestId, idempotency: &Idempotency) -> Metadata {
     Metadata {
         correlation_id: Some(request_id.0.clone()),
-        causation_id: None,
+        // The command came straight from the request.
+        causation_id: Some(request_id.0.clone()),
         actor: Some("api".into()),
         idempotency_key: idempotency.key(),
     }

@@ -43,9 +43,11 @@ pub async fn expire_due(
         .map(|row| row.try_get(0))
         .collect::<Result<_, _>>()?;
     drop(client);
+    let run = format!("retention-{}", Uuid::new_v4());
     let metadata = Metadata {
-        correlation_id: Some(format!("retention-{}", Uuid::new_v4())),
-        causation_id: None,
+        correlation_id: Some(run.clone()),
+        // The job run caused it.
+        causation_id: Some(run),
         actor: Some("system".into()),
         idempotency_key: None,
     };
