@@ -106,6 +106,7 @@ impl Application {
         let relay_config = RelayConfig {
             stream: args.nats_stream.clone(),
             subject_prefix: args.nats_subject_prefix.clone(),
+            head_subject: args.nats_head_subject.clone(),
             ..RelayConfig::default()
         };
         if let (Some(client), true) = (&nats, runs(Role::Relay)) {

@@ -61,6 +61,10 @@ pub struct ServeArgs {
     #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "keyledger.events")]
     pub nats_subject_prefix: String,
 
+    /// Core NATS subject where the relay publishes the log's head (position and hash).
+    #[arg(long, env = "NATS_HEAD_SUBJECT", default_value = "keyledger.head")]
+    pub nats_head_subject: String,
+
     /// Longest wait of a query for `X-Consistency-Position`, in milliseconds.
     #[arg(long, env = "CONSISTENCY_TIMEOUT_MS", default_value_t = 5000)]
     pub consistency_timeout_ms: u64,
@@ -157,6 +161,7 @@ impl ServeArgs {
             nats_url: None,
             nats_stream: "KEYLEDGER_EVENTS".into(),
             nats_subject_prefix: "keyledger.events".into(),
+            nats_head_subject: "keyledger.head".into(),
             consistency_timeout_ms: 5000,
             append_batch_max: 1000,
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),

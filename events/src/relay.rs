@@ -27,6 +27,11 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// How long JetStream remembers message ids to drop repeats.
     pub duplicate_window: Duration,
+    /// Core NATS subject (outside the stream) where the log's head `{position, hash}` is
+    /// published, so auditors can keep copies for `keyledger verify --expect-head`.
+    pub head_subject: String,
+    /// Least time between two head publications.
+    pub head_interval: Duration,
 }
 
 impl Default for RelayConfig {
@@ -34,6 +39,8 @@ impl Default for RelayConfig {
         RelayConfig {
             stream: "KEYLEDGER_EVENTS".into(),
             subject_prefix: "keyledger.events".into(),
+            head_subject: "keyledger.head".into(),
+            head_interval: Duration::from_secs(10),
             batch_size: 500,
             duplicate_window: Duration::from_secs(120),
         }
@@ -131,6 +138,7 @@ async fn publish_while_leased(
         .await
         .context("Failed to read the relay checkpoint")?
         .try_get(0)?;
+    let mut last_head: Option<std::time::Instant> = None;
     loop {
         let events = read_all_on(&client, checkpoint, config.batch_size)
             .await
@@ -168,6 +176,24 @@ async fn publish_while_leased(
         checkpoint = last;
         notifier.checkpoint(&name, last);
         metrics::counter!("keyledger_relay_published_total").increment(events.len() as u64);
+        if let Some(head) = events.last()
+            && last_head.is_none_or(|at: std::time::Instant| at.elapsed() >= config.head_interval)
+        {
+            let payload = serde_json::json!({
+                "stream": config.stream,
+                "position": head.position,
+                "hash": hex::encode(&head.hash),
+                "expect_head": format!("{}:{}", head.position, hex::encode(&head.hash)),
+            });
+            match context
+                .client()
+                .publish(config.head_subject.clone(), payload.to_string().into())
+                .await
+            {
+                Ok(()) => last_head = Some(std::time::Instant::now()),
+                Err(error) => tracing::warn!(error = %error, "could not publish the log's head"),
+            }
+        }
     }
 }
 

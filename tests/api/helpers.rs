@@ -56,6 +56,21 @@ async fn template() -> String {
                     .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
                     .await
                     .unwrap();
+                // Templates of earlier migration sets are of no use any more.
+                let stale = client
+                    .query(
+                        "SELECT datname FROM pg_database \
+                         WHERE datname LIKE 'keyledger_tpl_%' AND datname <> $1",
+                        &[&name],
+                    )
+                    .await
+                    .unwrap();
+                for row in stale {
+                    let stale: String = row.get(0);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {stale}"))
+                        .await;
+                }
             }
             client
                 .batch_execute("SELECT pg_advisory_unlock(4242)")
@@ -320,6 +335,7 @@ impl TestStream {
         let config = keyledger_events::relay::RelayConfig {
             stream: format!("KL_TEST_{id}"),
             subject_prefix: format!("kltest.{id}"),
+            head_subject: format!("kltest-head.{id}"),
             ..Default::default()
         };
         let client = async_nats::connect(NATS)

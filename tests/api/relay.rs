@@ -187,3 +187,49 @@ async fn commands_keep_working_while_nats_is_unreachable() {
     assert_eq!(health["components"]["relay"]["lag"], health["head"]);
     assert!(health["head"].as_i64().unwrap() >= 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_the_head_an_auditor_can_verify_against() {
+    use futures::StreamExt;
+
+    let database = TestDatabase::create().await;
+    let pool = database.pool();
+    let (store, _) = PgEventStore::start(
+        pool.clone(),
+        WriterConfig::default(),
+        vec![],
+        Notifier::default(),
+    );
+    let stream = TestStream::create().await;
+    let mut heads = stream
+        .client
+        .subscribe(stream.config.head_subject.clone())
+        .await
+        .unwrap();
+    stream.client.flush().await.unwrap();
+    append_events(&store, 25).await;
+
+    let relay = start_relay(&database, &stream.config, &stream);
+    let head: serde_json::Value = tokio::time::timeout(Duration::from_secs(20), heads.next())
+        .await
+        .expect("a head within 20 s")
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .unwrap();
+    relay.abort();
+    assert_eq!(head["position"], 25);
+    let client = pool.get().await.unwrap();
+    let hash: Vec<u8> = client
+        .query_one("SELECT hash FROM events WHERE position = 25", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(head["hash"], hex::encode(hash));
+    let report = keyledger_events::verify::verify(
+        &client,
+        Some(&head["expect_head"].as_str().unwrap().parse().unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.finding, None);
+    stream.delete().await;
+}
