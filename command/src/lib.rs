@@ -5,6 +5,7 @@ pub mod execute;
 pub mod idempotency;
 pub mod ingest;
 pub mod license;
+pub mod metadata;
 pub mod session;
 
 use std::sync::Arc;

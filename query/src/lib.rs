@@ -2,6 +2,7 @@
 //! consistency-position waits.
 
 pub mod admin;
+pub mod cursor;
 pub mod events;
 pub mod license;
 pub mod request;

@@ -26,10 +26,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::aggregate::{License, LicenseCommand, LicenseError};
-use super::issue::parse_metadata;
 use super::{request_metadata, store_error};
 use crate::execute::{CommandError, execute};
 use crate::idempotency::{Idempotency, json_response, renderer};
+use crate::metadata::parse_metadata;
 use crate::{Clock, CommandState};
 
 /// An installation id: 1 to 128 visible ASCII characters.

@@ -16,11 +16,11 @@ use super::request_metadata;
 use crate::CommandState;
 use crate::execute::execute_on_new_stream;
 use crate::idempotency::{Idempotency, json_response, renderer};
+use crate::metadata::parse_metadata;
 
 const DEFAULT_VALID_DAYS: u32 = 365;
 const MAX_VALID_DAYS: u32 = 36_500;
 const MAX_OWNER_CHARS: usize = 256;
-const MAX_METADATA_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -115,32 +115,6 @@ impl Owner {
             ));
         }
         Ok(Owner(trimmed.to_owned()))
-    }
-}
-
-/// Optional client metadata: a JSON object of at most 16 KiB, secrets redacted.
-pub fn parse_metadata(value: Option<Value>) -> Result<Value, ApiError> {
-    match value {
-        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
-        Some(Value::Object(map)) => {
-            // Secrets never reach the log: members named like one are redacted.
-            let mut map = Value::Object(map);
-            keyledger_api::redact_json(&mut map);
-            let Value::Object(map) = map else {
-                return Err(ApiError::invalid_field("metadata", "must be a JSON object"));
-            };
-            let size = serde_json::to_vec(&map)
-                .map(|v| v.len())
-                .unwrap_or(usize::MAX);
-            if size > MAX_METADATA_BYTES {
-                return Err(ApiError::invalid_field(
-                    "metadata",
-                    format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
-                ));
-            }
-            Ok(Value::Object(map))
-        }
-        Some(_) => Err(ApiError::invalid_field("metadata", "must be a JSON object")),
     }
 }
 

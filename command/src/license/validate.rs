@@ -15,12 +15,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::installations::InstallationId;
-use super::issue::parse_metadata;
 use super::key::LicenseKey;
 use super::policy::Policy;
 use super::{request_metadata, store_error};
 use crate::CommandState;
 use crate::idempotency::{Idempotency, json_response, renderer};
+use crate::metadata::parse_metadata;
 
 const MAX_FEATURE_CHARS: usize = 128;
 

@@ -11,8 +11,7 @@ use uuid::Uuid;
 use super::merge_patch::merge_patch;
 use crate::execute::Aggregate;
 
-/// Largest metadata object, as JSON bytes.
-pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+pub use crate::metadata::MAX_METADATA_BYTES;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Session {

@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::aggregate::{MAX_METADATA_BYTES, Session, SessionCommand};
+use super::aggregate::{Session, SessionCommand};
 use crate::CommandState;
 use crate::execute::execute_on_new_stream;
 use crate::idempotency::{Idempotency, renderer};
 use crate::license::request_metadata;
+use crate::metadata::parse_metadata;
 
 const MAX_ROLE_CHARS: usize = 64;
 
@@ -53,30 +54,6 @@ impl AgentRole {
             ));
         }
         Ok(AgentRole(trimmed.to_owned()))
-    }
-}
-
-/// Session metadata: a JSON object of at most 16 KiB, secrets redacted.
-pub fn parse_metadata(value: Option<Value>) -> Result<Value, ApiError> {
-    match value {
-        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
-        Some(Value::Object(map)) => {
-            // Secrets never reach the log: members named like one are redacted.
-            let mut map = Value::Object(map);
-            keyledger_api::redact_json(&mut map);
-            let Value::Object(map) = map else {
-                return Err(ApiError::invalid_field("metadata", "must be a JSON object"));
-            };
-            let size = serde_json::to_vec(&map).map_or(usize::MAX, |v| v.len());
-            if size > MAX_METADATA_BYTES {
-                return Err(ApiError::invalid_field(
-                    "metadata",
-                    format!("must be at most {MAX_METADATA_BYTES} bytes of JSON"),
-                ));
-            }
-            Ok(Value::Object(map))
-        }
-        Some(_) => Err(ApiError::invalid_field("metadata", "must be a JSON object")),
     }
 }
 

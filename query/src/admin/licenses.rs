@@ -2,7 +2,6 @@
 //! installations, history and actions.
 
 use axum::extract::State;
-use chrono::Utc;
 use keyledger_api::{ApiError, AppPath, AppQuery, Code};
 use keyledger_events::license::license_stream;
 use keyledger_projections::license::{installations, licenses, usage};
@@ -27,18 +26,6 @@ pub struct ListParams {
 
 const PAGE: i64 = 25;
 
-fn cursor_of(item: &crate::license::get::LicenseView) -> String {
-    format!("{}_{}", item.issued_at.timestamp_micros(), item.license_id)
-}
-
-fn parse_cursor(text: &str) -> Option<(chrono::DateTime<Utc>, Uuid)> {
-    let (micros, id) = text.split_once('_')?;
-    Some((
-        chrono::DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
-}
-
 pub async fn list(
     State(state): State<QueryState>,
     AppQuery(params): AppQuery<ListParams>,
@@ -52,7 +39,7 @@ pub async fn list(
     let status =
         blank(&params.status).filter(|s| ["active", "suspended", "revoked"].contains(&s.as_str()));
     let tier = blank(&params.tier).filter(|t| keyledger_events::license::Tier::parse(t).is_some());
-    let after = params.cursor.as_deref().and_then(parse_cursor);
+    let after = params.cursor.as_deref().and_then(crate::cursor::decode);
     let client = state.client().await?;
     let items = search(
         &client,
@@ -68,7 +55,7 @@ pub async fn list(
     .await
     .map_err(ApiError::unavailable)?;
     let next = (items.len() as i64 == PAGE)
-        .then(|| items.last().map(cursor_of))
+        .then(|| items.last().map(crate::license::search::encode_cursor))
         .flatten();
     let next_href = next.map(|cursor| {
         let mut query = url_query(&[("owner", &owner), ("status", &status), ("tier", &tier)]);

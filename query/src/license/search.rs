@@ -34,17 +34,9 @@ pub struct LicensePage {
     pub next_cursor: Option<String>,
 }
 
-/// A cursor: the last item's issue time (µs) and id.
-fn encode_cursor(item: &LicenseView) -> String {
-    format!("{}_{}", item.issued_at.timestamp_micros(), item.license_id)
-}
-
-fn decode_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let (micros, id) = text.split_once('_')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
+/// A cursor: the last item's issue time and id.
+pub fn encode_cursor(item: &LicenseView) -> String {
+    crate::cursor::encode(item.issued_at, item.license_id)
 }
 
 pub struct Filter<'a> {
@@ -118,7 +110,7 @@ pub async fn handle(
     }
     let after = match params.cursor.as_deref() {
         None => None,
-        Some(text) => Some(decode_cursor(text).ok_or_else(|| {
+        Some(text) => Some(crate::cursor::decode(text).ok_or_else(|| {
             ApiError::invalid_parameter("cursor", "is not a cursor from this API")
         })?),
     };

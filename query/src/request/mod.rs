@@ -125,7 +125,7 @@ impl Filter {
         }
         let after = match params.cursor.as_deref() {
             None | Some("") => None,
-            Some(text) => Some(decode_cursor(text).ok_or_else(|| {
+            Some(text) => Some(crate::cursor::decode(text).ok_or_else(|| {
                 ApiError::invalid_parameter("cursor", "is not a cursor from this API")
             })?),
         };
@@ -147,15 +147,7 @@ impl Filter {
 }
 
 fn encode_cursor(item: &RequestView) -> String {
-    format!("{}_{}", item.at.timestamp_micros(), item.record_id)
-}
-
-fn decode_cursor(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let (micros, id) = text.split_once('_')?;
-    Some((
-        DateTime::from_timestamp_micros(micros.parse().ok()?)?,
-        Uuid::parse_str(id).ok()?,
-    ))
+    crate::cursor::encode(item.at, item.record_id)
 }
 
 pub async fn search(
