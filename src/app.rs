@@ -61,7 +61,11 @@ impl Application {
             None => pool.clone(),
         };
         let notifier = Notifier::default();
-        let runs = |role: Role| args.role == Role::All || args.role == role;
+        let runs = |role: Role| {
+            args.role == Role::All
+                || args.role == role
+                || (args.role == Role::Api && matches!(role, Role::Command | Role::Query))
+        };
         let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
 
         tasks.push((

@@ -22,6 +22,8 @@ pub struct DatabaseArgs {
 pub enum Role {
     /// Everything in one process.
     All,
+    /// The command and query APIs with the admin hub, and no workers.
+    Api,
     /// The command API and the append writer.
     Command,
     /// The query API.

@@ -116,3 +116,48 @@ async fn a_query_waits_for_its_position_and_gives_up_after_the_bound() {
         "VAL_INVALID_PARAMETER"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_node_and_a_projector_node_split_the_work() {
+    let app = spawn_app_with(|args| args.role = keyledger::config::Role::Api).await;
+    let mut worker_args = ServeArgs::local(&app.database.url);
+    worker_args.role = keyledger::config::Role::Projector;
+    let worker = Application::build(worker_args, app.clock.clock())
+        .await
+        .unwrap();
+    let worker_address = format!("http://{}", worker.address);
+    tokio::spawn(worker.run_until_stopped());
+
+    // The API node runs no projector: the worker node's lease holders apply its events.
+    for name in ["projection:licenses", "projection:license_usage"] {
+        eventually(Duration::from_secs(10), "the worker's lease", || async {
+            (lease_holders(&app, name).await == 1).then_some(())
+        })
+        .await;
+    }
+    let issued = app.issue_license().await;
+    let id = issued["license_id"].as_str().unwrap();
+    let response = app
+        .get_at(
+            &format!("/v1/licenses/{id}"),
+            issued["position"].as_i64().unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+
+    // The worker serves health, not the API.
+    let health = app
+        .http
+        .get(format!("{worker_address}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let api = app
+        .http
+        .get(format!("{worker_address}/v1/licenses/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 404);
+}
