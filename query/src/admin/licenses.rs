@@ -2,7 +2,7 @@
 //! installations, history and actions.
 
 use axum::extract::State;
-use keyledger_api::{ApiError, AppPath, AppQuery, Code};
+use keyledger_api::{ApiError, AppPath, AppQuery};
 use keyledger_events::license::license_stream;
 use keyledger_projections::license::{installations, licenses, usage};
 use maud::{Markup, html};
@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{Section, layout, pretty, status_class, time};
 use crate::QueryState;
 use crate::events::read_stream;
-use crate::license::get::find;
+use crate::license::get::require;
 use crate::license::history::active_installations;
 use crate::license::search::{Filter, search};
 
@@ -175,10 +175,7 @@ pub async fn detail(
         )
         .await?;
     let client = state.client().await?;
-    let license = find(&client, license_id)
-        .await
-        .map_err(ApiError::unavailable)?
-        .ok_or_else(|| ApiError::not_found(Code::ResLicenseNotFound, "no license has this id"))?;
+    let license = require(&client, license_id).await?;
     let usage = crate::license::usage::page(&client, license_id, i64::MAX, 50)
         .await
         .map_err(ApiError::unavailable)?;

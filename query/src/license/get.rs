@@ -76,6 +76,17 @@ pub async fn find(
     row.as_ref().map(license_from_row).transpose()
 }
 
+/// The license, or 404 `RES_LICENSE_NOT_FOUND`.
+pub async fn require(
+    client: &impl GenericClient,
+    license_id: Uuid,
+) -> Result<LicenseView, ApiError> {
+    find(client, license_id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .ok_or_else(|| ApiError::not_found(Code::ResLicenseNotFound, "no license has this id"))
+}
+
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,
@@ -83,9 +94,5 @@ pub async fn handle(
 ) -> Result<Json<LicenseView>, ApiError> {
     state.consistent(&[licenses::NAME], position).await?;
     let client = state.client().await?;
-    find(&client, license_id)
-        .await
-        .map_err(ApiError::unavailable)?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(Code::ResLicenseNotFound, "no license has this id"))
+    require(&client, license_id).await.map(Json)
 }

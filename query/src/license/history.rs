@@ -100,16 +100,7 @@ pub async fn list_installations(
         )
         .await?;
     let client = state.client().await?;
-    if super::get::find(&client, license_id)
-        .await
-        .map_err(ApiError::unavailable)?
-        .is_none()
-    {
-        return Err(ApiError::not_found(
-            Code::ResLicenseNotFound,
-            "no license has this id",
-        ));
-    }
+    super::get::require(&client, license_id).await?;
     let ttl =
         chrono::Duration::from_std(state.heartbeat_ttl).unwrap_or(chrono::Duration::minutes(10));
     let items = active_installations(&client, license_id, (state.clock)() - ttl)

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
+use keyledger_api::{ApiError, AppPath, AppQuery, ConsistencyPosition};
 use keyledger_projections::license::{licenses, usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -84,16 +84,7 @@ pub async fn handle(
         .consistent(&[licenses::NAME, usage::NAME], position)
         .await?;
     let client = state.client().await?;
-    if super::get::find(&client, license_id)
-        .await
-        .map_err(ApiError::unavailable)?
-        .is_none()
-    {
-        return Err(ApiError::not_found(
-            Code::ResLicenseNotFound,
-            "no license has this id",
-        ));
-    }
+    super::get::require(&client, license_id).await?;
     let items = page(&client, license_id, before, limit)
         .await
         .map_err(ApiError::unavailable)?;
