@@ -214,7 +214,7 @@ async fn recreate_database(config: &Config, database: &str) -> anyhow::Result<St
     Ok(version)
 }
 
-/// Scratch tables shaped like `events` (migrations/V1) and `license_validation` (V2).
+/// Scratch tables shaped like `events` (migrations/V1, V6) and `license_validation` (V2).
 const SCRATCH_SETUP: &str = r"
 CREATE TABLE bench_events (
     position       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -223,10 +223,11 @@ CREATE TABLE bench_events (
     version        bigint      NOT NULL CHECK (version >= 1),
     event_type     text        NOT NULL,
     schema_version integer     NOT NULL,
-    data           jsonb       NOT NULL,
-    metadata       jsonb       NOT NULL,
+    data           json        NOT NULL,
+    metadata       json        NOT NULL,
     recorded_at    timestamptz NOT NULL,
     hash           bytea       NOT NULL,
+    hash_rule      smallint    NOT NULL DEFAULT 2,
     UNIQUE (stream_id, version)
 );
 CREATE INDEX bench_events_event_type_idx ON bench_events (event_type, position);
@@ -245,7 +246,7 @@ const SCRATCH_TEARDOWN: &str = "DROP TABLE IF EXISTS bench_events, bench_lookup"
 const INSERT_SCRIPT: &str = "\
 INSERT INTO bench_events (event_id, stream_id, version, event_type, schema_version, data, \
 metadata, recorded_at, hash) VALUES (gen_random_uuid(), 'license-' || gen_random_uuid(), 1, \
-'LicenseIssued', 1, :data::jsonb, :metadata::jsonb, now(), sha256(uuid_send(gen_random_uuid())));
+'LicenseIssued', 1, :data::json, :metadata::json, now(), sha256(uuid_send(gen_random_uuid())));
 ";
 
 /// The validation lookup: a random existing row by its 64-hex-character key hash.

@@ -24,6 +24,7 @@ pub enum Code {
     ValBodyTooLarge,
     ValInvalidIdempotencyKey,
     ValIdempotencyKeyReused,
+    ValUnrepresentable,
     ResNotFound,
     ResSessionNotFound,
     ResInstallationNotFound,
@@ -54,6 +55,7 @@ impl Code {
             Code::ValBodyTooLarge => "VAL_BODY_TOO_LARGE",
             Code::ValInvalidIdempotencyKey => "VAL_INVALID_IDEMPOTENCY_KEY",
             Code::ValIdempotencyKeyReused => "VAL_IDEMPOTENCY_KEY_REUSED",
+            Code::ValUnrepresentable => "VAL_UNREPRESENTABLE",
             Code::ResSessionNotFound => "RES_SESSION_NOT_FOUND",
             Code::ResInstallationNotFound => "RES_INSTALLATION_NOT_FOUND",
             Code::BizLicenseSuspended => "BIZ_LICENSE_SUSPENDED",
@@ -84,6 +86,7 @@ impl Code {
             Code::ValBodyTooLarge => "Request body too large",
             Code::ValInvalidIdempotencyKey => "Invalid Idempotency-Key",
             Code::ValIdempotencyKeyReused => "Idempotency-Key reused",
+            Code::ValUnrepresentable => "Value cannot be stored",
             Code::ResSessionNotFound => "Session not found",
             Code::ResInstallationNotFound => "Installation not found",
             Code::BizLicenseSuspended => "License suspended",
@@ -186,6 +189,70 @@ impl ApiError {
                 "the service cannot reach its database; retry later",
             )
         }
+    }
+}
+
+impl ApiError {
+    /// The client's data was refused by the database: the same request cannot succeed.
+    pub fn unstorable(cause: impl std::fmt::Display) -> Self {
+        ApiError {
+            internal: Some(crate::redact::redact_license_keys(&cause.to_string()).into_owned()),
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Code::ValUnrepresentable,
+                "the request holds a value the service cannot store",
+            )
+        }
+    }
+
+    /// A database failure, by what it means: an outage is 503 with `Retry-After`, data the
+    /// database refuses is 422, anything else is our fault (500).
+    pub fn database(error: &tokio_postgres::Error) -> Self {
+        use keyledger_events::failure::{Failure, classify, describe};
+        match classify(error) {
+            Failure::Unavailable => Self::unavailable(describe(error)),
+            Failure::Rejected => Self::unstorable(describe(error)),
+            Failure::Internal => Self::internal(describe(error)),
+        }
+    }
+
+    /// A failure of the event store, by kind.
+    pub fn store(error: keyledger_events::StoreError) -> Self {
+        use keyledger_events::StoreError;
+        match error {
+            StoreError::Unavailable(_) => Self::unavailable(error),
+            StoreError::Rejected(_) => Self::unstorable(error),
+            StoreError::IdempotencyClaimLost => Self::conflict(
+                Code::BizIdempotencyInFlight,
+                "another request took over this Idempotency-Key; retry to get its response",
+            ),
+            StoreError::Conflict { .. } => Self::conflict(
+                Code::BizConcurrencyConflict,
+                "the resource was changed concurrently; retry the request",
+            ),
+            StoreError::DuplicateEvent(_) | StoreError::Internal(_) => Self::internal(error),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::database(&error)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match &error {
+            deadpool_postgres::PoolError::Backend(e) => Self::database(e),
+            _ => Self::unavailable(error),
+        }
+    }
+}
+
+impl From<keyledger_events::StoreError> for ApiError {
+    fn from(error: keyledger_events::StoreError) -> Self {
+        Self::store(error)
     }
 }
 

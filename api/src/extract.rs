@@ -37,6 +37,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(body_rejection)?;
+        crate::json_check::check(&bytes).map_err(|found| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Code::ValUnrepresentable,
+                format!("{}: {}", found.path, found.reason),
+            )
+            .with_member("field", found.path)
+        })?;
         serde_json::from_slice(&bytes).map(AppJson).map_err(|e| {
             use serde_json::error::Category;
             match e.classify() {
@@ -71,6 +79,23 @@ fn body_rejection(rejection: BytesRejection) -> ApiError {
     }
 }
 
+/// PostgreSQL's text has no NUL character: a parameter holding one (`%00`) can never match
+/// anything stored, and is refused before it reaches a query.
+fn refuse_nul(part: &str, raw: &str) -> Result<(), ApiError> {
+    if raw
+        .as_bytes()
+        .windows(3)
+        .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    {
+        Err(ApiError::invalid_parameter(
+            part,
+            "holds the NUL character (%00), which no stored value contains",
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// A path parameter; a malformed one (e.g. not a uuid) is 400 `VAL_INVALID_PARAMETER`.
 pub struct AppPath<T>(pub T);
 
@@ -78,6 +103,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for AppPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        refuse_nul("the path", parts.uri.path())?;
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| AppPath(p.0))
@@ -98,6 +124,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for AppQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        refuse_nul("the query string", parts.uri.query().unwrap_or(""))?;
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| AppQuery(q.0))

@@ -4,6 +4,7 @@
 
 mod error;
 mod extract;
+pub mod json_check;
 mod redact;
 mod request_id;
 pub mod request_log;

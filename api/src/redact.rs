@@ -149,9 +149,10 @@ pub fn redact_json(value: &mut serde_json::Value) {
     }
 }
 
-/// Keys of both shapes in free text become their display prefix.
+/// Keys of both shapes in free text become their display prefix; a NUL character (which
+/// PostgreSQL's text cannot hold) becomes U+FFFD, like bytes that are not UTF-8.
 pub fn redact_text(text: &str) -> String {
-    redact_legacy_keys(&redact_license_keys(text)).into_owned()
+    redact_legacy_keys(&redact_license_keys(text)).replace('\0', "\u{FFFD}")
 }
 
 /// A body as stored in the request log: redacted (as JSON when it parses), then cut to

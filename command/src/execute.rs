@@ -152,7 +152,8 @@ pub async fn load<A: Aggregate, E>(
     let mut position = 0;
     for envelope in &stored {
         let decoded = A::Event::decode(envelope)
-            .map_err(|e| CommandError::Store(StoreError::Unavailable(e.to_string())))?;
+            // A stored event of this stream that no longer decodes is a fault of ours.
+            .map_err(|e| CommandError::Store(StoreError::Internal(e.to_string())))?;
         if let Some(event) = decoded {
             state = state.apply(&event);
         }

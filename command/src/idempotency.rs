@@ -214,14 +214,14 @@ async fn acquire(
     let mut pause = Duration::from_millis(5);
     loop {
         // A connection per look: waiting repeats must not hold the pool the first one needs.
-        let client = pool.get().await.map_err(ApiError::unavailable)?;
+        let client = pool.get().await.map_err(ApiError::from)?;
         if try_claim(&client, config, claim, fingerprint)
             .await
-            .map_err(ApiError::unavailable)?
+            .map_err(ApiError::from)?
         {
             return Ok(Acquired::Claimed);
         }
-        let Some(existing) = find(&client, claim).await.map_err(ApiError::unavailable)? else {
+        let Some(existing) = find(&client, claim).await.map_err(ApiError::from)? else {
             // Released (or purged) meanwhile: claim again.
             continue;
         };

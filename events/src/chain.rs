@@ -2,6 +2,15 @@
 //!
 //! Appends are serialized by the append lock, so every event has exactly one predecessor and
 //! `keyledger verify` can recompute the chain from position 1.
+//!
+//! The JSON fields are covered as the exact text stored in the log's `json` columns (rule 2):
+//! the writer renders a value once (`canonical_json`), hashes those bytes and stores the same
+//! bytes, so `verify` hashes what it reads without parsing it, whatever the JSON holds. Events
+//! written before the log kept its text (rule 1) were hashed over the canonical JSON of their
+//! value; `verify` parses their stored text (exactly: serde_json's `float_roundtrip`) and
+//! renders it again.
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -11,7 +20,45 @@ use uuid::Uuid;
 /// The predecessor of the first event.
 pub const GENESIS: [u8; 32] = [0; 32];
 
+/// How an event's hash covers its JSON fields (the `hash_rule` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashRule {
+    /// The canonical JSON of the parsed value: events written before the log kept its text.
+    CanonicalValue = 1,
+    /// The stored text itself, byte for byte.
+    StoredText = 2,
+}
+
+impl HashRule {
+    /// The rule of every event the service writes now.
+    pub const CURRENT: HashRule = HashRule::StoredText;
+
+    pub fn from_column(value: i16) -> Option<HashRule> {
+        match value {
+            1 => Some(HashRule::CanonicalValue),
+            2 => Some(HashRule::StoredText),
+            _ => None,
+        }
+    }
+
+    pub fn column(self) -> i16 {
+        self as i16
+    }
+
+    /// The bytes of a stored JSON field that the hash covers.
+    pub fn covered<'a>(self, stored: &'a str) -> Result<Cow<'a, [u8]>, serde_json::Error> {
+        match self {
+            HashRule::StoredText => Ok(Cow::Borrowed(stored.as_bytes())),
+            HashRule::CanonicalValue => {
+                let value: Value = serde_json::from_str(stored)?;
+                Ok(Cow::Owned(canonical_json(&value)))
+            }
+        }
+    }
+}
+
 /// The fields of an event that the chain covers: everything stored except the hash itself.
+/// `data` and `metadata` are the bytes their hash rule covers.
 pub struct ChainInput<'a> {
     pub position: i64,
     pub event_id: Uuid,
@@ -19,8 +66,8 @@ pub struct ChainInput<'a> {
     pub version: i64,
     pub event_type: &'a str,
     pub schema_version: i32,
-    pub data: &'a Value,
-    pub metadata: &'a Value,
+    pub data: &'a [u8],
+    pub metadata: &'a [u8],
     pub recorded_at: DateTime<Utc>,
 }
 
@@ -33,8 +80,8 @@ pub fn event_hash(previous: &[u8], event: &ChainInput<'_>) -> [u8; 32] {
     hasher.update(event.version.to_be_bytes());
     field(&mut hasher, event.event_type.as_bytes());
     hasher.update(event.schema_version.to_be_bytes());
-    field(&mut hasher, &canonical_json(event.data));
-    field(&mut hasher, &canonical_json(event.metadata));
+    field(&mut hasher, event.data);
+    field(&mut hasher, event.metadata);
     hasher.update(event.recorded_at.timestamp_micros().to_be_bytes());
     hasher.finalize().into()
 }
@@ -45,8 +92,9 @@ fn field(hasher: &mut Sha256, bytes: &[u8]) {
     hasher.update(bytes);
 }
 
-/// JSON with object members sorted by key and no whitespace: the same bytes for the value we
-/// wrote and for the value PostgreSQL's `jsonb` gives back.
+/// JSON with object members sorted by key and no whitespace. Numbers are written as serde_json
+/// writes them (integers in full, floats as the shortest text that parses back to the same
+/// double), so parsing the text and rendering it again gives the same bytes.
 pub fn canonical_json(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     write_canonical(value, &mut out);
@@ -94,8 +142,9 @@ pub fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -109,9 +158,9 @@ mod tests {
 
     #[test]
     fn a_changed_field_changes_the_hash() {
-        let data = json!({"owner": "a"});
-        let other = json!({"owner": "b"});
-        let meta = json!({});
+        let data = canonical_json(&json!({"owner": "a"}));
+        let other = canonical_json(&json!({"owner": "b"}));
+        let meta = canonical_json(&json!({}));
         let at = to_micros(Utc::now());
         let input = |data| ChainInput {
             position: 1,
@@ -132,5 +181,53 @@ mod tests {
             event_hash(&GENESIS, &input(&data)),
             event_hash(&GENESIS, &input(&data))
         );
+    }
+
+    /// Any JSON value the service can hold: 64-bit integers, every finite double (-0.0,
+    /// subnormals, the extremes), strings with escapes and non-BMP characters, deep nesting.
+    pub(crate) fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            prop_oneof![
+                Just(-0.0f64),
+                Just(f64::MAX),
+                Just(f64::MIN_POSITIVE),
+                Just(5e-324),
+                Just(1e19),
+                Just(3.917_620_000_000_000_3)
+            ]
+            .prop_map(Value::from),
+            "\\PC*".prop_map(Value::String),
+            "[\\x01-\\x1f\"\\\\/\u{7f}\u{2028}\u{10000}-\u{10ffff}]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(8, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("\\PC{0,6}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_text_parses_back_to_the_same_value_and_bytes(value in any_json()) {
+            let text = canonical_json(&value);
+            let parsed: Value = serde_json::from_slice(&text).unwrap();
+            prop_assert_eq!(&parsed, &value);
+            // Bit for bit, not just ==: -0.0 stays -0.0.
+            prop_assert_eq!(canonical_json(&parsed), text.clone());
+            let stored = String::from_utf8(text).unwrap();
+            prop_assert_eq!(
+                HashRule::CanonicalValue.covered(&stored).unwrap(),
+                HashRule::StoredText.covered(&stored).unwrap()
+            );
+        }
     }
 }

@@ -70,6 +70,12 @@ async fn try_connect(config: &Config) -> Result<(), tokio_postgres::Error> {
 
 /// Applies the forward-only migrations in `migrations/`.
 pub async fn migrate(url: &str) -> anyhow::Result<()> {
+    migrate_to(url, None).await
+}
+
+/// Applies the migrations up to `version` (all with `None`): tests of an upgrade start from a
+/// database as an older release left it.
+pub async fn migrate_to(url: &str, version: Option<i32>) -> anyhow::Result<()> {
     let config: Config = url.parse().context("Failed to parse the database URL")?;
     let (mut client, connection) = config
         .connect(NoTls)
@@ -81,7 +87,9 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
         .batch_execute("SELECT pg_advisory_lock(7180351244719271936)")
         .await
         .context("Failed to take the migration lock")?;
+    let target = version.map_or(refinery::Target::Latest, refinery::Target::Version);
     let report = embedded::migrations::runner()
+        .set_target(target)
         .run_async(&mut client)
         .await
         .context("Failed to apply migrations");

@@ -4,6 +4,7 @@
 pub mod chain;
 pub mod db;
 pub mod envelope;
+pub mod failure;
 pub mod lease;
 pub mod license;
 pub mod notifier;
@@ -21,6 +22,6 @@ pub use notifier::Notifier;
 pub use payload::{DecodeError, EventPayload};
 pub use projection::{Projection, ProjectionError};
 pub use store::{
-    AppendOutcome, AppendRequest, EventStore, IdempotencyCompletion, PgEventStore, RenderResponse,
-    StoreError, StoredResponse, WriterConfig,
+    AppendOutcome, AppendRequest, EventStore, IdempotencyCompletion, PgEventStore, ReadError,
+    RenderResponse, StoreError, StoredResponse, UnreadableEvent, WriterConfig,
 };

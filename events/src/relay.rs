@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use crate::envelope::Envelope;
 use crate::lease::Lease;
 use crate::notifier::Notifier;
-use crate::store::read_all_on;
+use crate::store::{park, read_all_until_unreadable};
 
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -140,9 +140,37 @@ async fn publish_while_leased(
         .try_get(0)?;
     let mut last_head: Option<std::time::Instant> = None;
     loop {
-        let events = read_all_on(&client, checkpoint, config.batch_size)
+        let (events, unreadable) =
+            read_all_until_unreadable(&client, checkpoint, config.batch_size)
+                .await
+                .context("Failed to read the log")?;
+        if events.is_empty()
+            && let Some(unreadable) = unreadable
+        {
+            // An event whose JSON does not parse (written around the service): set it aside
+            // and go on, so that it cannot stop publication for good.
+            park(
+                &client,
+                &name,
+                unreadable.position,
+                unreadable.event_id,
+                &unreadable.event_type,
+                &unreadable.reason,
+            )
             .await
-            .context("Failed to read the log")?;
+            .context("Failed to set an unreadable event aside")?;
+            client
+                .execute(
+                    "UPDATE checkpoints SET position = $2, updated_at = now() \
+                     WHERE name = $1 AND position < $2",
+                    &[&name, &unreadable.position],
+                )
+                .await
+                .context("Failed to advance the relay checkpoint")?;
+            checkpoint = unreadable.position;
+            notifier.checkpoint(&name, checkpoint);
+            continue;
+        }
         if events.is_empty() {
             // Idle: wait for a commit, and check the lease now and then.
             let _ = tokio::time::timeout(Duration::from_secs(1), head.changed()).await;

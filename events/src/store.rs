@@ -30,14 +30,27 @@ pub enum StoreError {
     /// The request's idempotency claim was taken over (it outlived its lock); nothing appended.
     #[error("the idempotency claim of this request was taken over by another request")]
     IdempotencyClaimLost,
-    /// The database could not be reached or refused the statement.
+    /// The database could not be reached, or is overloaded: retry later (HTTP 503).
     #[error("the event store is unavailable: {0}")]
     Unavailable(String),
+    /// The database refused the data itself (e.g. a value it cannot store): retrying the same
+    /// request cannot help (HTTP 422).
+    #[error("the event store refused the data: {0}")]
+    Rejected(String),
+    /// A fault of the service: a statement or a stored row it cannot handle (HTTP 500).
+    #[error("internal event store error: {0}")]
+    Internal(String),
 }
 
 impl StoreError {
-    pub(crate) fn db(context: &str, error: impl std::fmt::Display) -> Self {
-        StoreError::Unavailable(format!("{context}: {error}"))
+    /// Classifies a PostgreSQL failure: an outage, the client's data, or our bug.
+    pub fn from_pg(context: &str, error: &tokio_postgres::Error) -> Self {
+        let message = format!("{context}: {}", crate::failure::describe(error));
+        match crate::failure::classify(error) {
+            crate::failure::Failure::Unavailable => StoreError::Unavailable(message),
+            crate::failure::Failure::Rejected => StoreError::Rejected(message),
+            crate::failure::Failure::Internal => StoreError::Internal(message),
+        }
     }
 }
 
@@ -171,50 +184,202 @@ impl PgEventStore {
         self.pool
             .get()
             .await
-            .map_err(|e| StoreError::db("no database connection", e))
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
     }
 }
 
 pub const SELECT_ENVELOPE: &str = "SELECT position, event_id, stream_id, version, \
     event_type, schema_version, data, metadata, recorded_at, hash FROM events";
 
-pub fn envelope_from_row(row: &Row) -> Result<Envelope, tokio_postgres::Error> {
+/// Why an event could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Unreadable(#[from] UnreadableEvent),
+}
+
+/// A stored event whose JSON does not parse (only a row written around the service can be:
+/// everything the service writes parses back exactly). Readers set it aside and go on.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the event at position {position} ({event_type}) cannot be read: {reason}")]
+pub struct UnreadableEvent {
+    pub position: i64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub reason: String,
+}
+
+/// The text of a `json` (or `jsonb`) column, as stored.
+pub struct JsonText(pub String);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for JsonText {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        // jsonb's binary form is a version byte (1) followed by the text.
+        let raw = if *ty == tokio_postgres::types::Type::JSONB {
+            match raw.split_first() {
+                Some((1, rest)) => rest,
+                _ => return Err("unsupported jsonb version".into()),
+            }
+        } else {
+            raw
+        };
+        Ok(JsonText(std::str::from_utf8(raw)?.to_owned()))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        matches!(
+            *ty,
+            tokio_postgres::types::Type::JSON | tokio_postgres::types::Type::JSONB
+        )
+    }
+}
+
+pub fn envelope_from_row(row: &Row) -> Result<Envelope, ReadError> {
     envelope_from_row_at(row, 0)
 }
 
 /// An envelope whose columns (in `SELECT_ENVELOPE` order) start at column `at`.
-pub fn envelope_from_row_at(row: &Row, at: usize) -> Result<Envelope, tokio_postgres::Error> {
+pub fn envelope_from_row_at(row: &Row, at: usize) -> Result<Envelope, ReadError> {
+    let position: i64 = row.try_get(at)?;
+    let event_id: uuid::Uuid = row.try_get(at + 1)?;
+    let event_type: String = row.try_get(at + 4)?;
+    let json = |column: usize, name: &str| -> Result<serde_json::Value, ReadError> {
+        let JsonText(text) = row.try_get(column)?;
+        serde_json::from_str(&text).map_err(|e| {
+            ReadError::Unreadable(UnreadableEvent {
+                position,
+                event_id,
+                event_type: event_type.clone(),
+                reason: format!("its {name} is not JSON the service can parse: {e}"),
+            })
+        })
+    };
+    let data = json(at + 6, "data")?;
+    let metadata = json(at + 7, "metadata")?;
     Ok(Envelope {
-        position: row.try_get(at)?,
-        event_id: row.try_get(at + 1)?,
+        position,
+        event_id,
         stream_id: row.try_get(at + 2)?,
         version: row.try_get(at + 3)?,
-        event_type: row.try_get(at + 4)?,
+        event_type,
         schema_version: row.try_get(at + 5)?,
-        data: row.try_get(at + 6)?,
-        metadata: row.try_get(at + 7)?,
+        data,
+        metadata,
         recorded_at: row.try_get(at + 8)?,
         hash: row.try_get(at + 9)?,
     })
 }
 
-fn envelopes(rows: &[Row]) -> Result<Vec<Envelope>, StoreError> {
-    rows.iter()
-        .map(envelope_from_row)
-        .collect::<Result<_, _>>()
-        .map_err(|e| StoreError::db("unreadable event row", e))
+/// Reads like `read_all_on`, but stops at the first unreadable event and hands it back beside
+/// the events before it, so that the reader can set it aside and go on.
+pub async fn read_all_until_unreadable(
+    client: &impl deadpool_postgres::GenericClient,
+    after: i64,
+    limit: i64,
+) -> Result<(Vec<Envelope>, Option<UnreadableEvent>), tokio_postgres::Error> {
+    let sql = format!("{SELECT_ENVELOPE} WHERE position > $1 ORDER BY position LIMIT $2");
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &[&after, &limit]).await?;
+    let mut events = Vec::with_capacity(rows.len());
+    for row in &rows {
+        match envelope_from_row(row) {
+            Ok(event) => events.push(event),
+            Err(ReadError::Database(e)) => return Err(e),
+            Err(ReadError::Unreadable(unreadable)) => return Ok((events, Some(unreadable))),
+        }
+    }
+    Ok((events, None))
+}
+
+/// Sets an event aside for a consumer (a projection or the relay) that cannot handle it, so
+/// that one event cannot stop the consumer for good. `/health` lists what was set aside.
+pub async fn park(
+    client: &impl deadpool_postgres::GenericClient,
+    consumer: &str,
+    position: i64,
+    event_id: uuid::Uuid,
+    event_type: &str,
+    error: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO projection_parked (projection, position, event_id, event_type, error) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (projection, position) DO NOTHING",
+            &[&consumer, &position, &event_id, &event_type, &error],
+        )
+        .await?;
+    tracing::error!(
+        consumer,
+        position,
+        event.id = %event_id,
+        event.r#type = event_type,
+        error,
+        "an event was set aside: the consumer cannot handle it and goes on past it"
+    );
+    metrics::counter!("keyledger_parked_events_total", "consumer" => consumer.to_owned())
+        .increment(1);
+    Ok(())
+}
+
+/// Records that a consumer is failing (or, with `None`, that it recovered), where every
+/// node's `/health` can read it.
+pub async fn record_failure(
+    client: &impl deadpool_postgres::GenericClient,
+    consumer: &str,
+    error: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    match error {
+        Some(error) => {
+            client
+                .execute(
+                    "UPDATE checkpoints SET last_error = $2, last_error_at = now(), \
+                     failing_since = coalesce(failing_since, now()) WHERE name = $1",
+                    &[&consumer, &error],
+                )
+                .await?
+        }
+        None => {
+            client
+                .execute(
+                    "UPDATE checkpoints SET failing_since = NULL \
+                     WHERE name = $1 AND failing_since IS NOT NULL",
+                    &[&consumer],
+                )
+                .await?
+        }
+    };
+    Ok(())
+}
+
+fn envelopes(rows: &[Row]) -> Result<Vec<Envelope>, ReadError> {
+    rows.iter().map(envelope_from_row).collect()
 }
 
 /// `$all` read on any client or transaction (projectors read inside their batch transaction).
+/// Fails at the first unreadable event; read again with a smaller limit for those before it.
 pub async fn read_all_on(
     client: &impl deadpool_postgres::GenericClient,
     after: i64,
     limit: i64,
-) -> Result<Vec<Envelope>, tokio_postgres::Error> {
+) -> Result<Vec<Envelope>, ReadError> {
     let sql = format!("{SELECT_ENVELOPE} WHERE position > $1 ORDER BY position LIMIT $2");
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &[&after, &limit]).await?;
-    rows.iter().map(envelope_from_row).collect()
+    envelopes(&rows)
+}
+
+impl From<ReadError> for StoreError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Database(e) => StoreError::from_pg("read the log", &e),
+            ReadError::Unreadable(e) => StoreError::Internal(e.to_string()),
+        }
+    }
 }
 
 #[async_trait]
@@ -244,26 +409,24 @@ impl EventStore for PgEventStore {
         let statement = client
             .prepare_cached(&sql)
             .await
-            .map_err(|e| StoreError::db("prepare read_stream", e))?;
+            .map_err(|e| StoreError::from_pg("prepare read_stream", &e))?;
         let rows = client
             .query(&statement, &[&stream_id, &after_version, &limit])
             .await
-            .map_err(|e| StoreError::db("read_stream", e))?;
-        envelopes(&rows)
+            .map_err(|e| StoreError::from_pg("read_stream", &e))?;
+        Ok(envelopes(&rows)?)
     }
 
     async fn read_all(&self, after: i64, limit: i64) -> Result<Vec<Envelope>, StoreError> {
         let client = self.client().await?;
-        read_all_on(&client, after, limit)
-            .await
-            .map_err(|e| StoreError::db("read_all", e))
+        Ok(read_all_on(&client, after, limit).await?)
     }
 
     async fn head(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
         head_on(&client)
             .await
-            .map_err(|e| StoreError::db("head", e))
+            .map_err(|e| StoreError::from_pg("head", &e))
     }
 }
 

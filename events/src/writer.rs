@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use crate::chain::{self, ChainInput};
 use crate::envelope::Envelope;
+use crate::failure::Failure;
 use crate::notifier::Notifier;
 use crate::projection::Projection;
 use crate::store::{AppendOutcome, Pending, StoreError, WriterConfig};
@@ -46,11 +47,14 @@ const COMPLETE_IDEMPOTENCY: &str = "UPDATE idempotency_keys k \
 
 const NOTIFY_EVENTS: &str = "SELECT pg_notify('keyledger_events', $1)";
 
+/// The JSON columns are sent as the exact text that was hashed; `json` stores it byte for byte.
 const INSERT_EVENTS: &str = "INSERT INTO events \
       (position, event_id, stream_id, version, event_type, schema_version, data, metadata, \
-       recorded_at, hash) \
-      SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], \
-                           $6::int[], $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::bytea[])";
+       recorded_at, hash, hash_rule) \
+      SELECT p, id, s, v, t, sv, d::json, m::json, r, h, $11 \
+      FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[], $5::text[], \
+                  $6::int[], $7::text[], $8::text[], $9::timestamptz[], $10::bytea[]) \
+           AS u(p, id, s, v, t, sv, d, m, r, h)";
 
 pub(crate) async fn run(
     pool: Pool,
@@ -115,7 +119,7 @@ impl Writer {
                 }
             }
             Err(
-                error @ (BatchError::Statement(_)
+                error @ (BatchError::Statement(..)
                 | BatchError::Duplicate(_)
                 | BatchError::ClaimLost),
             ) if size > 1 => {
@@ -220,10 +224,12 @@ impl Writer {
                 continue;
             }
             let metadata = request.metadata.to_value();
+            let metadata_text = json_text(&metadata);
             let mut version = version;
             for event in &request.events {
                 position += 1;
                 version += 1;
+                let data_text = json_text(&event.data);
                 let hash = chain::event_hash(
                     &previous,
                     &ChainInput {
@@ -233,8 +239,8 @@ impl Writer {
                         version,
                         event_type: event.event_type,
                         schema_version: event.schema_version,
-                        data: &event.data,
-                        metadata: &metadata,
+                        data: data_text.as_bytes(),
+                        metadata: metadata_text.as_bytes(),
                         recorded_at,
                     },
                 );
@@ -245,7 +251,8 @@ impl Writer {
                     &request.stream_id,
                     version,
                     event,
-                    &metadata,
+                    data_text,
+                    metadata_text.clone(),
                     recorded_at,
                     hash.to_vec(),
                 );
@@ -282,7 +289,8 @@ impl Writer {
         // transaction is then rolled back when `tx` is dropped.
         let position_text = position.to_string();
         let notify_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&position_text];
-        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+        let hash_rule = chain::HashRule::CURRENT.column();
+        let insert_params: [&(dyn tokio_postgres::types::ToSql + Sync); 11] = [
             &rows.positions,
             &rows.event_ids,
             &rows.stream_ids,
@@ -293,6 +301,7 @@ impl Writer {
             &rows.metadata,
             &rows.recorded_at,
             &rows.hashes,
+            &hash_rule,
         ];
         let completion_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
             &completions.scopes,
@@ -325,7 +334,16 @@ impl Writer {
         }
         for (projection, result) in self.inline.iter().zip(projected) {
             result.map_err(|e| {
-                BatchError::Statement(format!("inline projection {}: {e}", projection.name()))
+                let failure = match &e {
+                    crate::projection::ProjectionError::Database(pg) => {
+                        crate::failure::classify(pg)
+                    }
+                    crate::projection::ProjectionError::Decode(_) => Failure::Internal,
+                };
+                BatchError::Statement(
+                    failure,
+                    format!("inline projection {}: {e}", projection.name()),
+                )
             })?;
         }
         notified.map_err(BatchError::from_pg)?;
@@ -370,6 +388,12 @@ impl Completions {
     }
 }
 
+/// The text a JSON value is stored (and hashed) as.
+fn json_text(value: &Value) -> String {
+    // `canonical_json` writes only JSON, which is UTF-8.
+    String::from_utf8(chain::canonical_json(value)).unwrap_or_default()
+}
+
 #[derive(Default)]
 struct Rows {
     positions: Vec<i64>,
@@ -378,8 +402,8 @@ struct Rows {
     versions: Vec<i64>,
     event_types: Vec<&'static str>,
     schema_versions: Vec<i32>,
-    data: Vec<Value>,
-    metadata: Vec<Value>,
+    data: Vec<String>,
+    metadata: Vec<String>,
     recorded_at: Vec<chrono::DateTime<Utc>>,
     hashes: Vec<Vec<u8>>,
 }
@@ -396,7 +420,8 @@ impl Rows {
         stream_id: &str,
         version: i64,
         event: &crate::envelope::NewEvent,
-        metadata: &Value,
+        data: String,
+        metadata: String,
         recorded_at: chrono::DateTime<Utc>,
         hash: Vec<u8>,
     ) {
@@ -406,8 +431,8 @@ impl Rows {
         self.versions.push(version);
         self.event_types.push(event.event_type);
         self.schema_versions.push(event.schema_version);
-        self.data.push(event.data.clone());
-        self.metadata.push(metadata.clone());
+        self.data.push(data);
+        self.metadata.push(metadata);
         self.recorded_at.push(recorded_at);
         self.hashes.push(hash);
     }
@@ -416,8 +441,9 @@ impl Rows {
 enum BatchError {
     /// The connection or the server failed: every append in the batch gets the error.
     Connection(String),
-    /// A statement was refused (e.g. a constraint): retry the appends one by one.
-    Statement(String),
+    /// A statement was refused (e.g. a constraint, or data the database cannot store): retry
+    /// the appends one by one, so that only the append that caused it fails.
+    Statement(Failure, String),
     Duplicate(Uuid),
     /// An Idempotency-Key claim was no longer this request's.
     ClaimLost,
@@ -425,10 +451,9 @@ enum BatchError {
 
 impl BatchError {
     fn from_pg(error: tokio_postgres::Error) -> Self {
-        if error.is_closed() || error.as_db_error().is_none() {
-            BatchError::Connection(error.to_string())
-        } else {
-            BatchError::Statement(error.to_string())
+        match crate::failure::classify(&error) {
+            Failure::Unavailable => BatchError::Connection(crate::failure::describe(&error)),
+            failure => BatchError::Statement(failure, crate::failure::describe(&error)),
         }
     }
 
@@ -449,7 +474,11 @@ impl BatchError {
 
     fn into_store_error(self) -> StoreError {
         match self {
-            BatchError::Connection(e) | BatchError::Statement(e) => StoreError::Unavailable(e),
+            BatchError::Connection(e) | BatchError::Statement(Failure::Unavailable, e) => {
+                StoreError::Unavailable(e)
+            }
+            BatchError::Statement(Failure::Rejected, e) => StoreError::Rejected(e),
+            BatchError::Statement(_, e) => StoreError::Internal(e),
             BatchError::Duplicate(id) => StoreError::DuplicateEvent(id),
             BatchError::ClaimLost => StoreError::IdempotencyClaimLost,
         }
@@ -459,7 +488,7 @@ impl BatchError {
 impl std::fmt::Display for BatchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BatchError::Connection(e) | BatchError::Statement(e) => f.write_str(e),
+            BatchError::Connection(e) | BatchError::Statement(_, e) => f.write_str(e),
             BatchError::Duplicate(id) => write!(f, "duplicate event id {id}"),
             BatchError::ClaimLost => f.write_str("an idempotency claim was lost"),
         }

@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use deadpool_postgres::{Pool, Transaction};
-use keyledger_events::store::read_all_on;
+use keyledger_events::store::{park, read_all_until_unreadable};
 use keyledger_events::writer::APPEND_LOCK_KEY;
 use keyledger_events::{Notifier, Projection};
 
@@ -62,6 +62,12 @@ pub async fn rebuild(
     }
     tx.batch_execute(&format!("SET LOCAL search_path = {schema}, public"))
         .await?;
+    // Events set aside before are tried again; those that still fail are set aside anew.
+    tx.execute(
+        "DELETE FROM public.projection_parked WHERE projection = $1",
+        &[&name],
+    )
+    .await?;
     while apply_after(&tx, projection, &mut position).await? > 0 {}
     let mut swap = String::from("SET LOCAL search_path = public;");
     for table in projection.tables() {
@@ -75,7 +81,8 @@ pub async fn rebuild(
         .with_context(|| format!("Failed to swap in the rebuilt tables of {name}"))?;
     tx.execute(
         "INSERT INTO checkpoints (name, position, version) VALUES ($1, $2, $3) \
-         ON CONFLICT (name) DO UPDATE SET position = $2, version = $3, updated_at = now()",
+         ON CONFLICT (name) DO UPDATE SET position = $2, version = $3, updated_at = now(), \
+             failing_since = NULL",
         &[&name, &position, &projection.version()],
     )
     .await?;
@@ -90,10 +97,26 @@ async fn apply_after(
     projection: &dyn Projection,
     position: &mut i64,
 ) -> anyhow::Result<usize> {
-    let events = read_all_on(tx, *position, BATCH).await?;
+    let (events, unreadable) = read_all_until_unreadable(tx, *position, BATCH).await?;
     if let Some(last) = events.last() {
         projection.apply(tx, &events).await?;
         *position = last.position;
     }
-    Ok(events.len())
+    match unreadable {
+        // An event whose JSON does not parse cannot stop a rebuild: it is set aside.
+        Some(unreadable) if events.is_empty() => {
+            park(
+                tx,
+                projection.name(),
+                unreadable.position,
+                unreadable.event_id,
+                &unreadable.event_type,
+                &unreadable.reason,
+            )
+            .await?;
+            *position = unreadable.position;
+            Ok(1)
+        }
+        _ => Ok(events.len()),
+    }
 }

@@ -10,10 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use deadpool_postgres::Pool;
+use keyledger_events::failure::{Failure, classify, classify_pool};
 use keyledger_events::lease::Lease;
 use keyledger_events::notifier::CHECKPOINTS_CHANNEL;
-use keyledger_events::store::envelope_from_row_at;
-use keyledger_events::{Notifier, Projection};
+use keyledger_events::store::{ReadError, envelope_from_row_at, park, record_failure};
+use keyledger_events::{Notifier, Projection, ProjectionError};
 use tokio_postgres::types::ToSql;
 
 #[derive(Debug, Clone)]
@@ -143,6 +144,9 @@ pub async fn run_until_stopped(
     }
 }
 
+/// Attempts at one event that fails for a reason other than an outage before it is set aside.
+const ATTEMPTS_BEFORE_PARKING: u32 = 3;
+
 async fn run_worker(
     pool: Pool,
     projection: Arc<dyn Projection>,
@@ -169,14 +173,25 @@ async fn run_worker(
         };
         let mut head = notifier.head();
         let mut last_lease_check = Instant::now();
+        // After a batch failed for a reason other than an outage, events are applied one at a
+        // time until the one that fails is found (and, failing again, set aside).
+        let mut isolating = false;
+        let mut failing: Option<(i64, u32)> = None;
         loop {
-            match step(&pool, projection.as_ref(), &notifier, config.batch_size).await {
-                Ok(applied) if applied as i64 >= config.batch_size => {
-                    // A full batch: more events are probably waiting.
-                    backoff = Duration::from_millis(100);
-                    continue;
-                }
+            let batch_size = if isolating { 1 } else { config.batch_size };
+            match step(&pool, projection.as_ref(), &notifier, batch_size).await {
                 Ok(applied) => {
+                    if failing.take().is_some() || isolating {
+                        recovered(&pool, name).await;
+                    }
+                    if isolating && applied > 0 {
+                        isolating = false;
+                    }
+                    if applied as i64 >= batch_size {
+                        // A full batch: more events are probably waiting.
+                        backoff = Duration::from_millis(100);
+                        continue;
+                    }
                     if applied > 0 {
                         backoff = Duration::from_millis(100);
                     }
@@ -189,7 +204,44 @@ async fn run_worker(
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(projection = name, error = %format!("{error:#}"), "projection step failed; retrying");
+                    let message = format!("{:#}", error.source);
+                    failed(&pool, name, &message).await;
+                    match error.culprit {
+                        _ if error.failure == Failure::Unavailable => {
+                            tracing::warn!(projection = name, error = %message, "projection step failed: the database is unavailable; retrying");
+                        }
+                        Some(culprit) if culprit.batch_len == 1 || culprit.unreadable => {
+                            let attempts = match failing {
+                                Some((position, n)) if position == culprit.position => n + 1,
+                                _ => 1,
+                            };
+                            tracing::error!(projection = name, position = culprit.position, attempt = attempts, error = %message, "projection cannot apply an event");
+                            if attempts >= ATTEMPTS_BEFORE_PARKING {
+                                match park_and_pass(&pool, name, &culprit, &message, &notifier)
+                                    .await
+                                {
+                                    Ok(()) => {
+                                        failing = None;
+                                        isolating = false;
+                                        continue;
+                                    }
+                                    Err(park_error) => {
+                                        tracing::error!(projection = name, error = %format!("{park_error:#}"), "cannot set the event aside")
+                                    }
+                                }
+                            } else {
+                                failing = Some((culprit.position, attempts));
+                            }
+                        }
+                        Some(_) if !isolating => {
+                            tracing::warn!(projection = name, error = %message, "projection batch failed; applying its events one at a time to find the one that fails");
+                            isolating = true;
+                            continue;
+                        }
+                        _ => {
+                            tracing::error!(projection = name, error = %message, "projection step failed; retrying");
+                        }
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -205,15 +257,120 @@ async fn run_worker(
     }
 }
 
+/// Records a failing step where `/health` reads it (best effort: the database may be down).
+async fn failed(pool: &Pool, name: &str, message: &str) {
+    metrics::counter!("keyledger_projection_errors_total", "projection" => name.to_owned())
+        .increment(1);
+    if let Ok(client) = pool.get().await {
+        let _ = record_failure(&client, name, Some(message)).await;
+    }
+}
+
+async fn recovered(pool: &Pool, name: &str) {
+    if let Ok(client) = pool.get().await {
+        let _ = record_failure(&client, name, None).await;
+    }
+}
+
+/// Sets the failing event aside and moves the checkpoint onto it, in one transaction under
+/// the checkpoint's lock (a checkpoint that moved past it meanwhile is left alone).
+async fn park_and_pass(
+    pool: &Pool,
+    name: &'static str,
+    culprit: &Culprit,
+    error: &str,
+    notifier: &Notifier,
+) -> anyhow::Result<()> {
+    let mut client = pool.get().await.context("Failed to get a connection")?;
+    let tx = client.transaction().await?;
+    let checkpoint: i64 = tx.query_one(LOCK_CHECKPOINT, &[&name]).await?.try_get(0)?;
+    if checkpoint >= culprit.position {
+        return Ok(());
+    }
+    park(
+        &tx,
+        name,
+        culprit.position,
+        culprit.event_id,
+        &culprit.event_type,
+        error,
+    )
+    .await?;
+    tx.execute(UPDATE_CHECKPOINT, &[&name, &culprit.position])
+        .await?;
+    tx.commit().await?;
+    notifier.checkpoint(name, culprit.position);
+    Ok(())
+}
+
+/// Why a step failed, and which event it was at.
+#[derive(Debug)]
+pub struct StepError {
+    pub failure: Failure,
+    /// The first event of the failed batch (the failing one when `batch_len` is 1), or the
+    /// event that could not be read.
+    pub culprit: Option<Culprit>,
+    pub source: anyhow::Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct Culprit {
+    pub position: i64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub batch_len: usize,
+    /// The event's JSON cannot be parsed: no retry can help.
+    pub unreadable: bool,
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.source)
+    }
+}
+
+impl std::error::Error for StepError {}
+
+impl StepError {
+    fn database(error: tokio_postgres::Error) -> Self {
+        StepError {
+            failure: classify(&error),
+            culprit: None,
+            source: error.into(),
+        }
+    }
+
+    fn at(mut self, culprit: Option<Culprit>) -> Self {
+        self.culprit = culprit;
+        self
+    }
+}
+
+impl From<tokio_postgres::Error> for StepError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        StepError::database(error)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StepError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        StepError {
+            failure: classify_pool(&error),
+            culprit: None,
+            source: anyhow::Error::new(error).context("Failed to get a connection"),
+        }
+    }
+}
+
 /// Applies one batch after the checkpoint; returns how many events it applied.
 pub async fn step(
     pool: &Pool,
     projection: &dyn Projection,
     notifier: &Notifier,
     batch_size: i64,
-) -> anyhow::Result<usize> {
+) -> Result<usize, StepError> {
     let name = projection.name();
-    let mut client = pool.get().await.context("Failed to get a connection")?;
+    let mut client = pool.get().await?;
     // Round trip 1: BEGIN.
     let tx = client.transaction().await?;
     let (lock, read, update, notify) = futures::try_join!(
@@ -232,9 +389,7 @@ pub async fn step(
         tx.query_one(&lock, &lock_params),
         tx.query(&read, &read_params)
     );
-    let checkpoint: i64 = locked
-        .with_context(|| format!("Failed to lock the checkpoint of {name}"))?
-        .try_get(0)?;
+    let checkpoint: i64 = locked?.try_get(0)?;
     let rows = rows?;
     let head: i64 = match rows.first() {
         Some(row) => row.try_get(0)?,
@@ -243,7 +398,23 @@ pub async fn step(
     let mut events = Vec::with_capacity(rows.len());
     for row in &rows {
         if row.try_get::<_, Option<i64>>(1)?.is_some() {
-            events.push(envelope_from_row_at(row, 1)?);
+            match envelope_from_row_at(row, 1) {
+                Ok(event) => events.push(event),
+                Err(ReadError::Database(e)) => return Err(e.into()),
+                Err(ReadError::Unreadable(unreadable)) => {
+                    return Err(StepError {
+                        failure: Failure::Internal,
+                        culprit: Some(Culprit {
+                            position: unreadable.position,
+                            event_id: unreadable.event_id,
+                            event_type: unreadable.event_type.clone(),
+                            batch_len: 1,
+                            unreadable: true,
+                        }),
+                        source: unreadable.into(),
+                    });
+                }
+            }
         }
     }
     // A full batch stops at its last event; otherwise everything up to the head is done.
@@ -257,10 +428,13 @@ pub async fn step(
         return Ok(0);
     }
     let last_recorded = events.last().map(|e| e.recorded_at);
-    anyhow::ensure!(
-        events.first().is_none_or(|e| e.position > checkpoint),
-        "{name}: read events at or before its checkpoint {checkpoint}"
-    );
+    let culprit = events.first().map(|first| Culprit {
+        position: first.position,
+        event_id: first.event_id,
+        event_type: first.event_type.clone(),
+        batch_len: events.len(),
+        unreadable: false,
+    });
     // Round trip 3, pipelined: apply the batch, advance the checkpoint and notify, all in
     // flight together. Every result is checked before COMMIT is sent: after a failed statement
     // the transaction is aborted and is rolled back when `tx` is dropped.
@@ -272,9 +446,19 @@ pub async fn step(
         tx.execute(&update, &update_params),
         tx.execute(&notify, &notify_params),
     );
-    applied.with_context(|| format!("Failed to apply events to {name}"))?;
-    updated?;
-    notified?;
+    if let Err(error) = applied {
+        let failure = match &error {
+            ProjectionError::Database(e) => classify(e),
+            ProjectionError::Decode(_) => Failure::Internal,
+        };
+        return Err(StepError {
+            failure,
+            culprit,
+            source: anyhow::Error::new(error).context(format!("Failed to apply events to {name}")),
+        });
+    }
+    updated.map_err(|e| StepError::database(e).at(culprit.clone()))?;
+    notified.map_err(|e| StepError::database(e).at(culprit.clone()))?;
     // Round trip 4: COMMIT.
     tx.commit().await?;
     notifier.checkpoint(name, last_position);

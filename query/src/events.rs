@@ -6,10 +6,10 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, AppQuery};
-use keyledger_events::Envelope;
-use keyledger_events::store::{envelope_from_row, read_all_on};
+use keyledger_events::store::JsonText;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::{QueryState, page_limit};
@@ -22,6 +22,8 @@ pub struct LogParams {
     pub limit: Option<i64>,
 }
 
+/// An event as stored: `data` and `metadata` are the stored JSON text itself, so an auditor
+/// sees the bytes the hash chain covers, and no stored value can make a page fail.
 #[derive(Debug, Serialize)]
 pub struct EventView {
     pub position: i64,
@@ -30,27 +32,39 @@ pub struct EventView {
     pub version: i64,
     pub event_type: String,
     pub schema_version: i32,
-    pub data: Value,
-    pub metadata: Value,
+    pub data: Box<RawValue>,
+    pub metadata: Box<RawValue>,
     pub recorded_at: DateTime<Utc>,
     pub hash: String,
 }
 
-impl From<Envelope> for EventView {
-    fn from(e: Envelope) -> Self {
-        EventView {
-            position: e.position,
-            event_id: e.event_id,
-            stream_id: e.stream_id,
-            version: e.version,
-            event_type: e.event_type,
-            schema_version: e.schema_version,
-            data: e.data,
-            metadata: e.metadata,
-            recorded_at: e.recorded_at,
-            hash: hex::encode(&e.hash),
-        }
-    }
+/// The columns an `EventView` is read from, in `event_view` order.
+pub(crate) const EVENT_COLUMNS: &str = "position, event_id, stream_id, version, event_type, \
+    schema_version, data, metadata, recorded_at, hash";
+
+pub(crate) fn event_view(row: &Row) -> Result<EventView, tokio_postgres::Error> {
+    let hash: Vec<u8> = row.try_get(9)?;
+    Ok(EventView {
+        position: row.try_get(0)?,
+        event_id: row.try_get(1)?,
+        stream_id: row.try_get(2)?,
+        version: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        schema_version: row.try_get(5)?,
+        data: raw_json(row.try_get(6)?),
+        metadata: raw_json(row.try_get(7)?),
+        recorded_at: row.try_get(8)?,
+        hash: hex::encode(hash),
+    })
+}
+
+/// Stored JSON as it is. Text that is valid JSON for PostgreSQL but beyond what the JSON
+/// writer takes (nesting deeper than 128) is shown as a JSON string of the text.
+fn raw_json(JsonText(text): JsonText) -> Box<RawValue> {
+    RawValue::from_string(text.clone()).unwrap_or_else(|_| {
+        let quoted = serde_json::to_string(&text).unwrap_or_else(|_| "null".to_owned());
+        RawValue::from_string(quoted).unwrap_or_default()
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -75,14 +89,19 @@ pub async fn all(
     let after = after(&params)?;
     let limit = page_limit(params.limit, 100, 1000)?;
     let client = state.client().await?;
-    let events = read_all_on(&client, after, limit)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        ))
+        .await?;
+    let events = client
+        .query(&statement, &[&after, &limit])
+        .await?
+        .iter()
+        .map(event_view)
+        .collect::<Result<Vec<_>, _>>()?;
     let next_after = events.last().map_or(after, |e| e.position);
-    Ok(Json(EventPage {
-        events: events.into_iter().map(EventView::from).collect(),
-        next_after,
-    }))
+    Ok(Json(EventPage { events, next_after }))
 }
 
 pub(crate) async fn read_stream(
@@ -90,19 +109,18 @@ pub(crate) async fn read_stream(
     stream_id: &str,
     after: i64,
     limit: i64,
-) -> Result<Vec<Envelope>, tokio_postgres::Error> {
+) -> Result<Vec<EventView>, tokio_postgres::Error> {
     let statement = client
-        .prepare_cached(
-            "SELECT position, event_id, stream_id, version, event_type, schema_version, data, \
-                    metadata, recorded_at, hash \
-             FROM events WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3",
-        )
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"
+        ))
         .await?;
     client
         .query(&statement, &[&stream_id, &after, &limit])
         .await?
         .iter()
-        .map(envelope_from_row)
+        .map(event_view)
         .collect()
 }
 
@@ -114,12 +132,7 @@ pub async fn stream(
     let after = after(&params)?;
     let limit = page_limit(params.limit, 100, 1000)?;
     let client = state.client().await?;
-    let events = read_stream(&client, &stream_id, after, limit)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let events = read_stream(&client, &stream_id, after, limit).await?;
     let next_after = events.last().map_or(after, |e| e.version);
-    Ok(Json(EventPage {
-        events: events.into_iter().map(EventView::from).collect(),
-        next_after,
-    }))
+    Ok(Json(EventPage { events, next_after }))
 }

@@ -90,7 +90,7 @@ impl QueryState {
     }
 
     pub async fn client(&self) -> Result<deadpool_postgres::Object, ApiError> {
-        self.pool.get().await.map_err(ApiError::unavailable)
+        self.pool.get().await.map_err(ApiError::from)
     }
 }
 

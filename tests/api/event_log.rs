@@ -248,7 +248,7 @@ async fn verify_passes_on_an_untouched_log_and_names_an_altered_position() {
     client
         .batch_execute(
             "ALTER TABLE events DISABLE TRIGGER USER; \
-             UPDATE events SET data = jsonb_set(data, '{n}', '99') WHERE position = 13; \
+             UPDATE events SET data = jsonb_set(data::jsonb, '{n}', '99')::json WHERE position = 13; \
              ALTER TABLE events ENABLE TRIGGER USER;",
         )
         .await

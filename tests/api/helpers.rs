@@ -110,6 +110,25 @@ impl TestDatabase {
         }
     }
 
+    /// A new database with no migrations applied.
+    pub async fn empty() -> TestDatabase {
+        let name = format!("kl_test_{}", Uuid::new_v4().simple());
+        let (client, connection) = tokio_postgres::connect(&format!("{SERVER}/postgres"), NoTls)
+            .await
+            .unwrap();
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        drop(client);
+        let _ = driver.await;
+        TestDatabase {
+            url: format!("{SERVER}/{name}"),
+            name,
+        }
+    }
+
     pub fn pool(&self) -> Pool {
         db::pool(&self.url, 8).unwrap()
     }

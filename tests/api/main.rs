@@ -13,6 +13,7 @@ mod import;
 mod licenses;
 mod lifecycle;
 mod projections;
+mod record;
 mod relay;
 mod replay;
 mod request_log;

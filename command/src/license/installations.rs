@@ -200,10 +200,10 @@ pub async fn heartbeat(
     AppPath((license_id, installation_id)): AppPath<(Uuid, String)>,
 ) -> Result<Response, ApiError> {
     let installation = InstallationId::parse(&installation_id)?;
-    let client = state.pool.get().await.map_err(ApiError::unavailable)?;
+    let client = state.pool.get().await.map_err(ApiError::from)?;
     let active = validation::installation_active(&client, license_id, installation.as_str())
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(ApiError::from)?;
     drop(client);
     match active {
         None => {

@@ -69,14 +69,7 @@ impl From<CommandError<LicenseError>> for ApiError {
 }
 
 pub(crate) fn store_error(error: StoreError) -> ApiError {
-    match error {
-        StoreError::Unavailable(_) => ApiError::unavailable(error),
-        StoreError::IdempotencyClaimLost => ApiError::conflict(
-            Code::BizIdempotencyInFlight,
-            "another request took over this Idempotency-Key; retry to get its response",
-        ),
-        other => ApiError::internal(other),
-    }
+    ApiError::store(error)
 }
 
 /// Metadata of the events an API request causes.

@@ -130,10 +130,10 @@ pub async fn handle(
         )));
     };
     let now = keyledger_events::chain::to_micros((state.clock)());
-    let client = state.pool.get().await.map_err(ApiError::unavailable)?;
+    let client = state.pool.get().await.map_err(ApiError::from)?;
     let found = validation::lookup(&client, &key.hash(), now.date_naive())
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(ApiError::from)?;
     drop(client);
     let Some(license) = found else {
         return Ok(answer(ValidateResponse::rejected(ValidationCode::NotFound)));

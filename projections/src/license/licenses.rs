@@ -79,7 +79,7 @@ impl Projection for Licenses {
                      SELECT l, k, o, t, 'active', m, i, x, \
                             CASE WHEN e = '' THEN '{}'::text[] ELSE string_to_array(e, chr(31)) END, \
                             n, g, p \
-                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::jsonb[], \
+                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::json[], \
                                  $6::timestamptz[], $7::timestamptz[], $8::text[], $9::int[], \
                                  $10::bigint[], $11::bigint[]) \
                           AS u(l, k, o, t, m, i, x, e, n, g, p)",

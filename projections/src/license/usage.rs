@@ -61,7 +61,7 @@ impl Projection for LicenseUsage {
                 "INSERT INTO license_usage (license_id, position, validated_at, code, feature, metadata, \
                                             installation_id) \
                  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::timestamptz[], $4::text[], \
-                                      $5::text[], $6::jsonb[], $7::text[])",
+                                      $5::text[], $6::json[], $7::text[])",
             )
             .await?;
         tx.execute(

@@ -1,11 +1,10 @@
 //! `/admin/events`: the event log, newest first, filtered by stream, type or correlation id,
 //! each event's JSON on demand.
 
+use crate::events::{EVENT_COLUMNS, EventView, event_view};
 use axum::extract::State;
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppQuery};
-use keyledger_events::Envelope;
-use keyledger_events::store::envelope_from_row;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -30,17 +29,16 @@ async fn newest(
     event_type: Option<&str>,
     correlation_id: Option<&str>,
     before: i64,
-) -> Result<Vec<Envelope>, tokio_postgres::Error> {
+) -> Result<Vec<EventView>, tokio_postgres::Error> {
     let statement = client
-        .prepare_cached(
-            "SELECT position, event_id, stream_id, version, event_type, schema_version, data, \
-                    metadata, recorded_at, hash FROM events \
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
              WHERE position < $4 \
                AND ($1::text IS NULL OR stream_id = $1) \
                AND ($2::text IS NULL OR event_type = $2) \
                AND ($3::text IS NULL OR metadata ->> 'correlation_id' = $3) \
-             ORDER BY position DESC LIMIT $5",
-        )
+             ORDER BY position DESC LIMIT $5"
+        ))
         .await?;
     client
         .query(
@@ -49,7 +47,7 @@ async fn newest(
         )
         .await?
         .iter()
-        .map(envelope_from_row)
+        .map(event_view)
         .collect()
 }
 
@@ -75,7 +73,7 @@ pub async fn list(
         params.before.unwrap_or(i64::MAX),
     )
     .await
-    .map_err(ApiError::unavailable)?;
+    .map_err(ApiError::from)?;
     let filters: String = [
         ("stream_id", &stream_id),
         ("event_type", &event_type),
@@ -117,7 +115,7 @@ pub async fn list(
                                         summary { "JSON" }
                                         pre { (pretty(&serde_json::json!({
                                             "data": e.data, "metadata": e.metadata, "event_id": e.event_id,
-                                            "hash": hex::encode(&e.hash),
+                                            "hash": e.hash,
                                         }))) }
                                     }
                                 }

@@ -38,7 +38,7 @@ async fn counts(client: &impl GenericClient) -> Result<Counts, tokio_postgres::E
 
 pub async fn page(State(state): State<QueryState>) -> Result<Markup, ApiError> {
     let client = state.client().await?;
-    let counts = counts(&client).await.map_err(ApiError::unavailable)?;
+    let counts = counts(&client).await.map_err(ApiError::from)?;
     let card = |href: &str, count: i64, label: &str, id: &str| {
         html! {
             a.card href=(href) id=(id) {

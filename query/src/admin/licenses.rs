@@ -53,7 +53,7 @@ pub async fn list(
         },
     )
     .await
-    .map_err(ApiError::unavailable)?;
+    .map_err(ApiError::from)?;
     let next = (items.len() as i64 == PAGE)
         .then(|| items.last().map(crate::license::search::encode_cursor))
         .flatten();
@@ -178,15 +178,15 @@ pub async fn detail(
     let license = require(&client, license_id).await?;
     let usage = crate::license::usage::page(&client, license_id, i64::MAX, 50)
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(ApiError::from)?;
     let ttl =
         chrono::Duration::from_std(state.heartbeat_ttl).unwrap_or(chrono::Duration::minutes(10));
     let machines = active_installations(&client, license_id, (state.clock)() - ttl)
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(ApiError::from)?;
     let history = read_stream(&client, &license_stream(license_id), 0, 200)
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(ApiError::from)?;
     let id = license_id.to_string();
     let revoked = license.status == "revoked";
     Ok(layout(

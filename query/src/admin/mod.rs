@@ -108,6 +108,6 @@ fn status_class(status: &str) -> String {
 }
 
 /// Pretty JSON for a `<pre>`.
-fn pretty(value: &serde_json::Value) -> String {
+fn pretty(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }

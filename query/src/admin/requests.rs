@@ -43,9 +43,7 @@ pub async fn list(
     let paged = params.cursor.is_some();
     let filter = Filter::parse(params)?;
     let client = state.client().await?;
-    let items = search(&client, &filter)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let items = search(&client, &filter).await.map_err(ApiError::from)?;
     let next = next_cursor(&items, filter.limit)
         .map(|cursor| format!("/admin/requests?{query_without_cursor}&cursor={cursor}"));
     let class = value("status_class");

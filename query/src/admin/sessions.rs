@@ -45,7 +45,7 @@ pub async fn list(
     let status = params.status.as_deref().and_then(SessionStatus::parse);
     let page_number = params.page.unwrap_or(1).clamp(1, 1_000_000);
     let client = state.client().await?;
-    let counts = counts(&client).await.map_err(ApiError::unavailable)?;
+    let counts = counts(&client).await.map_err(ApiError::from)?;
     let (sessions, total) = page(
         &client,
         status.map(SessionStatus::as_str),
@@ -54,7 +54,7 @@ pub async fn list(
         25,
     )
     .await
-    .map_err(ApiError::unavailable)?;
+    .map_err(ApiError::from)?;
     let status_query = status
         .map(|s| format!("status={}&", s.as_str()))
         .unwrap_or_default();
@@ -104,7 +104,7 @@ pub async fn detail(
     let client = state.client().await?;
     let detail = find(&client, session_id)
         .await
-        .map_err(ApiError::unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::not_found(Code::ResSessionNotFound, "no session has this id"))?;
     let s = &detail.session;
     Ok(layout(

@@ -83,7 +83,7 @@ pub async fn require(
 ) -> Result<LicenseView, ApiError> {
     find(client, license_id)
         .await
-        .map_err(ApiError::unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::not_found(Code::ResLicenseNotFound, "no license has this id"))
 }
 

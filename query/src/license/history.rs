@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::events::{EventPage, EventView, LogParams, read_stream};
+use crate::events::{EventPage, LogParams, read_stream};
 use crate::{QueryState, page_limit};
 
 pub async fn events(
@@ -25,7 +25,7 @@ pub async fn events(
     let client = state.client().await?;
     let events = read_stream(&client, &license_stream(license_id), after, limit)
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(ApiError::from)?;
     if events.is_empty() && after == 0 {
         return Err(ApiError::not_found(
             Code::ResLicenseNotFound,
@@ -33,10 +33,7 @@ pub async fn events(
         ));
     }
     let next_after = events.last().map_or(after, |e| e.version);
-    Ok(Json(EventPage {
-        events: events.into_iter().map(EventView::from).collect(),
-        next_after,
-    }))
+    Ok(Json(EventPage { events, next_after }))
 }
 
 #[derive(Debug, Serialize)]
@@ -105,7 +102,7 @@ pub async fn list_installations(
         chrono::Duration::from_std(state.heartbeat_ttl).unwrap_or(chrono::Duration::minutes(10));
     let items = active_installations(&client, license_id, (state.clock)() - ttl)
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(ApiError::from)?;
     Ok(Json(InstallationPage {
         items,
         next_cursor: None,

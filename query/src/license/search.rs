@@ -128,7 +128,7 @@ pub async fn handle(
         },
     )
     .await
-    .map_err(ApiError::unavailable)?;
+    .map_err(ApiError::from)?;
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(encode_cursor))
         .flatten();
@@ -154,17 +154,17 @@ async fn by_key(
     let statement = client
         .prepare_cached("SELECT license_id FROM license_validation WHERE key_hash = $1")
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(ApiError::from)?;
     let not_found = || ApiError::not_found(Code::ResLicenseNotFound, "no license has this key");
     let row = client
         .query_opt(&statement, &[&hash])
         .await
-        .map_err(ApiError::unavailable)?
+        .map_err(ApiError::from)?
         .ok_or_else(not_found)?;
     let license_id: Uuid = row.try_get(0).map_err(ApiError::internal)?;
     find(&client, license_id)
         .await
-        .map_err(ApiError::unavailable)?
+        .map_err(ApiError::from)?
         .map(Json)
         .ok_or_else(not_found)
 }

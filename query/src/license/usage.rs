@@ -87,7 +87,7 @@ pub async fn handle(
     super::get::require(&client, license_id).await?;
     let items = page(&client, license_id, before, limit)
         .await
-        .map_err(ApiError::unavailable)?;
+        .map_err(ApiError::from)?;
     let next_cursor = (items.len() as i64 == limit)
         .then(|| items.last().map(|i| i.position.to_string()))
         .flatten();

@@ -6,13 +6,12 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
-use keyledger_events::store::envelope_from_row;
 use keyledger_projections::request;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::events::EventView;
+use crate::events::{EVENT_COLUMNS, EventView, event_view};
 use crate::{QueryState, page_limit};
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,9 +216,7 @@ pub async fn list(
     let filter = Filter::parse(params)?;
     state.consistent(&[request::NAME], position).await?;
     let client = state.client().await?;
-    let items = search(&client, &filter)
-        .await
-        .map_err(ApiError::unavailable)?;
+    let items = search(&client, &filter).await.map_err(ApiError::from)?;
     let next_cursor = next_cursor(&items, filter.limit);
     Ok(Json(RequestPage { items, next_cursor }))
 }
@@ -238,19 +235,17 @@ pub async fn find(
     };
     let request = from_row(&row)?;
     let statement = client
-        .prepare_cached(
-            "SELECT position, event_id, stream_id, version, event_type, schema_version, data, \
-                    metadata, recorded_at, hash \
-             FROM events WHERE metadata ->> 'correlation_id' = $1 \
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE metadata ->> 'correlation_id' = $1 \
                AND event_type <> 'ApiRequestRecorded' \
-             ORDER BY position LIMIT 100",
-        )
+             ORDER BY position LIMIT 100"
+        ))
         .await?;
     let events = client
         .query(&statement, &[&request.request_id])
         .await?
         .iter()
-        .map(|row| envelope_from_row(row).map(EventView::from))
+        .map(event_view)
         .collect::<Result<_, _>>()?;
     Ok(Some(RequestDetail { request, events }))
 }
@@ -264,7 +259,7 @@ pub async fn get(
     let client = state.client().await?;
     find(&client, record_id)
         .await
-        .map_err(ApiError::unavailable)?
+        .map_err(ApiError::from)?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(Code::ResNotFound, "no request record has this id"))
 }

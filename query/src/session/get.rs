@@ -73,7 +73,7 @@ pub async fn handle(
     let client = state.client().await?;
     find(&client, session_id)
         .await
-        .map_err(ApiError::unavailable)?
+        .map_err(ApiError::from)?
         .map(Json)
         .ok_or_else(|| ApiError::not_found(Code::ResSessionNotFound, "no session has this id"))
 }

@@ -96,7 +96,7 @@ pub async fn handle(
         page_size,
     )
     .await
-    .map_err(ApiError::unavailable)?;
+    .map_err(ApiError::from)?;
     Ok(Json(SessionPage {
         sessions,
         total,
