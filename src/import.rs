@@ -745,6 +745,11 @@ pub async fn import_file(
     options: ImportOptions,
 ) -> anyhow::Result<Summary> {
     let rows = read(sqlite).await?;
+    let now = Utc::now();
+    if !options.skip_invalid {
+        // Name the rows that cannot be imported before touching the database at all.
+        import_rows(None, &rows, options, now).await?;
+    }
     db::ensure_database(database_url).await?;
     db::migrate(database_url).await?;
     let pool = db::pool(database_url, 4)?;
@@ -754,7 +759,7 @@ pub async fn import_file(
         keyledger_projections::inline(),
         Notifier::default(),
     );
-    let summary = import_rows(Some(&store), &rows, options, Utc::now()).await;
+    let summary = import_rows(Some(&store), &rows, options, now).await;
     // Every append was answered: the writer has nothing left to do.
     writer.abort();
     Ok(summary?)
