@@ -2,22 +2,27 @@
 //! replaces into the event log, hashing the plaintext keys on the way in.
 //!
 //! Rules (also in the README):
+//! - Every row is accounted for: each license and installation row is imported, already present
+//!   (from an earlier run), or skipped; the three counts add up to the rows read. A row that
+//!   cannot be imported stops the run before anything is written, naming the row, unless
+//!   `--skip-invalid` is given: then it is skipped, named and counted.
 //! - Each legacy license becomes `LicenseImported` (tier `--tier`, default `basic`; the legacy
 //!   service had no tiers), followed by its installations and, if the legacy status is
 //!   `revoked`, `LicenseRevoked`. Event and license ids are derived from the legacy row ids
 //!   (UUIDv5), so a second run appends nothing.
 //! - Dates: `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DDTHH:MM:SS` (UTC) and `YYYY-MM-DD`. An expiry
 //!   given as a bare date lasts through that day (expires at the next midnight UTC). A license
-//!   with no expiry date is skipped. A license the legacy service marked `expired` whose date
-//!   is still ahead expires at the import.
-//! - Installations point at an email, not a license. With one license for the email, that
-//!   license gets them. With several, an installation goes to the newest non-revoked license
-//!   created at or before its activation; failing that, to the newest license of the email.
-//!   Installations of an email without licenses are skipped. Each installation's `last_seen`
-//!   becomes a heartbeat.
+//!   with no expiry date is perpetual. A license the legacy service marked `expired` whose date
+//!   is still ahead, or that has no date, expires at the import.
+//! - Installations point at an email, not a license; emails match whatever their case. With
+//!   one license for the email, that license gets them. With several, an installation goes to
+//!   the newest non-revoked license created at or before its activation; failing that, to the
+//!   newest license of the email. Each installation's `last_seen` becomes a heartbeat. A row
+//!   repeating an installation its license already has is counted as already present.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -33,6 +38,7 @@ use keyledger_events::{
     AppendRequest, EventPayload, EventStore, ExpectedVersion, Metadata, NewEvent, Notifier,
     PgEventStore, StoreError, WriterConfig, db,
 };
+use rusqlite::types::ValueRef;
 use uuid::Uuid;
 
 use crate::config::DatabaseArgs;
@@ -50,10 +56,20 @@ pub struct ImportArgs {
     /// Tier given to imported licenses.
     #[arg(long, default_value = "basic", value_parser = parse_tier)]
     pub tier: Tier,
+    /// Skip (and count) rows that cannot be imported instead of stopping the run.
+    #[arg(long)]
+    pub skip_invalid: bool,
 }
 
 fn parse_tier(text: &str) -> Result<Tier, String> {
     Tier::parse(text).ok_or_else(|| "one of free, basic, pro, enterprise".to_owned())
+}
+
+/// What an import does besides reading rows.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportOptions {
+    pub tier: Tier,
+    pub skip_invalid: bool,
 }
 
 /// Names the ids derived from legacy rows.
@@ -63,59 +79,99 @@ fn derived(name: &str) -> Uuid {
     Uuid::new_v5(&NAMESPACE, name.as_bytes())
 }
 
-struct LegacyLicense {
-    id: i64,
-    email: String,
-    key: String,
-    expiry: Option<String>,
-    created_at: String,
-    status: String,
+/// A row of the legacy `licenses` table. Columns are read whatever SQLite stored in them; the
+/// planner decides what is usable.
+#[derive(Debug, Clone)]
+pub struct LegacyLicense {
+    pub id: i64,
+    pub email: Option<String>,
+    pub key: Option<String>,
+    pub expiry: Option<String>,
+    pub created_at: Option<String>,
+    pub status: Option<String>,
 }
 
-struct LegacyInstallation {
-    id: i64,
-    email: String,
-    installation_id: String,
-    activated_at: String,
-    last_seen: Option<String>,
+/// A row of the legacy `installations` table.
+#[derive(Debug, Clone)]
+pub struct LegacyInstallation {
+    pub id: i64,
+    pub email: Option<String>,
+    pub installation_id: Option<String>,
+    pub activated_at: Option<String>,
+    pub last_seen: Option<String>,
 }
 
-fn read_sqlite(path: &PathBuf) -> anyhow::Result<(Vec<LegacyLicense>, Vec<LegacyInstallation>)> {
+#[derive(Debug, Clone, Default)]
+pub struct LegacyRows {
+    pub licenses: Vec<LegacyLicense>,
+    pub installations: Vec<LegacyInstallation>,
+}
+
+/// A column as text: numbers are written out, NULL is `None`; a blob or text that is not
+/// UTF-8 is marked unreadable so that the row is named rather than the read failing.
+fn text(value: ValueRef<'_>) -> Option<String> {
+    match value {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(x) => Some(x.to_string()),
+        ValueRef::Text(bytes) => Some(
+            std::str::from_utf8(bytes)
+                .map(str::to_owned)
+                .unwrap_or_else(|_| UNREADABLE.to_owned()),
+        ),
+        ValueRef::Blob(_) => Some(UNREADABLE.to_owned()),
+    }
+}
+
+/// Stands for a value that is not text; it parses as nothing.
+const UNREADABLE: &str = "\u{fffd}";
+
+/// Reads every row of both legacy tables.
+pub fn read_sqlite(path: &Path) -> anyhow::Result<LegacyRows> {
     let connection =
         rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("Failed to open {}", path.display()))?;
     let mut statement = connection
-        .prepare("SELECT id, email, license_key, expiry_date, created_at, status FROM licenses ORDER BY id")
+        .prepare(
+            "SELECT id, email, license_key, expiry_date, created_at, status \
+             FROM licenses ORDER BY id",
+        )
         .context("Failed to read the licenses table")?;
     let licenses = statement
         .query_map([], |row| {
             Ok(LegacyLicense {
                 id: row.get(0)?,
-                email: row.get(1)?,
-                key: row.get(2)?,
-                expiry: row.get(3)?,
-                created_at: row.get(4)?,
-                status: row.get(5)?,
+                email: text(row.get_ref(1)?),
+                key: text(row.get_ref(2)?),
+                expiry: text(row.get_ref(3)?),
+                created_at: text(row.get_ref(4)?),
+                status: text(row.get_ref(5)?),
             })
         })?
         .collect::<Result<Vec<_>, _>>()
-        .context("Failed to read a license row")?;
+        .context("Failed to read the licenses table")?;
     let mut statement = connection
-        .prepare("SELECT id, email, installation_id, activated_at, last_seen FROM installations ORDER BY id")
+        .prepare(
+            "SELECT id, email, installation_id, activated_at, last_seen \
+             FROM installations ORDER BY id",
+        )
         .context("Failed to read the installations table")?;
     let installations = statement
         .query_map([], |row| {
             Ok(LegacyInstallation {
                 id: row.get(0)?,
-                email: row.get(1)?,
-                installation_id: row.get(2)?,
-                activated_at: row.get(3)?,
-                last_seen: row.get(4)?,
+                email: text(row.get_ref(1)?),
+                installation_id: text(row.get_ref(2)?),
+                activated_at: text(row.get_ref(3)?),
+                last_seen: text(row.get_ref(4)?),
             })
         })?
         .collect::<Result<Vec<_>, _>>()
-        .context("Failed to read an installation row")?;
-    Ok((licenses, installations))
+        .context("Failed to read the installations table")?;
+    Ok(LegacyRows {
+        licenses,
+        installations,
+    })
 }
 
 /// A point in time: `YYYY-MM-DD HH:MM:SS`, `YYYY-MM-DDTHH:MM:SS` (UTC) or a bare date
@@ -136,40 +192,290 @@ pub fn parse_time(text: &str, end_of_day: bool) -> Option<DateTime<Utc>> {
     Some(date.and_hms_opt(0, 0, 0)?.and_utc())
 }
 
+/// Which legacy table a row is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Licenses,
+    Installations,
+}
+
+impl Table {
+    fn as_str(self) -> &'static str {
+        match self {
+            Table::Licenses => "licenses",
+            Table::Installations => "installations",
+        }
+    }
+}
+
+/// A row that cannot be imported, and why. Never holds a license key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRow {
+    pub table: Table,
+    pub id: i64,
+    pub reason: String,
+}
+
+impl fmt::Display for InvalidRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} row {}: {}",
+            self.table.as_str(),
+            self.id,
+            self.reason
+        )
+    }
+}
+
+/// A value quoted in a reason: keys redacted, cut to 40 characters.
+fn quoted(value: &str) -> String {
+    let value: String = value.chars().take(40).collect();
+    format!("{:?}", keyledger_api::redact_text(&value))
+}
+
+fn unreadable(column: &str, value: &str) -> String {
+    format!("unreadable {column} {}", quoted(value))
+}
+
+/// The rows that stopped the run (without `--skip-invalid`).
+#[derive(Debug)]
+pub struct InvalidRows(pub Vec<InvalidRow>);
+
+impl fmt::Display for InvalidRows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 20;
+        writeln!(
+            f,
+            "{} legacy rows cannot be imported; nothing was written. Fix them, or run again \
+             with --skip-invalid to import the rest and skip these:",
+            self.0.len()
+        )?;
+        for row in self.0.iter().take(SHOWN) {
+            writeln!(f, "  {row}")?;
+        }
+        if self.0.len() > SHOWN {
+            writeln!(f, "  … and {} more", self.0.len() - SHOWN)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InvalidRows {}
+
+/// Imported, already present and skipped rows of one table; they add up to `read`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub read: usize,
+    pub imported: usize,
+    pub already_present: usize,
+    pub skipped: usize,
+}
+
+impl Counts {
+    fn add(self, other: Counts) -> Counts {
+        Counts {
+            read: self.read + other.read,
+            imported: self.imported + other.imported,
+            already_present: self.already_present + other.already_present,
+            skipped: self.skipped + other.skipped,
+        }
+    }
+}
+
+/// What a run did (or, dry, would do).
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub dry_run: bool,
+    pub licenses: Counts,
+    pub installations: Counts,
+    pub events_appended: usize,
+    /// The rows skipped under `--skip-invalid`, named.
+    pub skipped: Vec<InvalidRow>,
+}
+
+impl Summary {
+    /// Both tables together.
+    pub fn rows(&self) -> Counts {
+        self.licenses.add(self.installations)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry_run {
+            "would import"
+        } else {
+            "imported"
+        };
+        let rows = self.rows();
+        writeln!(
+            f,
+            "read {} rows: {} licenses and {} installations",
+            rows.read, self.licenses.read, self.installations.read
+        )?;
+        for (name, counts) in [
+            ("licenses", self.licenses),
+            ("installations", self.installations),
+        ] {
+            writeln!(
+                f,
+                "{name}: {verb} {}, already present {}, skipped {}",
+                counts.imported, counts.already_present, counts.skipped
+            )?;
+        }
+        writeln!(
+            f,
+            "rows: {verb} {} + already present {} + skipped {} = read {}",
+            rows.imported, rows.already_present, rows.skipped, rows.read
+        )?;
+        if self.dry_run {
+            writeln!(
+                f,
+                "{} new events (a dry run reads no database: rows already imported count as new)",
+                self.events_appended
+            )?;
+        } else {
+            writeln!(f, "appended {} new events", self.events_appended)?;
+        }
+        for row in &self.skipped {
+            writeln!(f, "skipped {row}")?;
+        }
+        Ok(())
+    }
+}
+
 /// One legacy license, ready to append.
 struct Planned {
     license_id: Uuid,
     legacy_id: i64,
     events: Vec<NewEvent>,
     heartbeats: Vec<NewEvent>,
+    /// Installation rows activated on it.
     installations: usize,
+    /// Installation rows repeating one of those: already present once the license is.
+    repeated: usize,
 }
 
-#[derive(Default)]
-struct Summary {
+struct Plan {
+    licenses: Vec<Planned>,
+    invalid: Vec<InvalidRow>,
     licenses_read: usize,
     installations_read: usize,
-    licenses_imported: usize,
-    licenses_already_present: usize,
-    installations_imported: usize,
-    events_appended: usize,
-    skipped: BTreeMap<String, usize>,
+    /// Installation rows among `invalid`.
+    installations_invalid: usize,
 }
 
-impl Summary {
-    fn skip(&mut self, reason: impl Into<String>) {
-        *self.skipped.entry(reason.into()).or_default() += 1;
+/// An owner as the API accepts one: trimmed, 1 to 256 characters, no control characters.
+fn owner(email: Option<&str>) -> Result<String, String> {
+    let email = email.map(str::trim).unwrap_or_default();
+    if email.is_empty() {
+        return Err("no email".into());
     }
+    if email.chars().count() > 256 || email.chars().any(char::is_control) {
+        return Err("email longer than 256 characters or with control characters".into());
+    }
+    Ok(email.to_owned())
 }
 
-fn plan(
-    licenses: &[LegacyLicense],
-    installations: &[LegacyInstallation],
+/// Emails match whatever their case.
+fn email_key(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn license_row(
+    row: &LegacyLicense,
     tier: Tier,
     now: DateTime<Utc>,
-    summary: &mut Summary,
-) -> Vec<Planned> {
+    keys: &mut HashMap<String, i64>,
+) -> Result<(LicenseImported, Option<LicenseRevoked>), String> {
+    let key = row
+        .key
+        .as_deref()
+        .map(str::trim)
+        .and_then(LicenseKey::parse)
+        .ok_or(
+            "license_key missing or of an unknown shape (expected XXXXX-XXXXX-XXXXX-XXXXX-XXXXX)",
+        )?;
+    let owner = owner(row.email.as_deref())?;
+    let created = row.created_at.as_deref().unwrap_or_default();
+    let created_at = parse_time(created, false).ok_or_else(|| unreadable("created_at", created))?;
+    let mut expires_at = match row.expiry.as_deref() {
+        None => None,
+        Some(text) => Some(parse_time(text, true).ok_or_else(|| unreadable("expiry_date", text))?),
+    };
+    let status_text = row.status.as_deref().unwrap_or_default();
+    let status = status_text.trim().to_ascii_lowercase();
+    if !["active", "expired", "revoked"].contains(&status.as_str()) {
+        return Err(format!(
+            "unknown status {} (expected active, expired or revoked)",
+            quoted(status_text)
+        ));
+    }
+    if status == "expired" && expires_at.is_none_or(|at| at > now) {
+        expires_at = Some(now);
+    }
+    let hash = key.hash();
+    if let Some(first) = keys.get(&hash) {
+        return Err(format!("the same license key as licenses row {first}"));
+    }
+    keys.insert(hash.clone(), row.id);
+    let license_id = derived(&format!("license:{}", row.id));
+    let imported = LicenseImported {
+        license_id,
+        key_hash: hash,
+        key_prefix: key.display_prefix(),
+        owner,
+        tier,
+        issued_at: created_at,
+        expires_at,
+        legacy_id: row.id,
+    };
+    let revoked = (status == "revoked").then(|| LicenseRevoked {
+        license_id,
+        reason: "revoked in the legacy service".into(),
+        revoked_at: now,
+    });
+    Ok((imported, revoked))
+}
+
+/// An installation row's own fields, checked.
+struct CheckedInstallation<'a> {
+    row: &'a LegacyInstallation,
+    installation_id: String,
+    activated_at: DateTime<Utc>,
+    last_seen: Option<DateTime<Utc>>,
+}
+
+fn installation_row(row: &LegacyInstallation) -> Result<CheckedInstallation<'_>, String> {
+    let id = row
+        .installation_id
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or_default();
+    if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "installation_id missing, longer than 128 characters or not visible ASCII".into(),
+        );
+    }
+    let activated = row.activated_at.as_deref().unwrap_or_default();
+    let activated_at =
+        parse_time(activated, false).ok_or_else(|| unreadable("activated_at", activated))?;
+    let last_seen = match row.last_seen.as_deref() {
+        None => None,
+        Some(text) => Some(parse_time(text, false).ok_or_else(|| unreadable("last_seen", text))?),
+    };
+    Ok(CheckedInstallation {
+        row,
+        installation_id: id.to_owned(),
+        activated_at,
+        last_seen,
+    })
+}
+
+fn plan(rows: &LegacyRows, tier: Tier, now: DateTime<Utc>) -> Plan {
     let now = keyledger_events::chain::to_micros(now);
+    let mut invalid = Vec::new();
     // The licenses each email can receive installations on.
     struct Candidate {
         index: usize,
@@ -177,42 +483,13 @@ fn plan(
         revoked: bool,
     }
     let mut by_email: HashMap<String, Vec<Candidate>> = HashMap::new();
+    let mut keys = HashMap::new();
     let mut commands: Vec<Option<(LicenseImported, Option<LicenseRevoked>)>> = Vec::new();
-    for (index, row) in licenses.iter().enumerate() {
-        let imported = (|| {
-            let key = LicenseKey::parse(row.key.trim()).ok_or("license key of an unknown shape")?;
-            let created_at = parse_time(&row.created_at, false).ok_or("unreadable created_at")?;
-            let expiry = row.expiry.as_deref().ok_or("no expiry date")?;
-            let mut expires_at = parse_time(expiry, true).ok_or("unreadable expiry_date")?;
-            let status = row.status.trim().to_ascii_lowercase();
-            if !["active", "expired", "revoked"].contains(&status.as_str()) {
-                return Err("unknown status");
-            }
-            if status == "expired" && expires_at > now {
-                expires_at = now;
-            }
-            let license_id = derived(&format!("license:{}", row.id));
-            let imported = LicenseImported {
-                license_id,
-                key_hash: key.hash(),
-                key_prefix: key.display_prefix(),
-                owner: row.email.trim().to_owned(),
-                tier,
-                issued_at: created_at,
-                expires_at,
-                legacy_id: row.id,
-            };
-            let revoked = (status == "revoked").then(|| LicenseRevoked {
-                license_id,
-                reason: "revoked in the legacy service".into(),
-                revoked_at: now,
-            });
-            Ok((imported, revoked))
-        })();
-        match imported {
+    for (index, row) in rows.licenses.iter().enumerate() {
+        match license_row(row, tier, now, &mut keys) {
             Ok((imported, revoked)) => {
                 by_email
-                    .entry(imported.owner.to_ascii_lowercase())
+                    .entry(email_key(&imported.owner))
                     .or_default()
                     .push(Candidate {
                         index,
@@ -222,143 +499,191 @@ fn plan(
                 commands.push(Some((imported, revoked)));
             }
             Err(reason) => {
-                summary.skip(format!("license: {reason}"));
+                invalid.push(InvalidRow {
+                    table: Table::Licenses,
+                    id: row.id,
+                    reason,
+                });
                 commands.push(None);
             }
         }
     }
 
-    let mut attached: Vec<Vec<&LegacyInstallation>> = vec![Vec::new(); licenses.len()];
-    for installation in installations {
-        let Some(candidates) = by_email.get(&installation.email.trim().to_ascii_lowercase()) else {
-            summary.skip("installation: no license for its email");
-            continue;
-        };
-        let Some(activated_at) = parse_time(&installation.activated_at, false) else {
-            summary.skip("installation: unreadable activated_at");
-            continue;
-        };
-        let chosen = candidates
-            .iter()
-            .filter(|c| !c.revoked && c.created_at <= activated_at)
-            .max_by_key(|c| c.created_at)
-            .or_else(|| candidates.iter().max_by_key(|c| c.created_at));
-        if let Some(candidate) = chosen {
-            attached[candidate.index].push(installation);
+    let mut installations_invalid = 0;
+    let mut attached: Vec<Vec<CheckedInstallation<'_>>> =
+        (0..rows.licenses.len()).map(|_| Vec::new()).collect();
+    for row in &rows.installations {
+        let chosen = installation_row(row).and_then(|checked| {
+            let email = row.email.as_deref().unwrap_or_default();
+            let candidates = by_email.get(&email_key(email)).ok_or_else(|| {
+                if email.trim().is_empty() {
+                    "no email".to_owned()
+                } else {
+                    "no importable license has its email (in any case)".to_owned()
+                }
+            })?;
+            let candidate = candidates
+                .iter()
+                .filter(|c| !c.revoked && c.created_at <= checked.activated_at)
+                .max_by_key(|c| c.created_at)
+                .or_else(|| candidates.iter().max_by_key(|c| c.created_at))
+                .ok_or("no importable license has its email (in any case)")?;
+            Ok((candidate.index, checked))
+        });
+        match chosen {
+            Ok((index, checked)) => attached[index].push(checked),
+            Err(reason) => {
+                installations_invalid += 1;
+                invalid.push(InvalidRow {
+                    table: Table::Installations,
+                    id: row.id,
+                    reason,
+                });
+            }
         }
     }
 
     let mut planned = Vec::new();
-    for (index, command) in commands.into_iter().enumerate() {
+    for (command, installations) in commands.into_iter().zip(attached) {
         let Some((imported, revoked)) = command else {
             continue;
         };
         let license_id = imported.license_id;
         let mut activations = Vec::new();
         let mut heartbeats = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for installation in &attached[index] {
-            let id = installation.installation_id.trim();
-            if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-                summary.skip("installation: unusable installation_id");
-                continue;
+        let mut seen = HashSet::new();
+        let mut repeated = 0;
+        for installation in installations {
+            if seen.insert(installation.installation_id.clone()) {
+                activations.push(InstallationActivated {
+                    license_id,
+                    installation_id: installation.installation_id.clone(),
+                    hostname: None,
+                    metadata: serde_json::json!({"legacy_installation_id": installation.row.id}),
+                    at: installation.activated_at,
+                });
+            } else {
+                repeated += 1;
             }
-            if !seen.insert(id.to_owned()) {
-                summary.skip("installation: repeated on its license");
-                continue;
-            }
-            let at = parse_time(&installation.activated_at, false).unwrap_or(imported.issued_at);
-            activations.push(InstallationActivated {
-                license_id,
-                installation_id: id.to_owned(),
-                hostname: None,
-                metadata: serde_json::json!({"legacy_installation_id": installation.id}),
-                at,
-            });
-            if let Some(last_seen) = installation
-                .last_seen
-                .as_deref()
-                .and_then(|t| parse_time(t, false))
-            {
+            if let Some(last_seen) = installation.last_seen {
                 let event = HeartbeatEvent::InstallationHeartbeat(InstallationHeartbeat {
                     license_id,
-                    installation_id: id.to_owned(),
+                    installation_id: installation.installation_id,
                     at: last_seen,
                 });
-                heartbeats
-                    .push(event.to_new_event(derived(&format!("heartbeat:{}", installation.id))));
+                heartbeats.push(
+                    event.to_new_event(derived(&format!("heartbeat:{}", installation.row.id))),
+                );
             }
         }
         let count = activations.len();
+        let legacy_id = imported.legacy_id;
         let command = LicenseCommand::Import {
-            imported: imported.clone(),
+            imported,
             installations: activations,
             revoked,
         };
-        let Ok(events) = License::Absent.decide(&command) else {
-            summary.skip("license: refused by the license rules");
-            continue;
+        let events = match License::Absent.decide(&command) {
+            Ok(events) => events,
+            Err(error) => {
+                invalid.push(InvalidRow {
+                    table: Table::Licenses,
+                    id: legacy_id,
+                    reason: format!("refused by the license rules: {error:?}"),
+                });
+                continue;
+            }
         };
         let events = events
             .iter()
             .enumerate()
-            .map(|(n, e)| {
-                e.to_new_event(derived(&format!(
-                    "license:{}:event:{n}",
-                    imported.legacy_id
-                )))
-            })
+            .map(|(n, e)| e.to_new_event(derived(&format!("license:{legacy_id}:event:{n}"))))
             .collect();
         planned.push(Planned {
             license_id,
-            legacy_id: imported.legacy_id,
+            legacy_id,
             events,
             heartbeats,
             installations: count,
+            repeated,
         });
     }
-    planned
+    Plan {
+        licenses: planned,
+        invalid,
+        licenses_read: rows.licenses.len(),
+        installations_read: rows.installations.len(),
+        installations_invalid,
+    }
 }
 
-pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
-    let path = args.sqlite.clone();
-    let (licenses, installations) = tokio::task::spawn_blocking(move || read_sqlite(&path))
-        .await
-        .context("The SQLite reader failed")??;
-    let mut summary = Summary {
-        licenses_read: licenses.len(),
-        installations_read: installations.len(),
-        ..Summary::default()
-    };
-    let planned = plan(
-        &licenses,
-        &installations,
-        args.tier,
-        Utc::now(),
-        &mut summary,
-    );
+/// Why an import stopped.
+#[derive(Debug)]
+pub enum ImportError {
+    /// Rows that cannot be imported, without `--skip-invalid`: nothing was written.
+    Invalid(InvalidRows),
+    /// The event log refused or failed an append.
+    Store { legacy_id: i64, source: StoreError },
+}
 
-    if args.dry_run {
-        summary.licenses_imported = planned.len();
-        summary.installations_imported = planned.iter().map(|p| p.installations).sum();
-        summary.events_appended = planned
-            .iter()
-            .map(|p| p.events.len() + p.heartbeats.len())
-            .sum();
-        print(&summary, true);
-        return Ok(());
+impl fmt::Display for ImportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImportError::Invalid(rows) => rows.fmt(f),
+            ImportError::Store { legacy_id, .. } => {
+                write!(f, "Failed to import legacy license {legacy_id}")
+            }
+        }
     }
+}
 
-    let url = &args.database.database_url;
-    db::ensure_database(url).await?;
-    db::migrate(url).await?;
-    let pool = db::pool(url, 4)?;
-    let (store, _writer) = PgEventStore::start(
-        pool,
-        WriterConfig::default(),
-        keyledger_projections::inline(),
-        Notifier::default(),
-    );
+impl std::error::Error for ImportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ImportError::Invalid(_) => None,
+            ImportError::Store { source, .. } => Some(source),
+        }
+    }
+}
+
+/// Imports `rows` through `store` (or, with `store` = `None`, counts what a run would do).
+/// Rows that cannot be imported stop it before anything is written, unless
+/// `options.skip_invalid`.
+pub async fn import_rows(
+    store: Option<&dyn EventStore>,
+    rows: &LegacyRows,
+    options: ImportOptions,
+    now: DateTime<Utc>,
+) -> Result<Summary, ImportError> {
+    let plan = plan(rows, options.tier, now);
+    if !plan.invalid.is_empty() && !options.skip_invalid {
+        return Err(ImportError::Invalid(InvalidRows(plan.invalid)));
+    }
+    let licenses_invalid = plan.invalid.len() - plan.installations_invalid;
+    let mut summary = Summary {
+        dry_run: store.is_none(),
+        licenses: Counts {
+            read: plan.licenses_read,
+            skipped: licenses_invalid,
+            ..Counts::default()
+        },
+        installations: Counts {
+            read: plan.installations_read,
+            skipped: plan.installations_invalid,
+            ..Counts::default()
+        },
+        events_appended: 0,
+        skipped: plan.invalid,
+    };
+    let Some(store) = store else {
+        for license in &plan.licenses {
+            summary.licenses.imported += 1;
+            summary.installations.imported += license.installations;
+            summary.installations.already_present += license.repeated;
+            summary.events_appended += license.events.len() + license.heartbeats.len();
+        }
+        return Ok(summary);
+    };
     let run = format!("import-legacy-{}", Uuid::new_v4());
     let metadata = Metadata {
         correlation_id: Some(run.clone()),
@@ -367,8 +692,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
         actor: Some("import-legacy".into()),
         idempotency_key: None,
     };
-    for license in planned {
+    for license in plan.licenses {
         let count = license.events.len();
+        let legacy_id = license.legacy_id;
         match store
             .append(AppendRequest {
                 stream_id: license_stream(license.license_id),
@@ -380,17 +706,17 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             .await
         {
             Ok(_) => {
-                summary.licenses_imported += 1;
-                summary.installations_imported += license.installations;
+                summary.licenses.imported += 1;
+                summary.installations.imported += license.installations;
                 summary.events_appended += count;
             }
-            Err(StoreError::Conflict { .. }) => summary.licenses_already_present += 1,
-            Err(error) => {
-                return Err(anyhow::anyhow!(error)).with_context(|| {
-                    format!("Failed to import legacy license {}", license.legacy_id)
-                });
+            Err(StoreError::Conflict { .. }) => {
+                summary.licenses.already_present += 1;
+                summary.installations.already_present += license.installations;
             }
+            Err(source) => return Err(ImportError::Store { legacy_id, source }),
         }
+        summary.installations.already_present += license.repeated;
         for heartbeat in license.heartbeats {
             match store
                 .append(AppendRequest {
@@ -404,43 +730,66 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
             {
                 Ok(_) => summary.events_appended += 1,
                 Err(StoreError::DuplicateEvent(_)) => {}
-                Err(error) => {
-                    return Err(anyhow::anyhow!(error)).context("Failed to import a heartbeat");
-                }
+                Err(source) => return Err(ImportError::Store { legacy_id, source }),
             }
         }
     }
-    print(&summary, false);
-    Ok(())
+    Ok(summary)
 }
 
-fn print(summary: &Summary, dry_run: bool) {
-    let verb = if dry_run { "would import" } else { "imported" };
-    println!(
-        "read {} licenses and {} installations",
-        summary.licenses_read, summary.installations_read
+/// Reads the legacy database at `sqlite` and imports it into the event log at `database_url`
+/// (created and migrated if needed).
+pub async fn import_file(
+    database_url: &str,
+    sqlite: &Path,
+    options: ImportOptions,
+) -> anyhow::Result<Summary> {
+    let rows = read(sqlite).await?;
+    let now = Utc::now();
+    if !options.skip_invalid {
+        // Name the rows that cannot be imported before touching the database at all.
+        import_rows(None, &rows, options, now).await?;
+    }
+    db::ensure_database(database_url).await?;
+    db::migrate(database_url).await?;
+    let pool = db::pool(database_url, 4)?;
+    let (store, writer) = PgEventStore::start(
+        pool,
+        WriterConfig::default(),
+        keyledger_projections::inline(),
+        Notifier::default(),
     );
-    println!(
-        "{verb} {} licenses with {} installations ({} new events)",
-        summary.licenses_imported, summary.installations_imported, summary.events_appended
-    );
-    if summary.licenses_already_present > 0 {
-        println!(
-            "{} licenses were already imported",
-            summary.licenses_already_present
-        );
-    }
-    if summary.skipped.is_empty() {
-        println!("skipped nothing");
-    }
-    for (reason, count) in &summary.skipped {
-        println!("skipped {count}: {reason}");
-    }
+    let summary = import_rows(Some(&store), &rows, options, now).await;
+    // Every append was answered: the writer has nothing left to do.
+    writer.abort();
+    Ok(summary?)
+}
+
+async fn read(sqlite: &Path) -> anyhow::Result<LegacyRows> {
+    let path = sqlite.to_owned();
+    tokio::task::spawn_blocking(move || read_sqlite(&path))
+        .await
+        .context("The SQLite reader failed")?
+}
+
+pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
+    let options = ImportOptions {
+        tier: args.tier,
+        skip_invalid: args.skip_invalid,
+    };
+    let summary = if args.dry_run {
+        let rows = read(&args.sqlite).await?;
+        import_rows(None, &rows, options, Utc::now()).await?
+    } else {
+        import_file(&args.database.database_url, &args.sqlite, options).await?
+    };
+    print!("{summary}");
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_time;
+    use super::*;
 
     #[test]
     fn legacy_dates_read_in_each_of_their_formats() {
@@ -466,5 +815,83 @@ mod tests {
             "2026-04-22T00:00:00+00:00"
         );
         assert!(parse_time("22/04/2026", true).is_none());
+    }
+
+    fn license(
+        id: i64,
+        email: &str,
+        key: &str,
+        expiry: Option<&str>,
+        status: &str,
+    ) -> LegacyLicense {
+        LegacyLicense {
+            id,
+            email: Some(email.into()),
+            key: Some(key.into()),
+            expiry: expiry.map(Into::into),
+            created_at: Some("2025-01-01 00:00:00".into()),
+            status: Some(status.into()),
+        }
+    }
+
+    fn now() -> DateTime<Utc> {
+        parse_time("2026-01-01 00:00:00", false).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_row_without_an_expiry_date_becomes_a_perpetual_license() {
+        let rows = LegacyRows {
+            licenses: vec![
+                license(
+                    1,
+                    "a@example.org",
+                    "AAAAA-AAAAA-AAAAA-AAAAA-AAAAA",
+                    None,
+                    "active",
+                ),
+                // Marked expired without a date: it expires at the import.
+                license(
+                    2,
+                    "b@example.org",
+                    "BBBBB-BBBBB-BBBBB-BBBBB-BBBBB",
+                    None,
+                    "expired",
+                ),
+            ],
+            installations: vec![],
+        };
+        let plan = plan(&rows, Tier::Basic, now());
+        let expiries: Vec<Option<serde_json::Value>> = plan
+            .licenses
+            .iter()
+            .map(|p| p.events[0].data.get("expires_at").cloned())
+            .collect();
+        assert_eq!(expiries[0], Some(serde_json::Value::Null));
+        assert_eq!(expiries[1], Some(serde_json::json!("2026-01-01T00:00:00Z")));
+    }
+
+    #[tokio::test]
+    async fn an_invalid_row_is_named_without_its_key() {
+        let key = "CCCCC-CCCCC-CCCCC-CCCCC-CCCCC";
+        let mut bad = license(7, "c@example.org", key, Some("31/12/2026"), "active");
+        bad.created_at = Some("2025-01-01".into());
+        let rows = LegacyRows {
+            licenses: vec![bad],
+            installations: vec![],
+        };
+        let options = ImportOptions {
+            tier: Tier::Basic,
+            skip_invalid: false,
+        };
+        let Err(ImportError::Invalid(invalid)) = import_rows(None, &rows, options, now()).await
+        else {
+            panic!("the row is invalid");
+        };
+        let text = invalid.to_string();
+        assert!(
+            text.contains("licenses row 7: unreadable expiry_date \"31/12/2026\""),
+            "{text}"
+        );
+        assert!(!text.contains(key));
     }
 }

@@ -81,7 +81,10 @@ pub struct LicenseIssued {
     pub owner: String,
     pub tier: Tier,
     pub issued_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    /// `None` (`null`): a perpetual license, which never expires. Events written before
+    /// perpetual licenses existed always carry a date.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
     pub metadata: Value,
     /// Entitlements on top of the tier's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -100,7 +103,9 @@ pub struct LicenseImported {
     pub owner: String,
     pub tier: Tier,
     pub issued_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    /// `None` (`null`): the legacy row had no expiry date; the license is perpetual.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
     /// The row id in the legacy database.
     pub legacy_id: i64,
 }
@@ -120,6 +125,7 @@ pub struct LicenseReinstated {
     pub at: DateTime<Utc>,
 }
 
+/// Only a license with an end date is renewed: a perpetual one refuses renewal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LicenseRenewed {
     pub license_id: Uuid,
@@ -282,5 +288,59 @@ impl EventPayload for HeartbeatEvent {
         match self {
             HeartbeatEvent::InstallationHeartbeat(_) => "InstallationHeartbeat",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn issued(expiry: Option<Value>) -> Result<Option<LicenseEvent>, crate::payload::DecodeError> {
+        let mut data = json!({
+            "license_id": "0b7f4f0e-3c55-4c44-9d7a-2f5d8f6f1a01",
+            "key_hash": "ab",
+            "key_prefix": "lic_21LBgMt4",
+            "owner": "acme",
+            "tier": "pro",
+            "issued_at": "2026-11-22T03:17:18.626626Z",
+            "metadata": {}
+        });
+        if let (Some(expiry), Some(object)) = (expiry, data.as_object_mut()) {
+            object.insert("expires_at".into(), expiry);
+        }
+        LicenseEvent::decode_parts("LicenseIssued", 1, data)
+    }
+
+    #[test]
+    fn an_issued_event_written_before_perpetual_licenses_keeps_its_expiry() {
+        let event = issued(Some(json!("2027-11-22T03:17:18.626626Z")));
+        assert!(matches!(
+            event,
+            Ok(Some(LicenseEvent::LicenseIssued(e))) if e.expires_at.is_some()
+        ));
+    }
+
+    #[test]
+    fn an_issued_event_with_a_null_or_missing_expiry_is_perpetual() {
+        for expiry in [Some(Value::Null), None] {
+            assert!(matches!(
+                issued(expiry),
+                Ok(Some(LicenseEvent::LicenseIssued(e))) if e.expires_at.is_none()
+            ));
+        }
+    }
+
+    #[test]
+    fn a_perpetual_license_is_written_with_a_null_expiry() {
+        let Ok(Some(event)) = issued(None) else {
+            panic!("the event decodes");
+        };
+        let data = event.to_new_event(Uuid::nil()).data;
+        assert_eq!(data["expires_at"], Value::Null);
+        assert!(
+            data.as_object()
+                .is_some_and(|o| o.contains_key("expires_at"))
+        );
     }
 }

@@ -28,60 +28,70 @@ async fn template() -> String {
         .get_or_init(|| async {
             let digest = Sha256::digest(db::migration_names().join("\n").as_bytes());
             let name = format!("keyledger_tpl_{}", &hex::encode(digest)[..16]);
-            let (client, connection) =
-                tokio_postgres::connect(&format!("{SERVER}/postgres"), NoTls)
-                    .await
-                    .expect("PostgreSQL must run at 127.0.0.1:5432 (see README)");
-            let driver = tokio::spawn(connection);
-            // Several test processes may start at once: one builds the template.
-            client
-                .batch_execute("SELECT pg_advisory_lock(4242)")
-                .await
-                .unwrap();
-            let exists = client
-                .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-                .await
-                .unwrap()
-                .is_some();
-            if !exists {
-                let building = format!("{name}_building");
-                for statement in [
-                    format!("DROP DATABASE IF EXISTS {building}"),
-                    format!("CREATE DATABASE {building}"),
-                ] {
-                    client.batch_execute(&statement).await.unwrap();
-                }
-                db::migrate(&format!("{SERVER}/{building}")).await.unwrap();
-                client
-                    .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
-                    .await
-                    .unwrap();
-                // Templates of earlier migration sets are of no use any more.
-                let stale = client
-                    .query(
-                        "SELECT datname FROM pg_database \
-                         WHERE datname LIKE 'keyledger_tpl_%' AND datname <> $1",
-                        &[&name],
-                    )
-                    .await
-                    .unwrap();
-                for row in stale {
-                    let stale: String = row.get(0);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS {stale}"))
-                        .await;
-                }
-            }
-            client
-                .batch_execute("SELECT pg_advisory_unlock(4242)")
-                .await
-                .unwrap();
-            drop(client);
-            let _ = driver.await;
+            build_template(&name, true).await;
             name
         })
         .await
         .clone()
+}
+
+/// Builds the template `name` unless it exists, dropping the templates of other migration sets
+/// if `drop_stale`. Checkouts with other migration sets sharing the server drop it as stale, so
+/// a test that finds it gone builds it again (and leaves theirs alone).
+async fn build_template(name: &str, drop_stale: bool) {
+    let (client, connection) = tokio_postgres::connect(&format!("{SERVER}/postgres"), NoTls)
+        .await
+        .expect("PostgreSQL must run at 127.0.0.1:5432 (see README)");
+    let driver = tokio::spawn(connection);
+    // Several test processes may start at once: one builds the template.
+    client
+        .batch_execute("SELECT pg_advisory_lock(4242)")
+        .await
+        .unwrap();
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+        .await
+        .unwrap()
+        .is_some();
+    if !exists {
+        let building = format!("{name}_building");
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {building}"),
+            format!("CREATE DATABASE {building}"),
+        ] {
+            client.batch_execute(&statement).await.unwrap();
+        }
+        db::migrate(&format!("{SERVER}/{building}")).await.unwrap();
+        client
+            .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .await
+            .unwrap();
+        // Templates of earlier migration sets are of no use any more.
+        let stale = if !drop_stale {
+            Vec::new()
+        } else {
+            client
+                .query(
+                    "SELECT datname FROM pg_database \
+                         WHERE datname LIKE 'keyledger_tpl_%' AND datname <> $1",
+                    &[&name],
+                )
+                .await
+                .unwrap()
+        };
+        for row in stale {
+            let stale: String = row.get(0);
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {stale}"))
+                .await;
+        }
+    }
+    client
+        .batch_execute("SELECT pg_advisory_unlock(4242)")
+        .await
+        .unwrap();
+    drop(client);
+    let _ = driver.await;
 }
 
 /// A new, migrated, empty database; dropped when the guard is.
@@ -98,10 +108,19 @@ impl TestDatabase {
             .await
             .unwrap();
         let driver = tokio::spawn(connection);
-        client
+        let mut attempts = 0;
+        while let Err(error) = client
             .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
             .await
-            .unwrap();
+        {
+            attempts += 1;
+            let gone = error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_DATABASE);
+            assert!(
+                gone && attempts < 5,
+                "cannot create a test database: {error}"
+            );
+            build_template(&template, false).await;
+        }
         drop(client);
         let _ = driver.await;
         TestDatabase {

@@ -90,7 +90,7 @@ async fn an_invalid_policy_file_stops_start_up_naming_the_line() {
             Ok(_) => panic!("a bad policy must stop start-up"),
             Err(error) => format!("{error:#}"),
         };
-    assert!(error.contains("line 15"), "{error}");
+    assert!(error.contains("line 17"), "{error}");
     assert!(error.contains("invalid policy file"), "{error}");
 }
 

@@ -12,6 +12,7 @@ mod idempotency;
 mod import;
 mod licenses;
 mod lifecycle;
+mod perpetual;
 mod projections;
 mod record;
 mod relay;

@@ -28,7 +28,8 @@ pub struct LicenseState {
     pub license_id: Uuid,
     pub status: Status,
     pub tier: Tier,
-    pub expires_at: DateTime<Utc>,
+    /// `None`: perpetual, never expires.
+    pub expires_at: Option<DateTime<Utc>>,
     pub extra_entitlements: Vec<String>,
     pub max_installations: Option<u32>,
     /// Active installations and when each was activated.
@@ -94,10 +95,12 @@ pub struct IssueLicense {
     pub owner: String,
     pub tier: Tier,
     pub issued_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    /// `None`: perpetual; the tier's policy must allow it.
+    pub expires_at: Option<DateTime<Utc>>,
     pub metadata: Value,
     pub entitlements: Vec<String>,
     pub max_installations: Option<u32>,
+    pub policy: Arc<Policy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +117,12 @@ pub enum LicenseError {
         limit: u32,
     },
     InstallationNotFound,
+    /// A perpetual license has no end to extend.
+    Perpetual,
+    /// The tier's policy forbids licenses without an end.
+    PerpetualNotAllowed {
+        tier: Tier,
+    },
 }
 
 impl LicenseState {
@@ -158,7 +167,7 @@ impl Aggregate for License {
                     LicenseEvent::LicenseRevoked(_) => state.status = Status::Revoked,
                     LicenseEvent::LicenseSuspended(_) => state.status = Status::Suspended,
                     LicenseEvent::LicenseReinstated(_) => state.status = Status::Active,
-                    LicenseEvent::LicenseRenewed(e) => state.expires_at = e.expires_at,
+                    LicenseEvent::LicenseRenewed(e) => state.expires_at = Some(e.expires_at),
                     LicenseEvent::LicensePolicyChanged(e) => {
                         state.extra_entitlements = e.entitlements.clone();
                         state.max_installations = e.max_installations;
@@ -179,6 +188,9 @@ impl Aggregate for License {
     fn decide(&self, command: &LicenseCommand) -> Result<Vec<LicenseEvent>, LicenseError> {
         let state = match (self, command) {
             (License::Absent, LicenseCommand::Issue(issue)) => {
+                if issue.expires_at.is_none() && !issue.policy.tier(issue.tier).allow_perpetual {
+                    return Err(LicenseError::PerpetualNotAllowed { tier: issue.tier });
+                }
                 return Ok(vec![LicenseEvent::LicenseIssued(LicenseIssued {
                     license_id: issue.license_id,
                     key_hash: issue.key_hash.clone(),
@@ -250,11 +262,14 @@ impl Aggregate for License {
                 })
             }
             LicenseCommand::Renew { valid_days, at } => {
-                let from = state.expires_at.max(*at);
+                let Some(expires_at) = state.expires_at else {
+                    return Err(LicenseError::Perpetual);
+                };
+                let from = expires_at.max(*at);
                 LicenseEvent::LicenseRenewed(LicenseRenewed {
                     license_id,
                     valid_days: *valid_days,
-                    previous_expires_at: state.expires_at,
+                    previous_expires_at: expires_at,
                     expires_at: from + Duration::days(i64::from(*valid_days)),
                     at: *at,
                 })
@@ -344,11 +359,29 @@ mod tests {
             owner: "acme".into(),
             tier,
             issued_at: at(0),
-            expires_at: at(365),
+            expires_at: Some(at(365)),
             metadata: json!({}),
             entitlements: vec!["sso".into()],
             max_installations,
+            policy: policy(),
         })
+    }
+
+    fn issue_perpetual(tier: Tier) -> LicenseCommand {
+        let LicenseCommand::Issue(issue) = issue_with(tier, None) else {
+            unreachable!("issue_with gives an Issue command")
+        };
+        LicenseCommand::Issue(IssueLicense {
+            expires_at: None,
+            ..issue
+        })
+    }
+
+    fn renew(valid_days: u32, on: i64) -> LicenseCommand {
+        LicenseCommand::Renew {
+            valid_days,
+            at: at(on),
+        }
     }
 
     fn issued() -> LicenseEvent {
@@ -589,7 +622,7 @@ mod tests {
             owner: "user0@example.org".into(),
             tier: Tier::Basic,
             issued_at: at(0),
-            expires_at: at(365),
+            expires_at: Some(at(365)),
             legacy_id: 1,
         };
         let installation = InstallationActivated {
@@ -619,5 +652,73 @@ mod tests {
             given(&events).decide(&command),
             Err(LicenseError::AlreadyIssued)
         );
+    }
+
+    #[test]
+    fn a_perpetual_license_is_issued_without_an_end() {
+        let events = then(&[], issue_perpetual(Tier::Pro)).unwrap();
+        assert!(matches!(&events[..], [LicenseEvent::LicenseIssued(e)] if e.expires_at.is_none()));
+        assert!(matches!(given(&events), License::Existing(s) if s.expires_at.is_none()));
+    }
+
+    #[test]
+    fn a_tier_whose_policy_forbids_perpetual_licenses_refuses_one() {
+        // The built-in policy forbids them on the free tier.
+        assert_eq!(
+            then(&[], issue_perpetual(Tier::Free)),
+            Err(LicenseError::PerpetualNotAllowed { tier: Tier::Free })
+        );
+        // A free license with an end is fine.
+        assert!(then(&[], issue_with(Tier::Free, None)).is_ok());
+    }
+
+    #[test]
+    fn renewing_a_perpetual_license_is_refused() {
+        let history = then(&[], issue_perpetual(Tier::Basic)).unwrap();
+        assert_eq!(then(&history, renew(30, 10)), Err(LicenseError::Perpetual));
+    }
+
+    #[test]
+    fn a_revoked_perpetual_license_answers_revoked_before_perpetual() {
+        let mut history = then(&[], issue_perpetual(Tier::Basic)).unwrap();
+        let revoked = event(&history, revoke());
+        history.push(revoked);
+        assert_eq!(then(&history, renew(30, 10)), Err(LicenseError::Revoked));
+    }
+
+    #[test]
+    fn a_perpetual_license_takes_installations_and_suspensions_like_any_other() {
+        let history = then(&[], issue_perpetual(Tier::Basic)).unwrap();
+        assert!(then(&history, activate("m1")).is_ok());
+        assert!(matches!(
+            event(&history, suspend()),
+            LicenseEvent::LicenseSuspended(_)
+        ));
+    }
+
+    #[test]
+    fn an_imported_license_without_an_expiry_is_perpetual_and_refuses_renewal() {
+        let imported = LicenseImported {
+            license_id: id(),
+            key_hash: "ef".repeat(32),
+            key_prefix: "GEDP9-".into(),
+            owner: "User1@Example.org".into(),
+            tier: Tier::Free,
+            issued_at: at(0),
+            expires_at: None,
+            legacy_id: 2,
+        };
+        // Imported history is kept as it was, whatever the tier's policy says today.
+        let events = then(
+            &[],
+            LicenseCommand::Import {
+                imported,
+                installations: vec![],
+                revoked: None,
+            },
+        )
+        .unwrap();
+        assert!(matches!(given(&events), License::Existing(s) if s.expires_at.is_none()));
+        assert_eq!(then(&events, renew(30, 10)), Err(LicenseError::Perpetual));
     }
 }

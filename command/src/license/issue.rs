@@ -31,6 +31,9 @@ pub struct IssueRequest {
     pub valid_days: Option<u32>,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// A license without an end: no `valid_days` or `expires_at` with it.
+    #[serde(default)]
+    pub perpetual: Option<bool>,
     #[serde(default)]
     pub metadata: Option<Value>,
     /// Entitlements on top of the tier's.
@@ -86,7 +89,8 @@ pub struct IssueResponse {
     pub tier: Tier,
     pub status: &'static str,
     pub issued_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    /// `null` for a perpetual license.
+    pub expires_at: Option<DateTime<Utc>>,
     pub entitlements: Vec<String>,
     pub max_installations: Option<u32>,
     pub position: i64,
@@ -118,7 +122,29 @@ impl Owner {
     }
 }
 
-fn expiry(request: &IssueRequest, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+/// The license's end: `None` for a perpetual license, which takes neither `valid_days` nor
+/// `expires_at`.
+fn expiry(request: &IssueRequest, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    if request.perpetual == Some(true) {
+        let conflicting = if request.valid_days.is_some() {
+            Some("valid_days")
+        } else if request.expires_at.is_some() {
+            Some("expires_at")
+        } else {
+            None
+        };
+        return match conflicting {
+            Some(field) => Err(ApiError::invalid_field(
+                field,
+                "a perpetual license has no end; give perpetual or an end, not both",
+            )),
+            None => Ok(None),
+        };
+    }
+    dated_expiry(request, now).map(Some)
+}
+
+fn dated_expiry(request: &IssueRequest, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
     match (request.valid_days, request.expires_at) {
         (Some(_), Some(_)) => Err(ApiError::invalid_field(
             "expires_at",
@@ -172,6 +198,7 @@ pub async fn handle(
         metadata,
         entitlements: entitlements.clone(),
         max_installations,
+        policy: state.policy.clone(),
     });
     let stored = IssueResponse {
         license_id,

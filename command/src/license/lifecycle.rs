@@ -28,7 +28,8 @@ const MAX_VALID_DAYS: u32 = 36_500;
 pub struct LicenseStatusResponse {
     pub license_id: Uuid,
     pub status: &'static str,
-    pub expires_at: DateTime<Utc>,
+    /// `null` for a perpetual license.
+    pub expires_at: Option<DateTime<Utc>>,
     pub entitlements: Vec<String>,
     pub max_installations: Option<u32>,
     pub position: i64,

@@ -55,6 +55,20 @@ impl From<CommandError<LicenseError>> for ApiError {
                 Code::ResInstallationNotFound,
                 "no active installation has this id on this license",
             ),
+            CommandError::Domain(LicenseError::Perpetual) => ApiError::conflict(
+                Code::BizLicensePerpetual,
+                "the license is perpetual: it never expires, so there is nothing to renew",
+            ),
+            CommandError::Domain(LicenseError::PerpetualNotAllowed { tier }) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Code::BizPerpetualNotAllowed,
+                format!(
+                    "perpetual: the {} tier's policy does not allow perpetual licenses; \
+                     give valid_days or expires_at",
+                    tier.as_str()
+                ),
+            )
+            .with_member("tier", tier.as_str()),
             CommandError::Conflict(cause) => ApiError {
                 internal: Some(cause.to_string()),
                 ..ApiError::new(

@@ -1,5 +1,5 @@
-//! The license policy: per tier, entitlements, the installation limit and the daily
-//! validation quota. Read from the TOML file named by `POLICY_FILE`, or the built-in
+//! The license policy: per tier, entitlements, the installation limit, the daily
+//! validation quota and whether perpetual licenses may be issued. Read from the TOML file named by `POLICY_FILE`, or the built-in
 //! `policy/default.toml`. A bad file stops start-up with a message naming the line.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +16,8 @@ pub struct TierPolicy {
     pub max_installations: u32,
     /// `None` is unlimited.
     pub validations_per_day: Option<u64>,
+    /// Whether a license of the tier may be issued without an end (`perpetual`).
+    pub allow_perpetual: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,12 @@ struct TierFile {
     entitlements: Vec<String>,
     max_installations: u32,
     validations_per_day: Quota,
+    #[serde(default = "allowed")]
+    allow_perpetual: bool,
+}
+
+fn allowed() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
@@ -77,6 +85,7 @@ impl Policy {
                     entitlements: entry.entitlements.into_iter().collect(),
                     max_installations: entry.max_installations,
                     validations_per_day,
+                    allow_perpetual: entry.allow_perpetual,
                 },
             );
         }
@@ -105,6 +114,7 @@ impl Policy {
                 entitlements: BTreeSet::new(),
                 max_installations: 1,
                 validations_per_day: Some(0),
+                allow_perpetual: false,
             };
             Policy {
                 free: empty.clone(),
@@ -155,16 +165,16 @@ mod tests {
     fn a_syntax_error_names_its_line() {
         let text = BUILT_IN.replace("max_installations = 3", "max_installations = = 3");
         let error = Policy::parse(&text).unwrap_err();
-        assert!(error.contains("line 15"), "{error}");
+        assert!(error.contains("line 17"), "{error}");
     }
 
     #[test]
     fn a_wrong_type_or_unknown_field_names_its_line() {
         let text = BUILT_IN.replace("max_installations = 10\n", "max_installations = \"ten\"\n");
         let error = Policy::parse(&text).unwrap_err();
-        assert!(error.contains("line 20"), "{error}");
+        assert!(error.contains("line 22"), "{error}");
         let text = BUILT_IN.replace("[tiers.pro]", "[tiers.pro]\ncolour = \"red\"");
-        assert!(Policy::parse(&text).unwrap_err().contains("line 19"));
+        assert!(Policy::parse(&text).unwrap_err().contains("line 21"));
     }
 
     #[test]
@@ -176,6 +186,20 @@ mod tests {
             "validations_per_day = \"lots\"",
         );
         assert!(Policy::parse(&text).unwrap_err().contains("lots"));
+    }
+
+    #[test]
+    fn a_tier_allows_perpetual_licenses_unless_its_policy_says_otherwise() {
+        let policy = Policy::parse(BUILT_IN).unwrap();
+        assert!(!policy.tier(Tier::Free).allow_perpetual);
+        assert!(policy.tier(Tier::Enterprise).allow_perpetual);
+        // A policy file written before the setting existed still parses: every tier allows them.
+        let older = BUILT_IN.replace("allow_perpetual = false\n", "");
+        let policy = Policy::parse(&older).unwrap();
+        assert!(policy.tier(Tier::Free).allow_perpetual);
+        let wrong = BUILT_IN.replace("allow_perpetual = false", "allow_perpetual = \"no\"");
+        let error = Policy::parse(&wrong).unwrap_err();
+        assert!(error.contains("line 13"), "{error}");
     }
 
     #[test]

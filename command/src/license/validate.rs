@@ -44,8 +44,9 @@ pub struct ValidateResponse {
     pub license_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tier: Option<Tier>,
+    /// Absent when no license was found; `null` for a perpetual license.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<Option<DateTime<Utc>>>,
     /// The license's entitlements: its tier's and its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entitlements: Option<Vec<String>>,
@@ -68,8 +69,8 @@ impl ValidateResponse {
     }
 }
 
-/// The verdict, first failing rule first: revoked, suspended, expired, installation,
-/// feature, quota.
+/// The verdict, first failing rule first: revoked, suspended, expired (never for a perpetual
+/// license), installation, feature, quota.
 pub fn judge(
     license: &ValidationRow,
     policy: &Policy,
@@ -82,7 +83,7 @@ pub fn judge(
         ValidationCode::Revoked
     } else if license.status == "suspended" {
         ValidationCode::Suspended
-    } else if license.expires_at <= now {
+    } else if license.expires_at.is_some_and(|at| at <= now) {
         ValidationCode::Expired
     } else if installation_id.is_some_and(|id| !license.installations.iter().any(|i| i == id)) {
         ValidationCode::InstallationNotActivated

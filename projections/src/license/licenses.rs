@@ -187,7 +187,8 @@ struct Row {
     tier: &'static str,
     metadata: Value,
     issued_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
+    /// `None`: perpetual.
+    expires_at: Option<DateTime<Utc>>,
     entitlements: String,
     max_installations: Option<i32>,
     legacy_id: Option<i64>,
@@ -202,7 +203,7 @@ struct Created {
     tiers: Vec<&'static str>,
     metadata: Vec<Value>,
     issued_at: Vec<DateTime<Utc>>,
-    expires_at: Vec<DateTime<Utc>>,
+    expires_at: Vec<Option<DateTime<Utc>>>,
     entitlements: Vec<String>,
     max_installations: Vec<Option<i32>>,
     legacy_ids: Vec<Option<i64>>,

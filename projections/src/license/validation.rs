@@ -20,7 +20,8 @@ pub struct ValidationRow {
     pub license_id: Uuid,
     pub tier: String,
     pub status: String,
-    pub expires_at: DateTime<Utc>,
+    /// `None`: perpetual.
+    pub expires_at: Option<DateTime<Utc>>,
     /// The license's own entitlements (the tier's come from the policy).
     pub entitlements: Vec<String>,
     /// Active installation ids.
@@ -254,7 +255,7 @@ struct Created {
     key_hashes: Vec<String>,
     license_ids: Vec<Uuid>,
     tiers: Vec<&'static str>,
-    expires_at: Vec<DateTime<Utc>>,
+    expires_at: Vec<Option<DateTime<Utc>>>,
     entitlements: Vec<String>,
 }
 
@@ -264,7 +265,7 @@ impl Created {
         key_hash: String,
         license_id: Uuid,
         tier: &'static str,
-        expires_at: DateTime<Utc>,
+        expires_at: Option<DateTime<Utc>>,
         entitlements: String,
     ) {
         self.key_hashes.push(key_hash);

@@ -19,7 +19,8 @@ async fn counts(client: &impl GenericClient) -> Result<Counts, tokio_postgres::E
     let row = client
         .query_one(
             "SELECT \
-               (SELECT count(*) FROM licenses WHERE status = 'active' AND expires_at > now()), \
+               (SELECT count(*) FROM licenses \
+                 WHERE status = 'active' AND (expires_at IS NULL OR expires_at > now())), \
                (SELECT count(*) FROM sessions WHERE status = 'active'), \
                (SELECT count(*) FROM api_requests WHERE at > now() - interval '1 hour'), \
                (SELECT coalesce(max(position), 0) FROM events) \

@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Section, layout, pretty, status_class, time};
+use super::{Section, expiry, layout, pretty, status_class, time};
 use crate::QueryState;
 use crate::events::read_stream;
 use crate::license::get::require;
@@ -76,6 +76,7 @@ pub async fn list(
                     }
                 }
                 label { "Valid days" input name="valid_days" type="number" min="1" max="36500" value="365"; }
+                label.check { input name="perpetual" type="checkbox" value="true"; "Perpetual (never expires)" }
                 button type="submit" { "Issue license" }
             }
             div #issue-error role="alert" hidden {}
@@ -122,7 +123,7 @@ pub async fn list(
                                 td.wrap { (l.owner) }
                                 td { (l.tier) }
                                 td { span class=(status_class(&l.status)) { (l.status) } }
-                                td { (time(l.expires_at)) }
+                                td { (expiry(l.expires_at)) }
                                 td { (time(l.issued_at)) }
                             }
                         }
@@ -198,7 +199,7 @@ pub async fn detail(
                 dt { "Owner" } dd { (license.owner) }
                 dt { "Tier" } dd { (license.tier) }
                 dt { "Status" } dd #license-status { span class=(status_class(&license.status)) { (license.status) } }
-                dt { "Expires" } dd { (time(license.expires_at)) }
+                dt { "Expires" } dd #license-expires { (expiry(license.expires_at)) }
                 dt { "Issued" } dd { (time(license.issued_at)) }
                 @if let Some(reason) = &license.suspend_reason { dt { "Suspended because" } dd { (reason) } }
                 @if let Some(reason) = &license.revoke_reason { dt { "Revoked because" } dd { (reason) } }
@@ -211,7 +212,10 @@ pub async fn detail(
                     } @else {
                         button.secondary type="button" data-action="suspend" data-license=(id) data-title="Suspend the license" { "Suspend" }
                     }
-                    button.secondary type="button" data-action="renew" data-license=(id) data-title="Renew the license" { "Renew" }
+                    // A perpetual license never expires: there is nothing to renew.
+                    @if license.expires_at.is_some() {
+                        button.secondary type="button" data-action="renew" data-license=(id) data-title="Renew the license" { "Renew" }
+                    }
                     button.danger type="button" data-action="revoke" data-license=(id) data-title="Revoke the license (final)" { "Revoke" }
                 }
             }

@@ -103,6 +103,11 @@ fn time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
+/// A license's end: its time, or "never" for a perpetual license.
+fn expiry(at: Option<DateTime<Utc>>) -> String {
+    at.map_or_else(|| "never".to_owned(), time)
+}
+
 fn status_class(status: &str) -> String {
     format!("status status-{status}")
 }

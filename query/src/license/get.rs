@@ -21,7 +21,8 @@ pub struct LicenseView {
     pub status: String,
     pub metadata: Value,
     pub issued_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
+    /// `null` for a perpetual license.
+    pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoke_reason: Option<String>,
     pub suspended_at: Option<DateTime<Utc>>,

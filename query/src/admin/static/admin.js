@@ -33,7 +33,8 @@ if (issueForm) {
     const form = new FormData(issueForm);
     const body = { owner: form.get("owner"), tier: form.get("tier") };
     const days = form.get("valid_days");
-    if (days) body.valid_days = Number(days);
+    if (form.get("perpetual")) body.perpetual = true;
+    else if (days) body.valid_days = Number(days);
     try {
       const issued = await api("POST", "/v1/licenses", body);
       const panel = document.getElementById("issued");
