@@ -226,6 +226,7 @@ impl Application {
         if runs(Role::Query) {
             router = router.merge(keyledger_query::router(QueryState {
                 pool: read_pool.clone(),
+                primary: pool.clone(),
                 notifier: notifier.clone(),
                 consistency_timeout: args.consistency_timeout(),
                 read_replica: args.read_database_url.is_some(),
