@@ -408,3 +408,54 @@ async fn a_record_naming_a_field_both_ways_is_refused_and_nothing_is_written() {
         .get(0);
     assert_eq!(written, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_refused_on_any_route_and_recorded_cut_short() {
+    let app = spawn_app().await;
+    let oversized = format!(
+        r#"{{"password": "hunter2-secret", "owner": "acme", "tier": "pro", "padding": "{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
+    for (method, path) in [
+        (reqwest::Method::POST, "/v1/licenses"),
+        (reqwest::Method::GET, "/v1/licenses"),
+        (reqwest::Method::POST, "/v1/no-such-route"),
+        (reqwest::Method::GET, "/admin"),
+    ] {
+        // The service answers without reading the whole body and closes the connection: no
+        // connection is reused after it.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let response = http
+            .request(method.clone(), app.url(path))
+            .header("content-type", "application/json")
+            .body(oversized.clone())
+            .send()
+            .await
+            .unwrap();
+        let body = problem(response, 413).await;
+        assert_eq!(body["code"], "VAL_BODY_TOO_LARGE", "{method} {path}");
+    }
+    // Request ingestion keeps its larger limit.
+    let record = json!({"service": "big", "method": "POST", "path": "/x", "status": 200,
+                        "duration_ms": 1, "request_body": "y".repeat(200 * 1024)});
+    assert_eq!(app.post("/v1/requests", &record).await.status(), 202);
+
+    let page = requests(&app, "status=413&limit=10", 4).await;
+    for record in page["items"].as_array().unwrap() {
+        let stored = record["request_body"].as_str().unwrap();
+        assert!(stored.ends_with("…[truncated]"), "{stored}");
+        assert!(stored.chars().count() <= 2000 + "…[truncated]".chars().count());
+        assert!(
+            stored.contains(r#""password":"[REDACTED]""#)
+                || stored.contains(r#""password": "[REDACTED]""#),
+            "{stored}"
+        );
+        assert!(!stored.contains("hunter2"), "{stored}");
+    }
+    let page = requests(&app, "service=big", 1).await;
+    let stored = page["items"][0]["request_body"].as_str().unwrap();
+    assert!(stored.ends_with("…[truncated]"), "{stored}");
+}
