@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower::{Layer, ServiceExt};
@@ -73,11 +73,21 @@ pub async fn limit_bodies(
         Ok(response) => response,
         Err(never) => match never {},
     };
-    let ours = response.extensions().get::<Arc<ApiError>>().is_some();
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !ours {
-        return too_large(limit);
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response.map(Body::new);
     }
-    response.map(Body::new)
+    let ours = response.extensions().get::<Arc<ApiError>>().is_some();
+    let mut response = if ours {
+        response.map(Body::new)
+    } else {
+        too_large(limit)
+    };
+    // The rest of the body is never read, so the connection cannot carry another request:
+    // say so, so that clients do not reuse it.
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 #[cfg(test)]
