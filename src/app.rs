@@ -8,6 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::Request;
 use deadpool_postgres::Pool;
+use keyledger_api::body_limit::BodyLimits;
 use keyledger_api::request_log::{RequestLog, RequestLogConfig};
 use keyledger_api::{ApiError, Code, REQUEST_ID_HEADER};
 use keyledger_command::idempotency::IdempotencyConfig;
@@ -226,6 +227,7 @@ impl Application {
         if runs(Role::Query) {
             router = router.merge(keyledger_query::router(QueryState {
                 pool: read_pool.clone(),
+                primary: pool.clone(),
                 notifier: notifier.clone(),
                 consistency_timeout: args.consistency_timeout(),
                 read_replica: args.read_database_url.is_some(),
@@ -321,13 +323,28 @@ async fn prune_requests(pool: deadpool_postgres::Pool, retention: std::time::Dur
     }
 }
 
+/// Every route takes at most a command's body; request ingestion takes a batch of records.
+fn body_limits() -> BodyLimits {
+    BodyLimits::new(keyledger_command::BODY_LIMIT).route(
+        axum::http::Method::POST,
+        "/v1/requests",
+        keyledger_command::ingest::BODY_LIMIT,
+    )
+}
+
 fn with_http_layers(router: Router, request_log: Option<RequestLog>) -> Router {
     let router = router
         .route_layer(axum::middleware::from_fn(
             keyledger_api::request_log::note_route,
         ))
         .fallback(|| async { ApiError::not_found(Code::ResNotFound, "no such route") })
-        .layer(axum::middleware::from_fn(keyledger_api::render_problems));
+        .layer(axum::middleware::from_fn(keyledger_api::render_problems))
+        // Inside the request log, so that a refused body is still recorded (the log reads
+        // only the part of a body it keeps).
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(body_limits()),
+            keyledger_api::body_limit::limit_bodies,
+        ));
     let router = match request_log {
         Some(log) => router.layer(axum::middleware::from_fn_with_state(
             log,

@@ -2,6 +2,7 @@
 //! stable `code`, JSON and path extractors whose rejections use that format, request ids, and
 //! the consistency-position header.
 
+pub mod body_limit;
 mod error;
 mod extract;
 pub mod json_check;
@@ -11,5 +12,7 @@ pub mod request_log;
 
 pub use error::{ApiError, Code, RequestContext, render_problems};
 pub use extract::{AppJson, AppPath, AppQuery, ConsistencyPosition};
-pub use redact::{is_secret_name, redact_body, redact_json, redact_license_keys, redact_text};
+pub use redact::{
+    is_secret_name, redact_body, redact_body_prefix, redact_json, redact_license_keys, redact_text,
+};
 pub use request_id::{REQUEST_ID_HEADER, RequestId, request_id_layer};

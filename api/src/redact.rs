@@ -163,15 +163,134 @@ pub fn redact_body(body: &[u8], limit: usize) -> String {
             redact_json(&mut value);
             value.to_string()
         }
-        Err(_) => redact_text(&String::from_utf8_lossy(body)),
+        Err(_) => redact_text(&redact_json_text(&String::from_utf8_lossy(body))),
     };
     truncate(&text, limit)
 }
 
+/// The first bytes of a longer body, as stored in the request log: secret-named members
+/// redacted without parsing (the text is cut short, so it is not valid JSON), a token cut at
+/// the end dropped (it could be the start of a key), keys redacted, cut to `limit` characters
+/// and always marked as truncated.
+pub fn redact_body_prefix(prefix: &[u8], limit: usize) -> String {
+    let text = String::from_utf8_lossy(prefix);
+    // A key cut at the end is shorter than this; a longer run ends past any key's start.
+    const CUT_TOKEN: usize = 64;
+    let token = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '\u{fffd}');
+    let run = text.chars().rev().take_while(|c| token(*c)).take(CUT_TOKEN);
+    let dropped: usize = run.map(char::len_utf8).sum();
+    let whole_tokens = &text[..text.len() - dropped];
+    let redacted = redact_text(&redact_json_text(whole_tokens));
+    let cut = truncate(&redacted, limit);
+    if cut.ends_with(TRUNCATED) {
+        cut
+    } else {
+        format!("{cut}{TRUNCATED}")
+    }
+}
+
+/// The end of the JSON string starting at `start` (a `"`): the index after its closing quote,
+/// or the end of the text.
+fn string_end(text: &str, start: usize) -> usize {
+    let mut chars = text[start + 1..].char_indices();
+    while let Some((i, ch)) = chars.next() {
+        match ch {
+            '\\' => {
+                chars.next();
+            }
+            '"' => return start + 1 + i + 1,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// The end of the JSON value starting at `start`: a string, an object or array (to its
+/// matching close), or a scalar (to the next delimiter); the end of the text if cut short.
+fn value_end(text: &str, start: usize) -> usize {
+    let bytes = text.as_bytes();
+    match bytes.get(start) {
+        Some(b'"') => string_end(text, start),
+        Some(b'{' | b'[') => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < bytes.len() {
+                match bytes[i] {
+                    b'"' => {
+                        i = string_end(text, i);
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            text.len()
+        }
+        _ => bytes[start..]
+            .iter()
+            .position(|b| matches!(b, b',' | b'}' | b']') || b.is_ascii_whitespace())
+            .map_or(text.len(), |n| start + n),
+    }
+}
+
+/// Secret-named members of JSON text become `"[REDACTED]"` without parsing it, so text that
+/// is cut short or malformed is redacted too; everything else is kept as it is.
+pub fn redact_json_text(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let end = string_end(text, i);
+        let closed = end - i >= 2 && bytes[end - 1] == b'"';
+        let name_text = &text[i..end];
+        let mut colon = end;
+        while colon < bytes.len() && bytes[colon].is_ascii_whitespace() {
+            colon += 1;
+        }
+        if !closed || bytes.get(colon) != Some(&b':') {
+            i = end;
+            continue;
+        }
+        let name = serde_json::from_str::<String>(name_text)
+            .unwrap_or_else(|_| name_text[1..name_text.len() - 1].to_owned());
+        let mut start = colon + 1;
+        while start < bytes.len() && bytes[start].is_ascii_whitespace() {
+            start += 1;
+        }
+        let stop = value_end(text, start);
+        // A null stays null, as in `redact_json`.
+        if is_secret_name(&name) && start < bytes.len() && &text[start..stop] != "null" {
+            out.push_str(&text[copied..start]);
+            out.push_str("\"[REDACTED]\"");
+            copied = stop;
+            i = stop;
+        } else {
+            // Not a secret: look inside its value too.
+            i = colon + 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+const TRUNCATED: &str = "…[truncated]";
+
 fn truncate(text: &str, limit: usize) -> String {
     match text.char_indices().nth(limit) {
         None => text.to_owned(),
-        Some((cut, _)) => format!("{}…[truncated]", &text[..cut]),
+        Some((cut, _)) => format!("{}{TRUNCATED}", &text[..cut]),
     }
 }
 
@@ -215,6 +334,105 @@ mod tests {
     fn bodies_are_cut_to_the_limit() {
         let stored = redact_body("é".repeat(50).as_bytes(), 10);
         assert_eq!(stored, format!("{}…[truncated]", "é".repeat(10)));
+    }
+
+    #[test]
+    fn secret_members_of_cut_or_malformed_json_are_redacted() {
+        let text = r#"{"user": "ann", "password": "hunter2", "nested": {"api_token": {"a": [1, "x"]}, "ok": 1}, "secret": null, "token_id": 7, "note": "a \"password\": no"#;
+        let redacted = redact_json_text(text);
+        assert_eq!(
+            redacted,
+            r#"{"user": "ann", "password": "[REDACTED]", "nested": {"api_token": "[REDACTED]", "ok": 1}, "secret": null, "token_id": 7, "note": "a \"password\": no"#
+        );
+        assert_eq!(
+            redact_json_text(r#"{"a": 1, "client_secret": "s3cr"#),
+            r#"{"a": 1, "client_secret": "[REDACTED]""#
+        );
+    }
+
+    #[test]
+    fn a_body_prefix_is_redacted_marked_and_loses_a_key_cut_in_half() {
+        let body = br#"{"password": "hunter2", "note": "lic_4vJ9hGq2r7mXkP3sT8w"#;
+        let stored = redact_body_prefix(body, 2000);
+        assert_eq!(
+            stored,
+            r#"{"password": "[REDACTED]", "note": "…[truncated]"#
+        );
+        let stored = redact_body_prefix(b"plain text K3DEG-ZDPCF-54E", 2000);
+        assert_eq!(stored, "plain text …[truncated]");
+        let stored = redact_body_prefix("é".repeat(50).as_bytes(), 10);
+        assert_eq!(stored, format!("{}…[truncated]", "é".repeat(10)));
+        // A long run keeps its start.
+        let long = format!(r#"{{"blob": "{}"#, "a".repeat(100));
+        let stored = redact_body_prefix(long.as_bytes(), 2000);
+        assert_eq!(
+            stored,
+            format!(r#"{{"blob": "{}…[truncated]"#, "a".repeat(36))
+        );
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("password".to_owned()),
+                Just("api_key".to_owned()),
+                Just("accessToken".to_owned()),
+                Just("token_id".to_owned()),
+                Just("key_prefix".to_owned()),
+                "[a-z_]{1,8}",
+            ]
+        }
+
+        fn json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                // Quarters: exact in binary, so parsing cannot round them.
+                any::<i32>().prop_map(|n| serde_json::Value::from(f64::from(n) / 4.0)),
+                "[a-z \"\\\\:,{}\\[\\]é]{0,12}".prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(name(), inner, 0..6)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            /// Redacting the text gives what redacting the parsed value gives.
+            #[test]
+            fn text_redaction_agrees_with_value_redaction(value in json(), pretty in any::<bool>()) {
+                let text = if pretty {
+                    serde_json::to_string_pretty(&value).unwrap()
+                } else {
+                    value.to_string()
+                };
+                let from_text: serde_json::Value =
+                    serde_json::from_str(&redact_json_text(&text)).unwrap();
+                let mut expected = value;
+                redact_json(&mut expected);
+                prop_assert_eq!(from_text, expected);
+            }
+
+            /// Wherever a body is cut, a secret member's value is never stored.
+            #[test]
+            fn no_cut_of_a_body_shows_a_secret(value in json(), secret in "[A-Z]{6}[0-9]{4}") {
+                let body = serde_json::json!({"before": value, "password": secret, "after": 1})
+                    .to_string();
+                for cut in 0..=body.len() {
+                    if body.is_char_boundary(cut) {
+                        let stored = redact_body_prefix(&body.as_bytes()[..cut], 1_000_000);
+                        prop_assert!(!stored.contains(&secret), "{}", stored);
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -21,11 +21,69 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::error::{ApiError, Code};
-use crate::redact::{is_secret_name, redact_body, redact_text};
+use crate::redact::{is_secret_name, redact_body, redact_body_prefix, redact_text};
 use crate::request_id::RequestId;
 
-/// Bodies larger than this are not read by the log (the routes' own limits are smaller).
-const MAX_CAPTURE: usize = 8 * 1024 * 1024;
+/// Bytes of a body the log reads to keep `chars` characters: a character is at most 4 bytes.
+fn capture_bytes(chars: usize) -> usize {
+    chars.saturating_mul(4).saturating_add(4)
+}
+
+/// A body's first bytes, read without buffering the rest.
+struct Captured {
+    /// At most the bytes asked for.
+    prefix: Bytes,
+    /// The body ended within them.
+    complete: bool,
+}
+
+/// Reads `body` until `cap` bytes are in hand or it ends; gives those bytes and a body that
+/// yields everything (what was read, then the rest as it arrives).
+async fn capture(body: Body, cap: usize) -> Result<(Captured, Body), axum::Error> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut read = 0;
+    while read < cap {
+        match stream.next().await {
+            Some(chunk) => {
+                let chunk = chunk?;
+                read += chunk.len();
+                chunks.push(chunk);
+            }
+            None => {
+                let whole = Bytes::from(chunks.concat());
+                let captured = Captured {
+                    prefix: whole.clone(),
+                    complete: true,
+                };
+                return Ok((captured, Body::from(whole)));
+            }
+        }
+    }
+    let mut prefix = Vec::with_capacity(cap);
+    for chunk in &chunks {
+        let take = (cap - prefix.len()).min(chunk.len());
+        prefix.extend_from_slice(&chunk[..take]);
+    }
+    let captured = Captured {
+        prefix: Bytes::from(prefix),
+        complete: false,
+    };
+    let rest = futures::stream::iter(chunks.into_iter().map(Ok)).chain(stream);
+    Ok((captured, Body::from_stream(rest)))
+}
+
+impl Captured {
+    /// As stored: redacted, cut to `limit` characters; `None` for an empty body.
+    fn stored(&self, limit: usize) -> Option<String> {
+        if self.complete {
+            (!self.prefix.is_empty()).then(|| redact_body(&self.prefix, limit))
+        } else {
+            Some(redact_body_prefix(&self.prefix, limit))
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct RequestLogConfig {
@@ -170,30 +228,37 @@ pub async fn layer(State(log): State<RequestLog>, request: Request, next: Next) 
     let slot = RouteSlot::default();
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(slot.clone());
-    let bytes: Bytes = match axum::body::to_bytes(body, MAX_CAPTURE).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
+    let cap = capture_bytes(log.config.body_limit);
+    let (captured, body) = match capture(body, cap).await {
+        Ok(captured) => captured,
+        Err(error) => {
             return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Code::ValBodyTooLarge,
-                "the body is larger than this service accepts",
+                StatusCode::BAD_REQUEST,
+                Code::ValInvalidBody,
+                format!("cannot read the body: {error}"),
             )
             .into_response();
         }
     };
-    let caller = caller(&parts.headers, &bytes);
-    let request_body = (!bytes.is_empty()).then(|| redact_body(&bytes, log.config.body_limit));
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    // The key is in the body of a validation or a lookup, which is small.
+    let caller = caller(
+        &parts.headers,
+        if captured.complete {
+            &captured.prefix
+        } else {
+            &[]
+        },
+    );
+    let request_body = captured.stored(log.config.body_limit);
+    let response = next.run(Request::from_parts(parts, body)).await;
 
     let (parts, body) = response.into_parts();
     let (response, response_body) = if is_json(&parts.headers) {
-        match axum::body::to_bytes(body, MAX_CAPTURE).await {
-            Ok(bytes) => {
-                let stored = redact_body(&bytes, log.config.body_limit);
-                (Response::from_parts(parts, Body::from(bytes)), Some(stored))
-            }
+        match capture(body, cap).await {
+            Ok((captured, body)) => (
+                Response::from_parts(parts, body),
+                captured.stored(log.config.body_limit),
+            ),
             Err(_) => (
                 ApiError::internal("a response body could not be read").into_response(),
                 None,

@@ -28,28 +28,115 @@ pub enum IngestRequest {
     One(Value),
 }
 
+/// One record as sent. Two shapes are accepted: this service's own names (`path`, `status`,
+/// `caller`, `at`) and those of the platform's existing request logger (`endpoint`,
+/// `status_code`, `user_identifier`, `timestamp`); a record names each field once.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Record {
     service: String,
     method: String,
-    path: String,
-    status: u16,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    status_code: Option<u16>,
     duration_ms: f64,
     #[serde(default)]
     route: Option<String>,
     #[serde(default)]
     query: Option<String>,
     #[serde(default)]
-    caller: Option<String>,
+    caller: Option<Caller>,
+    #[serde(default)]
+    user_identifier: Option<Caller>,
     #[serde(default)]
     request_id: Option<String>,
     #[serde(default)]
-    at: Option<DateTime<Utc>>,
+    at: Option<Timestamp>,
+    #[serde(default)]
+    timestamp: Option<Timestamp>,
     #[serde(default)]
     request_body: Option<Value>,
     #[serde(default)]
     response_body: Option<Value>,
+}
+
+/// A caller: text, or a numeric user id.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Caller {
+    Text(String),
+    Number(i64),
+}
+
+impl Caller {
+    fn into_text(self) -> String {
+        match self {
+            Caller::Text(text) => text,
+            Caller::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// When the request was served: RFC 3339, an ISO 8601 date-time without offset (UTC), or Unix
+/// seconds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Timestamp {
+    Text(String),
+    Seconds(f64),
+}
+
+impl Timestamp {
+    fn parse(self, field: &str) -> Result<DateTime<Utc>, String> {
+        let parsed = match &self {
+            Timestamp::Text(text) => {
+                let text = text.trim();
+                DateTime::parse_from_rfc3339(text)
+                    .map(|t| t.with_timezone(&Utc))
+                    .ok()
+                    .or_else(|| {
+                        chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                            .or_else(|_| {
+                                chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                            })
+                            .ok()
+                            .map(|t| t.and_utc())
+                    })
+            }
+            Timestamp::Seconds(seconds) if seconds.is_finite() && *seconds >= 0.0 => {
+                let micros = (seconds * 1_000_000.0).round();
+                (micros < i64::MAX as f64)
+                    .then(|| DateTime::from_timestamp_micros(micros as i64))
+                    .flatten()
+            }
+            Timestamp::Seconds(_) => None,
+        };
+        parsed.ok_or_else(|| {
+            format!(
+                "{field}: must be an RFC 3339 date-time (e.g. 2025-01-31T12:00:00Z) or Unix seconds"
+            )
+        })
+    }
+}
+
+/// The value of a field that has two names; naming it twice is refused.
+fn one_of<T>(
+    name: &str,
+    value: Option<T>,
+    alias: &str,
+    alias_value: Option<T>,
+) -> Result<Option<T>, String> {
+    match (value, alias_value) {
+        (Some(_), Some(_)) => Err(format!(
+            "{name}: send either `{name}` or `{alias}`, not both"
+        )),
+        (value, alias_value) => Ok(value.or(alias_value)),
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -78,11 +165,26 @@ fn body(value: Option<Value>, limit: usize) -> Option<String> {
 
 fn parse(value: Value, now: DateTime<Utc>, limit: usize) -> Result<ApiRequestRecorded, String> {
     let record: Record = serde_json::from_value(value).map_err(|e| e.to_string())?;
+    let path = one_of("path", record.path, "endpoint", record.endpoint)?
+        .ok_or("path: missing (or `endpoint`)")?;
+    let status = one_of("status", record.status, "status_code", record.status_code)?
+        .ok_or("status: missing (or `status_code`)")?;
+    let caller = one_of(
+        "caller",
+        record.caller,
+        "user_identifier",
+        record.user_identifier,
+    )?
+    .map(Caller::into_text);
+    let at = match one_of("at", record.at, "timestamp", record.timestamp)? {
+        Some(at) => at.parse("at")?,
+        None => now,
+    };
     let method = text("method", &record.method, 16)?.to_ascii_uppercase();
     if !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err("method: must be an HTTP method name".into());
     }
-    if !(100..=599).contains(&record.status) {
+    if !(100..=599).contains(&status) {
         return Err("status: must be between 100 and 599".into());
     }
     if !record.duration_ms.is_finite() || record.duration_ms < 0.0 {
@@ -111,14 +213,14 @@ fn parse(value: Value, now: DateTime<Utc>, limit: usize) -> Result<ApiRequestRec
         service: text("service", &record.service, 64)?,
         method,
         route: optional("route", record.route, 512)?,
-        path: text("path", &record.path, 2048)?,
+        path: text("path", &path, 2048)?,
         query,
-        caller: optional("caller", record.caller, 128)?,
-        status: record.status,
+        caller: optional("caller", caller, 128)?,
+        status,
         duration_ms: record.duration_ms,
         request_body: body(record.request_body, limit),
         response_body: body(record.response_body, limit),
-        at: keyledger_events::chain::to_micros(record.at.unwrap_or(now)),
+        at: keyledger_events::chain::to_micros(at),
     })
 }
 
@@ -158,4 +260,76 @@ pub async fn handle(
         result.map_err(store_error)?;
     }
     Ok((StatusCode::ACCEPTED, Json(IngestResponse { accepted })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_platform_loggers_names_map_to_this_services_fields() {
+        let record = parse(
+            json!({"service": "llm", "endpoint": "/v1/chat", "method": "POST",
+                   "user_identifier": "ann@example.com", "request_body": {"prompt": "hi"},
+                   "response_body": [1, 2], "status_code": 201, "duration_ms": 3.5,
+                   "timestamp": "2025-01-31T12:00:00.250"}),
+            now(),
+            2000,
+        );
+        let record = record.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(record.path, "/v1/chat");
+        assert_eq!(record.status, 201);
+        assert_eq!(record.caller.as_deref(), Some("ann@example.com"));
+        assert_eq!(record.at.to_rfc3339(), "2025-01-31T12:00:00.250+00:00");
+        assert_eq!(record.request_body.as_deref(), Some(r#"{"prompt":"hi"}"#));
+        assert_eq!(record.response_body.as_deref(), Some("[1,2]"));
+    }
+
+    #[test]
+    fn a_field_named_both_ways_is_refused() {
+        for (name, alias, value) in [
+            ("path", "endpoint", json!("/x")),
+            ("status", "status_code", json!(200)),
+            ("caller", "user_identifier", json!("u")),
+            ("at", "timestamp", json!("2025-01-31T12:00:00Z")),
+        ] {
+            let mut record = json!({"service": "s", "method": "GET", "path": "/",
+                                    "status": 200, "duration_ms": 1});
+            record[name] = value.clone();
+            record[alias] = value;
+            let problem = parse(record, now(), 2000).err().unwrap_or_default();
+            assert!(problem.starts_with(&format!("{name}: ")), "{problem}");
+            assert!(problem.contains(alias), "{problem}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_missing_paths_are_still_refused() {
+        let unknown = json!({"service": "s", "method": "GET", "path": "/", "status": 200,
+                             "duration_ms": 1, "latency": 3});
+        assert!(parse(unknown, now(), 2000).is_err());
+        let no_path = json!({"service": "s", "method": "GET", "status": 200, "duration_ms": 1});
+        assert!(
+            parse(no_path, now(), 2000)
+                .err()
+                .unwrap_or_default()
+                .starts_with("path:")
+        );
+    }
+
+    #[test]
+    fn timestamps_may_be_unix_seconds_and_bad_ones_are_named() {
+        let mut record = json!({"service": "s", "method": "GET", "path": "/", "status": 200,
+                                "duration_ms": 1, "timestamp": 1_700_000_000.5});
+        let parsed = parse(record.clone(), now(), 2000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(parsed.at.timestamp_micros(), 1_700_000_000_500_000);
+        record["timestamp"] = json!("yesterday");
+        let problem = parse(record, now(), 2000).err().unwrap_or_default();
+        assert!(problem.starts_with("at:"), "{problem}");
+    }
 }

@@ -26,9 +26,7 @@ pub async fn rebuild(
     let mut client = pool.get().await.context("Failed to get a connection")?;
     let mut ddl = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};");
     for table in projection.tables() {
-        ddl.push_str(&format!(
-            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING ALL);"
-        ));
+        ddl.push_str(&shadow_table(&client, &schema, table).await?);
     }
     client
         .batch_execute(&ddl)
@@ -90,6 +88,58 @@ pub async fn rebuild(
     notifier.reset_checkpoint(name, position);
     tracing::info!(projection = name, position, "projection rebuilt");
     Ok(position)
+}
+
+/// The DDL of an empty copy of `public.table` in `schema` whose indexes and constraints have
+/// the names of the live table's, so that the swap changes no name (`LIKE … INCLUDING ALL`
+/// would name indexes after their columns, and a later migration naming them would fail).
+async fn shadow_table(
+    client: &impl deadpool_postgres::GenericClient,
+    schema: &str,
+    table: &str,
+) -> anyhow::Result<String> {
+    let live = format!("public.{table}");
+    let shadow = format!("{schema}.{table}");
+    // Columns, defaults, CHECK and NOT NULL constraints (with their names), storage, comments.
+    let mut ddl = format!("CREATE TABLE {shadow} (LIKE {live} INCLUDING ALL EXCLUDING INDEXES);");
+    // Primary keys, unique and exclusion constraints: their index takes the constraint's name.
+    let constraints = client
+        .query(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = $1::text::regclass AND contype IN ('p', 'u', 'x') ORDER BY conname",
+            &[&live],
+        )
+        .await
+        .with_context(|| format!("Failed to read the constraints of {live}"))?;
+    for row in constraints {
+        let (name, definition): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+        ddl.push_str(&format!(
+            "ALTER TABLE {shadow} ADD CONSTRAINT \"{name}\" {definition};"
+        ));
+    }
+    // Other indexes: the live definition, on the shadow table.
+    let indexes = client
+        .query(
+            "SELECT pg_get_indexdef(x.indexrelid) FROM pg_index x \
+             WHERE x.indrelid = $1::text::regclass AND NOT EXISTS ( \
+                 SELECT 1 FROM pg_constraint c \
+                 WHERE c.conindid = x.indexrelid AND c.conrelid = x.indrelid) \
+             ORDER BY x.indexrelid",
+            &[&live],
+        )
+        .await
+        .with_context(|| format!("Failed to read the indexes of {live}"))?;
+    for row in indexes {
+        let definition: String = row.try_get(0)?;
+        let on_live = format!(" ON {live} USING ");
+        anyhow::ensure!(
+            definition.matches(&on_live).count() == 1,
+            "cannot copy the index {definition}"
+        );
+        ddl.push_str(&definition.replacen(&on_live, &format!(" ON {shadow} USING "), 1));
+        ddl.push(';');
+    }
+    Ok(ddl)
 }
 
 async fn apply_after(

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cursor;
 pub mod events;
+pub mod found;
 pub mod license;
 pub mod request;
 pub mod session;
@@ -23,6 +24,9 @@ use keyledger_projections::consistency::{WaitError, wait_for};
 pub struct QueryState {
     /// Reads (a replica's pool when `READ_DATABASE_URL` is set).
     pub pool: Pool,
+    /// The primary, whose log holds every committed event (the same pool as `pool` without
+    /// a replica): where a query looks before it answers 404.
+    pub primary: Pool,
     pub notifier: Notifier,
     /// Longest wait for `X-Consistency-Position`.
     pub consistency_timeout: Duration,

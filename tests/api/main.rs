@@ -7,6 +7,7 @@
 mod bad_input;
 mod crash;
 mod event_log;
+mod found;
 mod helpers;
 mod idempotency;
 mod import;

@@ -100,3 +100,57 @@ async fn replay_rebuilds_identical_read_tables_while_the_service_runs() {
     let usage: Value = response.json().await.unwrap();
     assert_eq!(usage["items"].as_array().unwrap().len(), 1);
 }
+
+/// `table.index` and `table.constraint` names of every projection's read tables.
+async fn index_and_constraint_names(app: &TestApp) -> Vec<String> {
+    let tables: Vec<String> = keyledger_projections::inline()
+        .iter()
+        .chain(keyledger_projections::asynchronous().iter())
+        .flat_map(|p| p.tables().iter().map(|t| (*t).to_owned()))
+        .collect();
+    let client = app.pool.get().await.unwrap();
+    client
+        .query(
+            "SELECT tablename || ' index ' || indexname FROM pg_indexes \
+             WHERE schemaname = 'public' AND tablename = ANY($1) \
+             UNION ALL \
+             SELECT c.relname || ' constraint ' || k.conname \
+             FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relname = ANY($1) \
+             ORDER BY 1",
+            &[&tables],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_projection_keeps_the_names_of_its_indexes_and_constraints() {
+    let app = spawn_app().await;
+    let issued = app.issue_license().await;
+    app.validate(issued["key"].as_str().unwrap()).await;
+    let before = index_and_constraint_names(&app).await;
+    assert!(
+        before
+            .iter()
+            .any(|n| n == "licenses index licenses_owner_idx"),
+        "{before:?}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        .arg("replay")
+        .env("DATABASE_URL", &app.database.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(index_and_constraint_names(&app).await, before);
+}

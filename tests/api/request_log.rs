@@ -309,3 +309,151 @@ async fn secrets_sent_to_the_service_appear_nowhere_it_stores_or_logs() {
     }
     stream.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_in_the_platform_loggers_shape_is_accepted_with_its_fields_mapped() {
+    let app = spawn_app().await;
+    let record = json!({
+        "service": "llm", "endpoint": "/v1/completions", "method": "POST",
+        "user_identifier": "ann@example.com", "request_body": "{\"prompt\": \"hello\"}",
+        "response_body": "plain text answer", "status_code": 429, "duration_ms": 812.25,
+        "timestamp": "2025-03-04T05:06:07.125Z"
+    });
+    let response = app.post("/v1/requests", &record).await;
+    assert_eq!(response.status(), 202);
+
+    let page = requests(&app, "service=llm", 1).await;
+    let stored = &page["items"][0];
+    assert_eq!(stored["path"], "/v1/completions");
+    assert_eq!(stored["method"], "POST");
+    assert_eq!(stored["status"], 429);
+    assert_eq!(stored["caller"], "ann@example.com");
+    assert_eq!(stored["duration_ms"], 812.25);
+    assert_eq!(stored["at"], "2025-03-04T05:06:07.125Z");
+    assert_eq!(stored["request_body"], r#"{"prompt":"hello"}"#);
+    assert_eq!(stored["response_body"], "plain text answer");
+    // The filters work on the mapped fields.
+    requests(&app, "service=llm&caller=ann@example.com&status=429", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_valued_bodies_are_stored_as_redacted_json_text() {
+    let app = spawn_app().await;
+    let record = json!({
+        "service": "llm", "endpoint": "/v1/login", "method": "POST", "status_code": 200,
+        "duration_ms": 4,
+        "request_body": {"user": "ann", "password": "hunter2-secret", "nested": [{"api_token": "tok-xyz"}]},
+        "response_body": [1, 2.5, {"ok": true}]
+    });
+    assert_eq!(app.post("/v1/requests", &record).await.status(), 202);
+    let number = json!({"service": "llm", "path": "/v1/count", "method": "GET", "status": 200,
+                        "duration_ms": 1, "response_body": 42});
+    assert_eq!(app.post("/v1/requests", &number).await.status(), 202);
+
+    let page = requests(&app, "service=llm&path_contains=login", 1).await;
+    let stored = &page["items"][0];
+    let request_body: Value =
+        serde_json::from_str(stored["request_body"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        request_body,
+        json!({"user": "ann", "password": "[REDACTED]", "nested": [{"api_token": "[REDACTED]"}]})
+    );
+    assert_eq!(stored["response_body"], r#"[1,2.5,{"ok":true}]"#);
+    let page = requests(&app, "service=llm&path_contains=count", 1).await;
+    assert_eq!(page["items"][0]["response_body"], "42");
+    let client = app.pool.get().await.unwrap();
+    let leaked: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE data::text LIKE '%hunter2-secret%' \
+             OR data::text LIKE '%tok-xyz%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(leaked, 0, "the secrets are in the event log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_naming_a_field_both_ways_is_refused_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let good = json!({"service": "llm", "endpoint": "/a", "method": "GET", "status_code": 200,
+                      "duration_ms": 1});
+    let mut mixed = good.clone();
+    mixed["path"] = json!("/b");
+    let response = app.post("/v1/requests", &json!([good, mixed])).await;
+    let body = problem(response, 422).await;
+    assert_eq!(body["code"], "VAL_INVALID_FIELD");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("records[1]: path:") && detail.contains("endpoint"),
+        "{detail}"
+    );
+    let mut mixed = good.clone();
+    mixed["status"] = json!(200);
+    let body = problem(app.post("/v1/requests", &mixed).await, 422).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("record: status:") && detail.contains("status_code"),
+        "{detail}"
+    );
+    let client = app.pool.get().await.unwrap();
+    let written: i64 = client
+        .query_one(
+            "SELECT count(*) FROM events WHERE data->>'service' = 'llm'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(written, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_refused_on_any_route_and_recorded_cut_short() {
+    let app = spawn_app().await;
+    let oversized = format!(
+        r#"{{"password": "hunter2-secret", "owner": "acme", "tier": "pro", "padding": "{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
+    for (method, path) in [
+        (reqwest::Method::POST, "/v1/licenses"),
+        (reqwest::Method::GET, "/v1/licenses"),
+        (reqwest::Method::POST, "/v1/no-such-route"),
+        (reqwest::Method::GET, "/admin"),
+    ] {
+        // The service answers without reading the whole body, with `Connection: close`, so
+        // the client's next request goes on a new connection.
+        let response = app
+            .http
+            .request(method.clone(), app.url(path))
+            .header("content-type", "application/json")
+            .body(oversized.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["connection"], "close");
+        let body = problem(response, 413).await;
+        assert_eq!(body["code"], "VAL_BODY_TOO_LARGE", "{method} {path}");
+    }
+    // Request ingestion keeps its larger limit.
+    let record = json!({"service": "big", "method": "POST", "path": "/x", "status": 200,
+                        "duration_ms": 1, "request_body": "y".repeat(200 * 1024)});
+    assert_eq!(app.post("/v1/requests", &record).await.status(), 202);
+
+    let page = requests(&app, "status=413&limit=10", 4).await;
+    for record in page["items"].as_array().unwrap() {
+        let stored = record["request_body"].as_str().unwrap();
+        assert!(stored.ends_with("…[truncated]"), "{stored}");
+        assert!(stored.chars().count() <= 2000 + "…[truncated]".chars().count());
+        assert!(
+            stored.contains(r#""password":"[REDACTED]""#)
+                || stored.contains(r#""password": "[REDACTED]""#),
+            "{stored}"
+        );
+        assert!(!stored.contains("hunter2"), "{stored}");
+    }
+    let page = requests(&app, "service=big", 1).await;
+    let stored = page["items"][0]["request_body"].as_str().unwrap();
+    assert!(stored.ends_with("…[truncated]"), "{stored}");
+}

@@ -169,14 +169,10 @@ pub async fn detail(
     AppPath(license_id): AppPath<Uuid>,
     AppQuery(params): AppQuery<DetailParams>,
 ) -> Result<Markup, ApiError> {
-    state
-        .consistent(
-            &[licenses::NAME, usage::NAME, installations::NAME],
-            params.at,
-        )
-        .await?;
+    let projections = [licenses::NAME, usage::NAME, installations::NAME];
+    state.consistent(&projections, params.at).await?;
+    let license = require(&state, license_id, &projections).await?;
     let client = state.client().await?;
-    let license = require(&client, license_id).await?;
     let usage = crate::license::usage::page(&client, license_id, i64::MAX, 50)
         .await
         .map_err(ApiError::from)?;

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use deadpool_postgres::GenericClient;
-use keyledger_api::{ApiError, AppPath, AppQuery, Code};
+use keyledger_api::{ApiError, AppPath, AppQuery};
 use keyledger_events::session::SessionStatus;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{Section, layout, pretty, status_class, time};
 use crate::QueryState;
-use crate::session::get::find;
+use crate::session::get::require;
 use crate::session::list::page;
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,11 +101,7 @@ pub async fn detail(
     State(state): State<QueryState>,
     AppPath(session_id): AppPath<Uuid>,
 ) -> Result<Markup, ApiError> {
-    let client = state.client().await?;
-    let detail = find(&client, session_id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| ApiError::not_found(Code::ResSessionNotFound, "no session has this id"))?;
+    let detail = require(&state, session_id).await?;
     let s = &detail.session;
     Ok(layout(
         &format!("Session {}", &s.session_id.to_string()[..8]),

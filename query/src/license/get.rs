@@ -5,6 +5,7 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, Code, ConsistencyPosition};
+use keyledger_events::license::license_stream;
 use keyledger_projections::license::licenses;
 use serde::Serialize;
 use serde_json::Value;
@@ -77,15 +78,21 @@ pub async fn find(
     row.as_ref().map(license_from_row).transpose()
 }
 
-/// The license, or 404 `RES_LICENSE_NOT_FOUND`.
+/// The license, or 404 `RES_LICENSE_NOT_FOUND` when the log has no such license; a license
+/// the read tables of `projections` have not applied yet is waited for.
 pub async fn require(
-    client: &impl GenericClient,
+    state: &QueryState,
     license_id: Uuid,
+    projections: &[&str],
 ) -> Result<LicenseView, ApiError> {
-    find(client, license_id)
+    state
+        .found(
+            &license_stream(license_id),
+            projections,
+            |client| async move { find(&client, license_id).await },
+            || ApiError::not_found(Code::ResLicenseNotFound, "no license has this id"),
+        )
         .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| ApiError::not_found(Code::ResLicenseNotFound, "no license has this id"))
 }
 
 pub async fn handle(
@@ -94,6 +101,7 @@ pub async fn handle(
     AppPath(license_id): AppPath<Uuid>,
 ) -> Result<Json<LicenseView>, ApiError> {
     state.consistent(&[licenses::NAME], position).await?;
-    let client = state.client().await?;
-    require(&client, license_id).await.map(Json)
+    require(&state, license_id, &[licenses::NAME])
+        .await
+        .map(Json)
 }

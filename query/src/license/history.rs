@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
 use keyledger_events::license::license_stream;
-use keyledger_projections::license::installations;
+use keyledger_projections::license::{installations, licenses};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -22,16 +22,22 @@ pub async fn events(
 ) -> Result<Json<EventPage>, ApiError> {
     let after = params.after.unwrap_or(0).max(0);
     let limit = page_limit(params.limit, 100, 1000)?;
-    let client = state.client().await?;
-    let events = read_stream(&client, &license_stream(license_id), after, limit)
-        .await
-        .map_err(ApiError::from)?;
-    if events.is_empty() && after == 0 {
-        return Err(ApiError::not_found(
-            Code::ResLicenseNotFound,
-            "no license has this id",
-        ));
-    }
+    let stream = license_stream(license_id);
+    // On a replica the log may lag: wait for the licenses table, applied after the log.
+    let events = state
+        .found(
+            &stream,
+            &[licenses::NAME],
+            |client| {
+                let stream = &stream;
+                async move {
+                    let events = read_stream(&client, stream, after, limit).await?;
+                    Ok((!events.is_empty() || after > 0).then_some(events))
+                }
+            },
+            || ApiError::not_found(Code::ResLicenseNotFound, "no license has this id"),
+        )
+        .await?;
     let next_after = events.last().map_or(after, |e| e.version);
     Ok(Json(EventPage { events, next_after }))
 }
@@ -87,17 +93,10 @@ pub async fn list_installations(
     ConsistencyPosition(position): ConsistencyPosition,
     AppPath(license_id): AppPath<Uuid>,
 ) -> Result<Json<InstallationPage>, ApiError> {
-    state
-        .consistent(
-            &[
-                installations::NAME,
-                keyledger_projections::license::licenses::NAME,
-            ],
-            position,
-        )
-        .await?;
+    let projections = [installations::NAME, licenses::NAME];
+    state.consistent(&projections, position).await?;
+    super::get::require(&state, license_id, &projections).await?;
     let client = state.client().await?;
-    super::get::require(&client, license_id).await?;
     let ttl =
         chrono::Duration::from_std(state.heartbeat_ttl).unwrap_or(chrono::Duration::minutes(10));
     let items = active_installations(&client, license_id, (state.clock)() - ttl)

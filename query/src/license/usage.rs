@@ -80,11 +80,10 @@ pub async fn handle(
                 ApiError::invalid_parameter("cursor", "is not a cursor from this API")
             })?,
     };
-    state
-        .consistent(&[licenses::NAME, usage::NAME], position)
-        .await?;
+    let projections = [licenses::NAME, usage::NAME];
+    state.consistent(&projections, position).await?;
+    super::get::require(&state, license_id, &projections).await?;
     let client = state.client().await?;
-    super::get::require(&client, license_id).await?;
     let items = page(&client, license_id, before, limit)
         .await
         .map_err(ApiError::from)?;

@@ -6,6 +6,7 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
+use keyledger_events::request::request_stream;
 use keyledger_projections::request;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
@@ -256,10 +257,13 @@ pub async fn get(
     AppPath(record_id): AppPath<Uuid>,
 ) -> Result<Json<RequestDetail>, ApiError> {
     state.consistent(&[request::NAME], position).await?;
-    let client = state.client().await?;
-    find(&client, record_id)
+    state
+        .found(
+            &request_stream(record_id),
+            &[request::NAME],
+            |client| async move { find(&client, record_id).await },
+            || ApiError::not_found(Code::ResNotFound, "no request record has this id"),
+        )
         .await
-        .map_err(ApiError::from)?
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(Code::ResNotFound, "no request record has this id"))
 }

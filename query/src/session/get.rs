@@ -5,6 +5,7 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, Code, ConsistencyPosition};
+use keyledger_events::session::session_stream;
 use keyledger_projections::session;
 use serde::Serialize;
 use uuid::Uuid;
@@ -64,16 +65,24 @@ pub async fn find(
     Ok(Some(SessionDetail { session, history }))
 }
 
+/// The session with its history, or 404 `RES_SESSION_NOT_FOUND` when the log has no such
+/// session; a session the `sessions` table has not applied yet is waited for.
+pub async fn require(state: &QueryState, session_id: Uuid) -> Result<SessionDetail, ApiError> {
+    state
+        .found(
+            &session_stream(session_id),
+            &[session::NAME],
+            |client| async move { find(&client, session_id).await },
+            || ApiError::not_found(Code::ResSessionNotFound, "no session has this id"),
+        )
+        .await
+}
+
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,
     AppPath(session_id): AppPath<Uuid>,
 ) -> Result<Json<SessionDetail>, ApiError> {
     state.consistent(&[session::NAME], position).await?;
-    let client = state.client().await?;
-    find(&client, session_id)
-        .await
-        .map_err(ApiError::from)?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(Code::ResSessionNotFound, "no session has this id"))
+    require(&state, session_id).await.map(Json)
 }
