@@ -1,4 +1,7 @@
-//! `/health/live`, `/health/ready`, `/health` (components and lags) and `/metrics`.
+//! `/health/live`, `/health/ready`, `/health` (components, readers' lags and stuck readers,
+//! supervised workers) and `/metrics`.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -12,6 +15,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::supervise::Supervisor;
+
 #[derive(Clone)]
 pub struct HealthState {
     pub pool: Pool,
@@ -20,6 +25,10 @@ pub struct HealthState {
     pub projections: Vec<&'static str>,
     pub relay_checkpoint: Option<String>,
     pub metrics: PrometheusHandle,
+    /// The background workers of this process.
+    pub supervisor: Supervisor,
+    /// A reader behind the log whose checkpoint has not moved this long is stuck.
+    pub stuck_after: Duration,
 }
 
 pub fn router(state: HealthState) -> Router {
@@ -54,12 +63,80 @@ async fn postgres_head(pool: &Pool) -> Result<i64, String> {
         .map_err(|e| e.to_string())
 }
 
+/// One reader of the log (a projection or the relay), as its checkpoint row says: read from
+/// the database, so any node shows every reader whichever process runs it.
 #[derive(Serialize)]
 struct Consumer {
     name: String,
+    /// `ok`, or `stuck`: behind the log with a checkpoint that has not moved for longer than
+    /// `PROJECTION_STUCK_AFTER` (or failing with a recorded error).
+    status: &'static str,
     position: i64,
+    head: i64,
     /// Events committed but not yet applied (or published).
     lag: i64,
+    /// When the checkpoint last moved, and how many seconds ago.
+    updated_at: Option<String>,
+    checkpoint_age_seconds: Option<f64>,
+    /// How long the oldest event past the checkpoint has waited, in seconds.
+    behind_seconds: Option<f64>,
+    last_error: Option<String>,
+    last_error_at: Option<String>,
+}
+
+/// The checkpoints of `$1`, with the age of each and of the oldest event past it. The row goes
+/// through `to_jsonb` so that columns added later (`last_error`, `last_error_at`) are read when
+/// present and missing otherwise.
+const CHECKPOINTS: &str = "SELECT c.name, c.position, to_jsonb(c) AS row, \
+            extract(epoch FROM now() - c.updated_at)::float8 AS age, \
+            extract(epoch FROM now() - ( \
+              SELECT e.recorded_at FROM events e WHERE e.position > c.position \
+              ORDER BY e.position LIMIT 1))::float8 AS behind \
+     FROM checkpoints c WHERE c.name = ANY($1)";
+
+async fn consumers(
+    pool: &Pool,
+    names: &[String],
+    head: i64,
+    stuck_after: Duration,
+) -> Result<Vec<Consumer>, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let rows = client
+        .query(CHECKPOINTS, &[&names])
+        .await
+        .map_err(|e| e.to_string())?;
+    let stuck_after = stuck_after.as_secs_f64();
+    let mut consumers = Vec::with_capacity(names.len());
+    for name in names {
+        let row = rows
+            .iter()
+            .find(|r| r.try_get::<_, String>(0).is_ok_and(|n| &n == name));
+        let position = row.and_then(|r| r.try_get::<_, i64>(1).ok()).unwrap_or(0);
+        let json: serde_json::Value = row
+            .and_then(|r| r.try_get(2).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let text = |field: &str| json.get(field).and_then(|v| v.as_str()).map(str::to_owned);
+        let age: Option<f64> = row.and_then(|r| r.try_get(3).ok());
+        let behind: Option<f64> = row.and_then(|r| r.try_get(4).ok());
+        let lag = (head - position).max(0);
+        let last_error = text("last_error");
+        let stuck = lag > 0
+            && (age.is_some_and(|a| a > stuck_after) && behind.is_some_and(|b| b > stuck_after)
+                || last_error.is_some());
+        consumers.push(Consumer {
+            name: name.clone(),
+            status: if stuck { "stuck" } else { "ok" },
+            position,
+            head,
+            lag,
+            updated_at: text("updated_at"),
+            checkpoint_age_seconds: age,
+            behind_seconds: behind,
+            last_error,
+            last_error_at: text("last_error_at"),
+        });
+    }
+    Ok(consumers)
 }
 
 async fn health(State(state): State<HealthState>) -> impl IntoResponse {
@@ -71,55 +148,84 @@ async fn health(State(state): State<HealthState>) -> impl IntoResponse {
             other => json!({"status": "down", "detail": other.to_string()}),
         },
     };
+    let workers = state.supervisor.report();
     let Ok(head) = head else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
                 "status": "unavailable",
-                "components": {"postgres": {"status": "down"}, "nats": nats},
+                "components": {
+                    "postgres": {"status": "down"},
+                    "nats": nats,
+                    "workers": workers,
+                },
             })),
         );
     };
-    let checkpoints = match state.pool.get().await {
-        Ok(client) => client
-            .query("SELECT name, position FROM checkpoints", &[])
-            .await
-            .map(|rows| {
-                rows.iter()
-                    .filter_map(|r| {
-                        Some((
-                            r.try_get::<_, String>(0).ok()?,
-                            r.try_get::<_, i64>(1).ok()?,
-                        ))
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
-    let consumer = |name: &str| {
-        let position = checkpoints
-            .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, p)| *p);
-        Consumer {
-            name: name.to_owned(),
-            position,
-            lag: (head - position).max(0),
+    let mut names: Vec<String> = state.projections.iter().map(|n| (*n).to_owned()).collect();
+    if let Some(relay) = &state.relay_checkpoint {
+        names.push(relay.clone());
+    }
+    let mut degraded: Vec<String> = Vec::new();
+    let (mut projections, relay) =
+        match consumers(&state.pool, &names, head, state.stuck_after).await {
+            Ok(mut all) => {
+                let relay = match state.relay_checkpoint {
+                    Some(_) => all.pop(),
+                    None => None,
+                };
+                (all, relay)
+            }
+            Err(error) => {
+                degraded.push(format!("checkpoints: cannot be read: {error}"));
+                (Vec::new(), None)
+            }
+        };
+    projections.sort_by(|a, b| a.name.cmp(&b.name));
+    for consumer in projections.iter().chain(relay.as_ref()) {
+        if consumer.status != "ok" {
+            degraded.push(format!(
+                "{}: {} at {} of {} (checkpoint unmoved for {:.0} s){}",
+                consumer.name,
+                consumer.status,
+                consumer.position,
+                consumer.head,
+                consumer.checkpoint_age_seconds.unwrap_or(0.0),
+                consumer
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default(),
+            ));
         }
-    };
-    let projections: Vec<Consumer> = state.projections.iter().map(|n| consumer(n)).collect();
-    let relay = state.relay_checkpoint.as_deref().map(consumer);
+    }
+    for worker in &workers {
+        if worker.status != "up" {
+            degraded.push(format!(
+                "worker {}: {} after {} restarts{}",
+                worker.name,
+                worker.status,
+                worker.restarts,
+                worker
+                    .last_failure
+                    .as_deref()
+                    .map(|f| format!("; last failure: {f}"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
     (
         StatusCode::OK,
         Json(json!({
-            "status": "ok",
+            "status": if degraded.is_empty() { "ok" } else { "degraded" },
             "head": head,
+            "degraded": degraded,
             "components": {
                 "postgres": {"status": "up"},
                 "nats": nats,
                 "projections": projections,
                 "relay": relay,
+                "workers": workers,
             },
         })),
     )
