@@ -16,5 +16,6 @@ mod projections;
 mod relay;
 mod replay;
 mod request_log;
+mod resilience;
 mod secrets;
 mod sessions;
