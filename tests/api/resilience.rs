@@ -13,7 +13,7 @@ use keyledger::supervise::Supervisor;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{TestClock, TestDatabase, eventually, problem};
+use crate::helpers::{NATS, TestClock, TestDatabase, TestStream, eventually, problem};
 
 /// The service with a handle on its own pool and supervisor.
 struct RunningApp {
@@ -143,22 +143,31 @@ async fn a_command_answers_503_within_the_pool_timeout_when_every_connection_is_
 }
 
 #[tokio::test]
-async fn projection_leases_leave_every_pooled_connection_to_requests() {
+async fn leases_of_the_projections_and_the_relay_leave_every_pooled_connection_to_requests() {
     let projections: Vec<String> = keyledger_projections::asynchronous()
         .iter()
         .map(|p| p.name().to_owned())
         .collect();
     let size = projections.len();
+    let stream = TestStream::create().await;
+    let relay = stream.config.clone();
     let app = RunningApp::start(|args| {
         // As many connections as projections: leases on pooled connections would take them all.
         args.database.db_pool_size = size;
         args.database.db_pool_timeout_ms = 2000;
+        args.nats_url = Some(NATS.to_owned());
+        args.nats_stream = relay.stream.clone();
+        args.nats_subject_prefix = relay.subject_prefix.clone();
+        args.nats_head_subject = relay.head_subject.clone();
     })
     .await;
-    let keys: Vec<i64> = projections
+    let mut keys: Vec<i64> = projections
         .iter()
         .map(|name| keyledger_events::lease::lease_key(&format!("projection:{name}")))
         .collect();
+    keys.push(keyledger_events::lease::lease_key(
+        &stream.config.checkpoint_name(),
+    ));
     let pool = app.pool.clone();
     eventually(
         Duration::from_secs(15),
@@ -195,6 +204,9 @@ async fn projection_leases_leave_every_pooled_connection_to_requests() {
         taken.iter().all(Result::is_ok),
         "every pooled connection is free for requests while the leases are held"
     );
+    drop(taken);
+    drop(app);
+    stream.delete().await;
 }
 
 #[tokio::test]
