@@ -1,12 +1,16 @@
-//! `keyledger serve`: starts the pieces a role needs with `tokio::spawn`, waits for the first
-//! to stop, and says why it stopped.
+//! `keyledger serve`: starts the pieces a role needs, the background workers under a
+//! supervisor that restarts them; waits until the server or the writer stops or a worker keeps
+//! failing, and says why.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
+use axum::extract::State;
 use axum::http::Request;
+use axum::response::IntoResponse;
 use deadpool_postgres::Pool;
 use keyledger_api::body_limit::BodyLimits;
 use keyledger_api::request_log::{RequestLog, RequestLogConfig};
@@ -25,11 +29,14 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{Role, ServeArgs};
 use crate::health::{self, HealthState};
+use crate::supervise::{Supervisor, SupervisorConfig};
 
 pub struct Application {
     pub address: SocketAddr,
     pub pool: Pool,
     pub notifier: Notifier,
+    /// The background workers (projectors, relay, jobs); more may be added before running.
+    pub supervisor: Supervisor,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
@@ -56,11 +63,17 @@ impl Application {
         let url = &args.database.database_url;
         db::ensure_database(url).await?;
         db::migrate(url).await?;
-        let pool = db::pool(url, args.database.db_pool_size)?;
+        let settings = args.database.pool_settings();
+        let pool = db::pool_with(url, &settings)?;
         let read_pool = match &args.read_database_url {
-            Some(read_url) => db::pool(read_url, args.database.db_pool_size)?,
+            Some(read_url) => db::pool_with(read_url, &settings)?,
             None => pool.clone(),
         };
+        let supervisor = Supervisor::new(SupervisorConfig {
+            max_failures: args.worker_max_failures,
+            window: args.worker_failure_window,
+            ..SupervisorConfig::default()
+        });
         let notifier = Notifier::default();
         let runs = |role: Role| {
             args.role == Role::All
@@ -69,17 +82,28 @@ impl Application {
         };
         let mut tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)> = Vec::new();
 
-        tasks.push((
-            "notification listener",
-            tokio::spawn(forever(keyledger_events::notifier::listen(
-                url.clone(),
-                notifier.clone(),
-            ))),
-        ));
+        {
+            let (url, notifier) = (url.clone(), notifier.clone());
+            supervisor.spawn_forever("notification listener", move || {
+                keyledger_events::notifier::listen(url.clone(), notifier.clone())
+            });
+        }
 
         let inline = keyledger_projections::inline();
         let projections = keyledger_projections::asynchronous();
-        keyledger_projections::runtime::prepare(&pool, &projections, &inline, &notifier).await?;
+        {
+            // A rebuild may run long statements: it gets connections without the statement
+            // timeout of the serving pool.
+            let startup = db::pool_with(
+                url,
+                &db::PoolSettings {
+                    statement_timeout: None,
+                    ..settings.clone()
+                },
+            )?;
+            keyledger_projections::runtime::prepare(&startup, &projections, &inline, &notifier)
+                .await?;
+        }
 
         let nats = match &args.nats_url {
             Some(nats_url) => Some(
@@ -97,15 +121,16 @@ impl Application {
         }
 
         if runs(Role::Projector) {
-            tasks.push((
-                "projectors",
-                tokio::spawn(forever(keyledger_projections::runtime::run_until_stopped(
+            let (pool, projections, notifier) =
+                (pool.clone(), projections.clone(), notifier.clone());
+            supervisor.spawn("projectors", move || {
+                keyledger_projections::runtime::run_until_stopped(
                     pool.clone(),
                     projections.clone(),
                     notifier.clone(),
                     RuntimeConfig::default(),
-                ))),
-            ));
+                )
+            });
         }
 
         let relay_config = RelayConfig {
@@ -115,15 +140,20 @@ impl Application {
             ..RelayConfig::default()
         };
         if let (Some(client), true) = (&nats, runs(Role::Relay)) {
-            tasks.push((
-                "relay",
-                tokio::spawn(forever(keyledger_events::relay::run_until_stopped(
+            let (pool, client, config, notifier) = (
+                pool.clone(),
+                client.clone(),
+                relay_config.clone(),
+                notifier.clone(),
+            );
+            supervisor.spawn_forever("relay", move || {
+                keyledger_events::relay::run_until_stopped(
                     pool.clone(),
                     client.clone(),
-                    relay_config.clone(),
+                    config.clone(),
                     notifier.clone(),
-                ))),
-            ));
+                )
+            });
         }
 
         let mut router = Router::new();
@@ -159,58 +189,71 @@ impl Application {
                     exclude: args.request_log_exclude.clone(),
                     ..RequestLogConfig::default()
                 });
-                tasks.push((
-                    "request log writer",
-                    tokio::spawn(forever(keyledger_api::request_log::run_writer(
-                        store.clone(),
-                        records,
-                    ))),
-                ));
+                // The queue outlives a writer that fails: each run drains it through a channel
+                // of its own.
+                let records = Arc::new(tokio::sync::Mutex::new(records));
+                let store = store.clone();
+                supervisor.spawn_forever("request log writer", move || {
+                    let (records, store) = (records.clone(), store.clone());
+                    async move {
+                        let (forward, run_records) = tokio::sync::mpsc::channel(1024);
+                        let pump = async move {
+                            let mut records = records.lock().await;
+                            while let Some(record) = records.recv().await {
+                                if forward.send(record).await.is_err() {
+                                    break;
+                                }
+                            }
+                        };
+                        futures::join!(
+                            pump,
+                            keyledger_api::request_log::run_writer(store, run_records)
+                        );
+                    }
+                });
                 Some(log)
             }
             _ => None,
         };
         if runs(Role::Projector) {
-            tasks.push((
-                "request log retention",
-                tokio::spawn(forever(prune_requests(
-                    pool.clone(),
-                    args.request_log_retention,
-                ))),
-            ));
+            let (pool, retention) = (pool.clone(), args.request_log_retention);
+            supervisor.spawn_forever("request log retention", move || {
+                prune_requests(pool.clone(), retention)
+            });
         }
         if let (Some(store), true) = (store.clone(), runs(Role::Command)) {
-            tasks.push((
-                "idempotency purge",
-                tokio::spawn(forever(keyledger_command::idempotency::run_purge(
-                    pool.clone(),
-                    args.idempotency_purge_interval,
-                ))),
-            ));
-            tasks.push((
-                "session retention",
-                tokio::spawn(forever(
+            {
+                let (pool, interval) = (pool.clone(), args.idempotency_purge_interval);
+                supervisor.spawn_forever("idempotency purge", move || {
+                    keyledger_command::idempotency::run_purge(pool.clone(), interval)
+                });
+            }
+            {
+                let (store, pool, clock) = (store.clone(), pool.clone(), clock.clone());
+                let (retention, interval) = (args.session_retention, args.session_expiry_interval);
+                supervisor.spawn_forever("session retention", move || {
                     keyledger_command::session::expiry::run_until_stopped(
                         store.clone(),
                         pool.clone(),
                         clock.clone(),
-                        args.session_retention,
-                        args.session_expiry_interval,
-                    ),
-                )),
-            ));
-            tasks.push((
-                "heartbeat timeouts",
-                tokio::spawn(forever(
+                        retention,
+                        interval,
+                    )
+                });
+            }
+            {
+                let (store, pool, clock) = (store.clone(), pool.clone(), clock.clone());
+                let (ttl, interval) = (args.heartbeat_ttl, args.heartbeat_check_interval);
+                supervisor.spawn_forever("heartbeat timeouts", move || {
                     keyledger_command::license::installations::run_until_stopped(
                         store.clone(),
                         pool.clone(),
                         clock.clone(),
-                        args.heartbeat_ttl,
-                        args.heartbeat_check_interval,
-                    ),
-                )),
-            ));
+                        ttl,
+                        interval,
+                    )
+                });
+            }
             router = router.merge(keyledger_command::router(CommandState {
                 store,
                 pool: pool.clone(),
@@ -245,8 +288,22 @@ impl Application {
                 .as_ref()
                 .map(|_| relay_config.checkpoint_name()),
             metrics: metrics_handle(),
+            supervisor: supervisor.clone(),
+            stuck_after: args.projection_stuck_after,
         };
-        let router = with_http_layers(router.merge(health::router(health_state)), request_log);
+        if args.request_timeout() <= args.consistency_timeout() {
+            tracing::warn!(
+                request_timeout_ms = args.request_timeout_ms,
+                consistency_timeout_ms = args.consistency_timeout_ms,
+                "REQUEST_TIMEOUT_MS is not above CONSISTENCY_TIMEOUT_MS: consistency waits end \
+                 as request timeouts (503) rather than as 504 SYS_CONSISTENCY_TIMEOUT"
+            );
+        }
+        let router = with_http_layers(
+            router.merge(health::router(health_state)),
+            request_log,
+            args.request_timeout(),
+        );
 
         // Worker roles serve /health and /metrics only.
         let listener = TcpListener::bind(args.bind)
@@ -267,14 +324,26 @@ impl Application {
             address,
             pool,
             notifier,
+            supervisor,
             tasks,
         })
     }
 
-    /// Waits until one piece stops; reports which and why.
+    /// Waits until the server or the writer stops, or a worker is given up on; reports which
+    /// and why. Every other piece is stopped before it returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let supervisor = self.supervisor;
         let (names, handles): (Vec<_>, Vec<_>) = self.tasks.into_iter().unzip();
-        let (result, index, rest) = futures::future::select_all(handles).await;
+        let stopped = tokio::select! {
+            stopped = futures::future::select_all(handles) => stopped,
+            error = supervisor.gave_up() => {
+                supervisor.stop_all();
+                tracing::error!(error = %format!("{error:#}"), "a worker cannot be restarted; stopping");
+                return Err(error);
+            }
+        };
+        supervisor.stop_all();
+        let (result, index, rest) = stopped;
         for handle in rest {
             handle.abort();
         }
@@ -304,11 +373,6 @@ async fn async_nats_connect(url: &str) -> anyhow::Result<async_nats::Client> {
     Ok(client)
 }
 
-async fn forever(future: impl Future<Output = ()>) -> anyhow::Result<()> {
-    future.await;
-    Ok(())
-}
-
 /// Prunes the request viewer's table every hour.
 async fn prune_requests(pool: deadpool_postgres::Pool, retention: std::time::Duration) {
     loop {
@@ -332,12 +396,20 @@ fn body_limits() -> BodyLimits {
     )
 }
 
-fn with_http_layers(router: Router, request_log: Option<RequestLog>) -> Router {
+fn with_http_layers(
+    router: Router,
+    request_log: Option<RequestLog>,
+    request_timeout: Duration,
+) -> Router {
     let router = router
         .route_layer(axum::middleware::from_fn(
             keyledger_api::request_log::note_route,
         ))
         .fallback(|| async { ApiError::not_found(Code::ResNotFound, "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            bound_request_time,
+        ))
         .layer(axum::middleware::from_fn(keyledger_api::render_problems))
         // Inside the request log, so that a refused body is still recorded (the log reads
         // only the part of a body it keeps).
@@ -369,6 +441,31 @@ fn with_http_layers(router: Router, request_log: Option<RequestLog>) -> Router {
             }),
         )
         .layer(axum::middleware::from_fn(keyledger_api::request_id_layer))
+}
+
+/// Answers 503 `SYS_UNAVAILABLE` with `Retry-After` when the request takes longer than
+/// `limit` (the work in flight is dropped; an append already handed to the writer may still
+/// commit, which a retry with the same Idempotency-Key finds).
+async fn bound_request_time(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("keyledger_request_timeouts_total").increment(1);
+            let mut error = ApiError::unavailable(format!(
+                "the request did not finish within {} ms",
+                limit.as_millis()
+            ));
+            error.detail = format!(
+                "the request did not finish within {} ms; retry later",
+                limit.as_millis()
+            );
+            error.into_response()
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -16,6 +16,31 @@ pub struct DatabaseArgs {
     /// Connections in the pool.
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: usize,
+
+    /// Longest wait for a pooled connection, in milliseconds; past it the request answers 503.
+    #[arg(long, env = "DB_POOL_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_pool_timeout_ms: u64,
+
+    /// Longest wait for PostgreSQL to accept a new connection, in milliseconds.
+    #[arg(long, env = "DB_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_connect_timeout_ms: u64,
+
+    /// `statement_timeout` of the service's pooled connections, in milliseconds (0: none).
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT_MS", default_value_t = 10000)]
+    pub db_statement_timeout_ms: u64,
+}
+
+impl DatabaseArgs {
+    /// The settings of the service's pool (with the statement timeout).
+    pub fn pool_settings(&self) -> keyledger_events::db::PoolSettings {
+        keyledger_events::db::PoolSettings {
+            size: self.db_pool_size,
+            wait_timeout: Duration::from_millis(self.db_pool_timeout_ms),
+            connect_timeout: Duration::from_millis(self.db_connect_timeout_ms),
+            statement_timeout: (self.db_statement_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.db_statement_timeout_ms)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,6 +147,23 @@ pub struct ServeArgs {
     /// How often expired Idempotency-Keys are purged.
     #[arg(long, env = "IDEMPOTENCY_PURGE_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub idempotency_purge_interval: Duration,
+
+    /// Longest time a request may take, in milliseconds; past it the answer is 503.
+    #[arg(long, env = "REQUEST_TIMEOUT_MS", default_value_t = 30000)]
+    pub request_timeout_ms: u64,
+
+    /// A projection behind the log whose checkpoint has not moved this long is stuck.
+    #[arg(long, env = "PROJECTION_STUCK_AFTER", default_value = "30s", value_parser = parse_duration)]
+    pub projection_stuck_after: Duration,
+
+    /// A worker that stops this many times within WORKER_FAILURE_WINDOW stops the process.
+    #[arg(long, env = "WORKER_MAX_FAILURES", default_value_t = 5)]
+    pub worker_max_failures: usize,
+
+    /// The window WORKER_MAX_FAILURES counts in; a restarted worker is reported degraded in
+    /// `/health` for this long after its last failure.
+    #[arg(long, env = "WORKER_FAILURE_WINDOW", default_value = "5m", value_parser = parse_duration)]
+    pub worker_failure_window: Duration,
 }
 
 /// `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
@@ -150,12 +192,19 @@ impl ServeArgs {
         Duration::from_millis(self.consistency_timeout_ms)
     }
 
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
     /// Settings for an in-process instance (tests, benchmarks).
     pub fn local(database_url: &str) -> ServeArgs {
         ServeArgs {
             database: DatabaseArgs {
                 database_url: database_url.to_owned(),
                 db_pool_size: 16,
+                db_pool_timeout_ms: 5000,
+                db_connect_timeout_ms: 5000,
+                db_statement_timeout_ms: 10000,
             },
             role: Role::All,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -178,6 +227,10 @@ impl ServeArgs {
             request_log_retention: Duration::from_secs(30 * 86_400),
             session_expiry_interval: Duration::from_secs(60),
             idempotency_purge_interval: Duration::from_secs(600),
+            request_timeout_ms: 30000,
+            projection_stuck_after: Duration::from_secs(30),
+            worker_max_failures: 5,
+            worker_failure_window: Duration::from_secs(300),
         }
     }
 }

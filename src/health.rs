@@ -1,4 +1,7 @@
-//! `/health/live`, `/health/ready`, `/health` (components and lags) and `/metrics`.
+//! `/health/live`, `/health/ready`, `/health` (components, readers' lags and stuck readers,
+//! supervised workers) and `/metrics`.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -12,6 +15,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::supervise::Supervisor;
+
 #[derive(Clone)]
 pub struct HealthState {
     pub pool: Pool,
@@ -20,6 +25,10 @@ pub struct HealthState {
     pub projections: Vec<&'static str>,
     pub relay_checkpoint: Option<String>,
     pub metrics: PrometheusHandle,
+    /// The background workers of this process.
+    pub supervisor: Supervisor,
+    /// A reader behind the log whose checkpoint has not moved this long is stuck.
+    pub stuck_after: Duration,
 }
 
 pub fn router(state: HealthState) -> Router {
@@ -54,53 +63,101 @@ async fn postgres_head(pool: &Pool) -> Result<i64, String> {
         .map_err(|e| e.to_string())
 }
 
+/// One reader of the log (a projection or the relay), as its checkpoint row says: read from
+/// the database, so any node shows every reader whichever process runs it.
 #[derive(Serialize)]
 struct Consumer {
     name: String,
-    /// `ok`, or `degraded` while it is failing or has set events aside.
+    /// `ok`; `failing` while its steps fail (`last_error`); `stuck`: behind the log with a
+    /// checkpoint that has not moved for longer than `PROJECTION_STUCK_AFTER`; `degraded`:
+    /// working, but it went past events it could not handle (`parked_positions`).
     status: &'static str,
     position: i64,
+    head: i64,
     /// Events committed but not yet applied (or published).
     lag: i64,
-    /// Since when its steps fail (absent when the last one succeeded).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    failing_since: Option<chrono::DateTime<chrono::Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_error: Option<String>,
-    /// Events it could not handle and went on past (`projection_parked`); a rebuild tries
-    /// them again.
-    parked: i64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    parked_positions: Vec<i64>,
-}
-
-/// A consumer's row of `checkpoints`, with what it set aside.
-#[derive(Default, Clone)]
-struct CheckpointRow {
-    position: i64,
+    /// When the checkpoint last moved, and how many seconds ago.
+    updated_at: Option<String>,
+    checkpoint_age_seconds: Option<f64>,
+    /// How long the oldest event past the checkpoint has waited, in seconds.
+    behind_seconds: Option<f64>,
+    /// Since when its steps fail (absent once one succeeds), and the last failure.
     failing_since: Option<chrono::DateTime<chrono::Utc>>,
     last_error: Option<String>,
+    last_error_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Events it could not handle and went on past (`projection_parked`), newest first (at
+    /// most 10 listed); `keyledger projections rebuild` tries them again.
     parked: i64,
     parked_positions: Vec<i64>,
 }
 
-const CHECKPOINTS: &str = "SELECT c.name, c.position, c.failing_since, c.last_error, \
-       (SELECT count(*) FROM projection_parked p WHERE p.projection = c.name), \
-       ARRAY(SELECT p.position FROM projection_parked p WHERE p.projection = c.name \
-             ORDER BY p.position DESC LIMIT 10) \
-     FROM checkpoints c";
+/// The checkpoints of `$1`, with the age of each and of the oldest event past it, and what
+/// each set aside.
+const CHECKPOINTS: &str = "SELECT c.name, c.position, c.updated_at, \
+            extract(epoch FROM now() - c.updated_at)::float8 AS age, \
+            extract(epoch FROM now() - ( \
+              SELECT e.recorded_at FROM events e WHERE e.position > c.position \
+              ORDER BY e.position LIMIT 1))::float8 AS behind, \
+            c.failing_since, c.last_error, c.last_error_at, \
+            (SELECT count(*) FROM projection_parked p WHERE p.projection = c.name), \
+            ARRAY(SELECT p.position FROM projection_parked p WHERE p.projection = c.name \
+                  ORDER BY p.position DESC LIMIT 10) \
+     FROM checkpoints c WHERE c.name = ANY($1)";
 
-fn checkpoint_row(row: &tokio_postgres::Row) -> Option<(String, CheckpointRow)> {
-    Some((
-        row.try_get(0).ok()?,
-        CheckpointRow {
-            position: row.try_get(1).ok()?,
-            failing_since: row.try_get(2).ok()?,
-            last_error: row.try_get(3).ok()?,
-            parked: row.try_get(4).ok()?,
-            parked_positions: row.try_get(5).ok()?,
-        },
-    ))
+async fn consumers(
+    pool: &Pool,
+    names: &[String],
+    head: i64,
+    stuck_after: Duration,
+) -> Result<Vec<Consumer>, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let rows = client
+        .query(CHECKPOINTS, &[&names])
+        .await
+        .map_err(|e| e.to_string())?;
+    let stuck_after = stuck_after.as_secs_f64();
+    let mut consumers = Vec::with_capacity(names.len());
+    for name in names {
+        let row = rows
+            .iter()
+            .find(|r| r.try_get::<_, String>(0).is_ok_and(|n| &n == name));
+        let position = row.and_then(|r| r.try_get::<_, i64>(1).ok()).unwrap_or(0);
+        let updated_at: Option<chrono::DateTime<chrono::Utc>> = row.and_then(|r| r.try_get(2).ok());
+        let age: Option<f64> = row.and_then(|r| r.try_get(3).ok());
+        let behind: Option<f64> = row.and_then(|r| r.try_get(4).ok());
+        let failing_since: Option<chrono::DateTime<chrono::Utc>> =
+            row.and_then(|r| r.try_get(5).ok());
+        let parked: i64 = row.and_then(|r| r.try_get(8).ok()).unwrap_or(0);
+        let lag = (head - position).max(0);
+        let stuck = lag > 0
+            && age.is_some_and(|a| a > stuck_after)
+            && behind.is_some_and(|b| b > stuck_after);
+        let status = if failing_since.is_some() {
+            "failing"
+        } else if stuck {
+            "stuck"
+        } else if parked > 0 {
+            "degraded"
+        } else {
+            "ok"
+        };
+        consumers.push(Consumer {
+            name: name.clone(),
+            status,
+            position,
+            head,
+            lag,
+            updated_at: updated_at.map(|at| at.to_rfc3339()),
+            checkpoint_age_seconds: age,
+            behind_seconds: behind,
+            failing_since,
+            last_error: row.and_then(|r| r.try_get(6).ok()),
+            last_error_at: row.and_then(|r| r.try_get(7).ok()),
+            parked,
+            parked_positions: row.and_then(|r| r.try_get(9).ok()).unwrap_or_default(),
+        });
+    }
+    Ok(consumers)
 }
 
 async fn health(State(state): State<HealthState>) -> impl IntoResponse {
@@ -112,60 +169,86 @@ async fn health(State(state): State<HealthState>) -> impl IntoResponse {
             other => json!({"status": "down", "detail": other.to_string()}),
         },
     };
+    let workers = state.supervisor.report();
     let Ok(head) = head else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
                 "status": "unavailable",
-                "components": {"postgres": {"status": "down"}, "nats": nats},
+                "components": {
+                    "postgres": {"status": "down"},
+                    "nats": nats,
+                    "workers": workers,
+                },
             })),
         );
     };
-    let checkpoints = match state.pool.get().await {
-        Ok(client) => client
-            .query(CHECKPOINTS, &[])
-            .await
-            .map(|rows| rows.iter().filter_map(checkpoint_row).collect::<Vec<_>>())
-            .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    };
-    let consumer = |name: &str| {
-        let row = checkpoints
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, row)| row.clone())
-            .unwrap_or_default();
-        let degraded = row.failing_since.is_some() || row.parked > 0;
-        Consumer {
-            name: name.to_owned(),
-            status: if degraded { "degraded" } else { "ok" },
-            position: row.position,
-            lag: (head - row.position).max(0),
-            failing_since: row.failing_since,
-            last_error: row.last_error.filter(|_| degraded),
-            parked: row.parked,
-            parked_positions: row.parked_positions,
+    let mut names: Vec<String> = state.projections.iter().map(|n| (*n).to_owned()).collect();
+    if let Some(relay) = &state.relay_checkpoint {
+        names.push(relay.clone());
+    }
+    let mut degraded: Vec<String> = Vec::new();
+    let (mut projections, relay) =
+        match consumers(&state.pool, &names, head, state.stuck_after).await {
+            Ok(mut all) => {
+                let relay = match state.relay_checkpoint {
+                    Some(_) => all.pop(),
+                    None => None,
+                };
+                (all, relay)
+            }
+            Err(error) => {
+                degraded.push(format!("checkpoints: cannot be read: {error}"));
+                (Vec::new(), None)
+            }
+        };
+    projections.sort_by(|a, b| a.name.cmp(&b.name));
+    for consumer in projections.iter().chain(relay.as_ref()) {
+        if consumer.status != "ok" {
+            degraded.push(format!(
+                "{}: {} at {} of {} (checkpoint unmoved for {:.0} s; {} events set aside){}",
+                consumer.name,
+                consumer.status,
+                consumer.position,
+                consumer.head,
+                consumer.checkpoint_age_seconds.unwrap_or(0.0),
+                consumer.parked,
+                consumer
+                    .last_error
+                    .as_deref()
+                    .filter(|_| consumer.status != "ok")
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default(),
+            ));
         }
-    };
-    let projections: Vec<Consumer> = state.projections.iter().map(|n| consumer(n)).collect();
-    let relay = state.relay_checkpoint.as_deref().map(consumer);
-    let degraded: Vec<&str> = projections
-        .iter()
-        .chain(relay.iter())
-        .filter(|c| c.status != "ok")
-        .map(|c| c.name.as_str())
-        .collect();
+    }
+    for worker in &workers {
+        if worker.status != "up" {
+            degraded.push(format!(
+                "worker {}: {} after {} restarts{}",
+                worker.name,
+                worker.status,
+                worker.restarts,
+                worker
+                    .last_failure
+                    .as_deref()
+                    .map(|f| format!("; last failure: {f}"))
+                    .unwrap_or_default(),
+            ));
+        }
+    }
     (
         StatusCode::OK,
         Json(json!({
             "status": if degraded.is_empty() { "ok" } else { "degraded" },
-            "degraded": degraded,
             "head": head,
+            "degraded": degraded,
             "components": {
                 "postgres": {"status": "up"},
                 "nats": nats,
                 "projections": projections,
                 "relay": relay,
+                "workers": workers,
             },
         })),
     )

@@ -8,4 +8,5 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod import;
+pub mod supervise;
 pub mod telemetry;

@@ -1,16 +1,63 @@
 //! Connecting to PostgreSQL: the pool, creating the database if missing, and migrations.
 
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::{Config, NoTls};
 
 mod embedded {
     refinery::embed_migrations!("../migrations");
 }
 
-/// Builds a pool of `size` connections to `url`.
+/// How the pool connects and how long anything waits for it.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    /// Most connections open at once.
+    pub size: usize,
+    /// Longest wait for a free connection (and for creating or recycling one); past it,
+    /// `get()` fails with a timeout instead of waiting for good.
+    pub wait_timeout: Duration,
+    /// Longest wait for PostgreSQL to accept a new connection.
+    pub connect_timeout: Duration,
+    /// Set as `statement_timeout` on every connection of the pool; `None` leaves the server's.
+    pub statement_timeout: Option<Duration>,
+}
+
+impl PoolSettings {
+    /// `size` connections with the default timeouts and no statement timeout.
+    pub fn new(size: usize) -> PoolSettings {
+        PoolSettings {
+            size,
+            wait_timeout: DEFAULT_POOL_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: None,
+        }
+    }
+}
+
+/// Default longest wait for a pooled connection.
+pub const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default longest wait for PostgreSQL to accept a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Builds a pool of `size` connections to `url` with the default timeouts.
 pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
-    let config: Config = url.parse().context("Failed to parse the database URL")?;
+    pool_with(url, &PoolSettings::new(size))
+}
+
+/// Builds a pool to `url` as `settings` say.
+pub fn pool_with(url: &str, settings: &PoolSettings) -> anyhow::Result<Pool> {
+    let mut config: Config = url.parse().context("Failed to parse the database URL")?;
+    config.connect_timeout(settings.connect_timeout);
+    if let Some(timeout) = settings.statement_timeout {
+        let option = format!("-c statement_timeout={}", timeout.as_millis());
+        let options = match config.get_options() {
+            Some(existing) if !existing.is_empty() => format!("{existing} {option}"),
+            _ => option,
+        };
+        config.options(&options);
+    }
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -19,9 +66,30 @@ pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
         },
     );
     Pool::builder(manager)
-        .max_size(size)
+        .max_size(settings.size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.wait_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.wait_timeout))
         .build()
         .context("Failed to build the connection pool")
+}
+
+/// A connection of its own to the pool's database, with the pool's settings, that never
+/// counts against the pool's size (leases hold one for as long as they live).
+pub async fn dedicated_connection(pool: &Pool) -> anyhow::Result<ClientWrapper> {
+    use deadpool::managed::Manager as _;
+    let create = pool.manager().create();
+    let mut client = match pool.timeouts().create {
+        Some(limit) => tokio::time::timeout(limit, create)
+            .await
+            .context("Timed out opening a dedicated connection")?,
+        None => create.await,
+    }
+    .context("Failed to open a dedicated connection")?;
+    // It never goes back to the pool: keep it out of the pool's statement cache registry.
+    pool.manager().detach(&mut client);
+    Ok(client)
 }
 
 /// Creates the database named in `url` when it does not exist yet, connecting to the

@@ -1,16 +1,18 @@
 //! Leases: one active worker per projection (or relay) across processes.
 //!
-//! A lease is a session-level advisory lock held on a connection of its own. If the process
+//! A lease is a session-level advisory lock held on a connection of its own, opened for it
+//! and never taken from the shared pool: workers standing by or holding leases leave every
+//! pooled connection to the requests and the writer. If the process
 //! dies or its connection drops, PostgreSQL releases the lock and a standby takes over.
 //! Correctness never rests on the lease alone: projectors lock their checkpoint row in each
 //! batch, and the relay's repeats are dropped by JetStream's duplicate window.
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::{ClientWrapper, Pool};
 use sha2::{Digest, Sha256};
 
 pub struct Lease {
     name: String,
-    client: Option<Object>,
+    client: Option<ClientWrapper>,
 }
 
 /// The advisory lock key of a lease name.
@@ -22,9 +24,9 @@ pub fn lease_key(name: &str) -> i64 {
 }
 
 impl Lease {
-    /// Takes the lease if nobody holds it.
+    /// Takes the lease if nobody holds it, on a dedicated connection to `pool`'s database.
     pub async fn try_acquire(pool: &Pool, name: &str) -> anyhow::Result<Option<Lease>> {
-        let client = pool.get().await?;
+        let client = crate::db::dedicated_connection(pool).await?;
         let row = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&lease_key(name)])
             .await?;
@@ -53,9 +55,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        // Closing the connection releases the lock; it must not go back to the pool.
+        // Closing the connection releases the lock.
         if let Some(client) = self.client.take() {
-            drop(Object::take(client));
+            drop(client);
             tracing::info!(lease = %self.name, "lease released");
         }
     }

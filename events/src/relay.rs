@@ -125,6 +125,8 @@ async fn publish_while_leased(
     ensure_stream(context, config).await?;
     let name = config.checkpoint_name();
     let mut head: watch::Receiver<i64> = notifier.head();
+    // Pooled connections are taken for each read and returned before any wait: the relay never
+    // pins one while idle or while JetStream acknowledges.
     let client = pool.get().await.context("Failed to get a connection")?;
     client
         .execute(
@@ -138,17 +140,21 @@ async fn publish_while_leased(
         .await
         .context("Failed to read the relay checkpoint")?
         .try_get(0)?;
+    drop(client);
     let mut last_head: Option<std::time::Instant> = None;
     loop {
-        let (events, unreadable) =
+        let (events, unreadable) = {
+            let client = pool.get().await.context("Failed to get a connection")?;
             read_all_until_unreadable(&client, checkpoint, config.batch_size)
                 .await
-                .context("Failed to read the log")?;
+                .context("Failed to read the log")?
+        };
         if events.is_empty()
             && let Some(unreadable) = unreadable
         {
             // An event whose JSON does not parse (written around the service): set it aside
             // and go on, so that it cannot stop publication for good.
+            let client = pool.get().await.context("Failed to get a connection")?;
             park(
                 &client,
                 &name,
@@ -193,7 +199,9 @@ async fn publish_while_leased(
                 .context("JetStream did not acknowledge an event")?;
         }
         let last = events.last().map_or(checkpoint, |e| e.position);
-        client
+        pool.get()
+            .await
+            .context("Failed to get a connection")?
             .execute(
                 "UPDATE checkpoints SET position = $2, updated_at = now() \
                  WHERE name = $1 AND position < $2",

@@ -121,26 +121,39 @@ async fn prepare_locked(
     Ok(())
 }
 
-/// Runs a worker per projection until the task is dropped.
+/// Runs a worker per projection until the task is dropped, which stops them all. Returns
+/// as soon as one worker ends (a panic included), naming it, so the caller can restart them.
 pub async fn run_until_stopped(
     pool: Pool,
     projections: Vec<Arc<dyn Projection>>,
     notifier: Notifier,
     config: RuntimeConfig,
-) {
-    let workers: Vec<_> = projections
-        .into_iter()
-        .map(|projection| {
-            tokio::spawn(run_worker(
-                pool.clone(),
-                projection,
-                notifier.clone(),
-                config.clone(),
-            ))
-        })
-        .collect();
-    for worker in workers {
-        let _ = worker.await;
+) -> anyhow::Result<()> {
+    // A JoinSet aborts its tasks when dropped: no worker outlives this future.
+    let mut workers = tokio::task::JoinSet::new();
+    let mut names = std::collections::HashMap::new();
+    for projection in projections {
+        let name = projection.name();
+        let handle = workers.spawn(run_worker(
+            pool.clone(),
+            projection,
+            notifier.clone(),
+            config.clone(),
+        ));
+        names.insert(handle.id(), name);
+    }
+    let Some(ended) = workers.join_next_with_id().await else {
+        return Ok(());
+    };
+    match ended {
+        Ok((id, ())) => {
+            let name = names.get(&id).copied().unwrap_or("?");
+            anyhow::bail!("the worker of the projection {name} stopped")
+        }
+        Err(error) => {
+            let name = names.get(&error.id()).copied().unwrap_or("?");
+            anyhow::bail!("the worker of the projection {name} ended: {error}")
+        }
     }
 }
 

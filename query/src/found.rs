@@ -41,10 +41,7 @@ impl QueryState {
         F: Fn(deadpool_postgres::Client) -> Fut,
         Fut: Future<Output = Result<Option<T>, tokio_postgres::Error>>,
     {
-        if let Some(found) = find(self.client().await?)
-            .await
-            .map_err(ApiError::from)?
-        {
+        if let Some(found) = find(self.client().await?).await.map_err(ApiError::from)? {
             return Ok(found);
         }
         let head = {

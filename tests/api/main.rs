@@ -19,5 +19,6 @@ mod record;
 mod relay;
 mod replay;
 mod request_log;
+mod resilience;
 mod secrets;
 mod sessions;

@@ -328,7 +328,9 @@ async fn an_unreadable_event_is_set_aside_loudly_and_the_rest_keeps_working() {
         health["degraded"]
             .as_array()
             .unwrap()
-            .contains(&json!("licenses"))
+            .iter()
+            .any(|d| d.as_str().unwrap().starts_with("licenses: degraded")),
+        "{health}"
     );
     // `$all` still reads through it, showing it as stored.
     let page = app.get("/v1/events?limit=1000").await;
