@@ -311,6 +311,8 @@ async fn park_and_pass(
     .await?;
     tx.execute(UPDATE_CHECKPOINT, &[&name, &culprit.position])
         .await?;
+    // Past the event, the projection is no longer failing (what it set aside stays listed).
+    record_failure(&tx, name, None).await?;
     tx.commit().await?;
     notifier.checkpoint(name, culprit.position);
     Ok(())
