@@ -337,6 +337,10 @@ async fn an_unreadable_event_is_set_aside_loudly_and_the_rest_keeps_working() {
     assert_eq!(page.status(), 200);
     let page = page.text().await.unwrap();
     assert!(page.contains(r#""data":{"owner": 1e400}"#), "{page}");
+    // So does the admin hub's event page.
+    let admin = app.get("/admin/events?event_type=LicenseIssued").await;
+    assert_eq!(admin.status(), 200);
+    assert!(admin.text().await.unwrap().contains("1e400"));
     // Commands go on, and verify names the row instead of failing to read the log.
     let validated = app.validate(after["key"].as_str().unwrap()).await;
     assert_eq!(validated["code"], "VALID");

@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::licenses::urlencode;
-use super::{Section, layout, pretty, time};
+use super::{Section, layout, pretty_stored, time};
 use crate::QueryState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +22,15 @@ pub struct EventParams {
 }
 
 const PAGE: i64 = 50;
+
+/// What a row's JSON shows: the stored JSON as it is, and the event's identity.
+#[derive(serde::Serialize)]
+struct Shown<'a> {
+    data: &'a serde_json::value::RawValue,
+    metadata: &'a serde_json::value::RawValue,
+    event_id: uuid::Uuid,
+    hash: &'a str,
+}
 
 async fn newest(
     client: &impl GenericClient,
@@ -113,10 +122,10 @@ pub async fn list(
                                 td.wrap {
                                     details {
                                         summary { "JSON" }
-                                        pre { (pretty(&serde_json::json!({
-                                            "data": e.data, "metadata": e.metadata, "event_id": e.event_id,
-                                            "hash": e.hash,
-                                        }))) }
+                                        pre { (pretty_stored(&Shown {
+                                            data: &e.data, metadata: &e.metadata, event_id: e.event_id,
+                                            hash: &e.hash,
+                                        })) }
                                     }
                                 }
                             }

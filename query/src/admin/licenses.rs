@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Section, expiry, layout, pretty, status_class, time};
+use super::{Section, expiry, layout, pretty_stored, status_class, time};
 use crate::QueryState;
 use crate::events::read_stream;
 use crate::license::get::require;
@@ -263,7 +263,7 @@ pub async fn detail(
                         @for e in &history {
                             tr {
                                 td { (e.position) } td { (e.event_type) } td { (time(e.recorded_at)) }
-                                td.wrap { details { summary { "JSON" } pre { (pretty(&e.data)) } } }
+                                td.wrap { details { summary { "JSON" } pre { (pretty_stored(&e.data)) } } }
                             }
                         }
                     }

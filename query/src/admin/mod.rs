@@ -116,3 +116,13 @@ fn status_class(status: &str) -> String {
 fn pretty(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
+
+/// Stored JSON for a person: indented when it parses, as stored when it does not (a row
+/// written around the service may hold numbers no parser takes).
+fn pretty_stored(value: &impl serde::Serialize) -> String {
+    let compact = serde_json::to_string(value).unwrap_or_default();
+    match serde_json::from_str::<serde_json::Value>(&compact) {
+        Ok(parsed) => pretty(&parsed),
+        Err(_) => compact,
+    }
+}
