@@ -261,8 +261,8 @@ async fn a_body_with_a_raw_nul_byte_is_recorded_and_the_request_viewer_goes_on()
 
 /// An event that no reader can parse, written around the service (as a tampered or damaged
 /// row would be), followed by ordinary traffic.
-async fn write_unreadable_event(app: &TestApp) -> i64 {
-    let mut client = app.pool.get().await.unwrap();
+pub(crate) async fn write_unreadable_event(pool: &deadpool_postgres::Pool) -> i64 {
+    let mut client = pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
     tx.batch_execute(&format!(
         "SELECT pg_advisory_xact_lock({})",
@@ -291,7 +291,7 @@ async fn write_unreadable_event(app: &TestApp) -> i64 {
 async fn an_unreadable_event_is_set_aside_loudly_and_the_rest_keeps_working() {
     let app = spawn_app().await;
     app.issue_license().await;
-    let bad = write_unreadable_event(&app).await;
+    let bad = write_unreadable_event(&app.pool).await;
 
     let after = app
         .issue_license_with(json!({"owner": "after", "tier": "pro"}))

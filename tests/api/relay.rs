@@ -233,3 +233,60 @@ async fn the_relay_publishes_the_head_an_auditor_can_verify_against() {
     assert_eq!(report.finding, None);
     stream.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_event_is_set_aside_and_the_relay_publishes_the_rest() {
+    let database = TestDatabase::create().await;
+    let pool = database.pool();
+    let (store, _) = PgEventStore::start(
+        pool.clone(),
+        WriterConfig::default(),
+        vec![],
+        Notifier::default(),
+    );
+    let stream = TestStream::create().await;
+    let config = stream.config.clone();
+    let name = config.checkpoint_name();
+    let mut expected = append_events(&store, 3).await;
+    let bad = crate::record::write_unreadable_event(&pool).await;
+    expected.extend(append_events(&store, 3).await);
+
+    let running = start_relay(&database, &config, &stream);
+    eventually(Duration::from_secs(20), "the relay to go past it", || {
+        let pool = pool.clone();
+        let name = name.clone();
+        async move { (checkpoint(&pool, &name).await == 7).then_some(()) }
+    })
+    .await;
+    running.abort();
+
+    let ids: Vec<Uuid> = stream
+        .messages()
+        .await
+        .iter()
+        .map(|m| {
+            m.headers
+                .get("Nats-Msg-Id")
+                .unwrap()
+                .as_str()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids, expected, "every readable event, in order");
+    let parked: Vec<i64> = pool
+        .get()
+        .await
+        .unwrap()
+        .query(
+            "SELECT position FROM projection_parked WHERE projection = $1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(parked, vec![bad]);
+    stream.delete().await;
+}
