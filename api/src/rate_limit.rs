@@ -337,6 +337,12 @@ impl RateLimits {
         self.inner.trust_forwarded_for
     }
 
+    /// The client's address as the limiter sees it (for the login throttle): the first
+    /// `X-Forwarded-For` hop when trusted, otherwise the peer address.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+        client_ip(headers, peer, self.inner.trust_forwarded_for)
+    }
+
     fn class(&self, class: RouteClass) -> Option<&ClassLimiter> {
         match class {
             RouteClass::Validate => self.inner.validate.as_ref(),
@@ -421,7 +427,7 @@ pub async fn layer(State(limits): State<RateLimits>, request: Request, next: Nex
                 .extensions()
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|c| c.0);
-            match client_ip(request.headers(), peer, limits.inner.trust_forwarded_for) {
+            match limits.client_ip(request.headers(), peer) {
                 Some(ip) => RateKey::ip(ip),
                 None => RateKey("ip:unknown".into()),
             }
@@ -680,6 +686,14 @@ mod tests {
             if let Ok(rate) = text.parse::<Rate>() {
                 prop_assert_eq!(rate.to_string().parse::<Rate>(), Ok(rate));
             }
+        }
+
+        #[test]
+        fn an_unknown_unit_is_refused_naming_it(count in 1u32.., unit in "[a-z]{1,8}") {
+            prop_assume!(!["s", "sec", "second", "m", "min", "minute", "h", "hour"]
+                .contains(&unit.as_str()));
+            let error = format!("{count}/{unit}").parse::<Rate>().err().unwrap_or_default();
+            prop_assert!(error.contains(&format!("unknown unit `{unit}`")), "{}", error);
         }
 
         #[test]
