@@ -697,6 +697,43 @@ mod tests {
         }
 
         #[test]
+        fn health_metrics_and_admin_files_are_never_classed_whatever_follows(
+            tail in "[ -~]{0,24}",
+        ) {
+            for method in [Method::GET, Method::POST, Method::DELETE] {
+                for prefix in ["/health/", "/admin/static/"] {
+                    prop_assert_eq!(RouteClass::of(&method, &format!("{prefix}{tail}")), None);
+                }
+            }
+        }
+
+        #[test]
+        fn any_other_path_is_a_read_by_get_and_a_command_by_delete(path in "/v1/[ -~]{0,24}") {
+            prop_assume!(!path.starts_with("/v1/licenses/by-key"));
+            prop_assert_eq!(RouteClass::of(&Method::GET, &path), Some(RouteClass::Reads));
+            prop_assert_eq!(RouteClass::of(&Method::DELETE, &path), Some(RouteClass::Commands));
+        }
+
+        #[test]
+        fn a_forwarded_for_header_gives_its_first_hop_or_the_peer(value in "[ -~]{0,40}") {
+            let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+            let mut headers = HeaderMap::new();
+            if let Ok(header) = HeaderValue::from_str(&value) {
+                headers.insert("x-forwarded-for", header);
+            }
+            let ip = client_ip(&headers, Some(peer), true);
+            let first = headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+                .and_then(|hop| hop.parse::<IpAddr>().ok()
+                    .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip())));
+            prop_assert_eq!(ip, Some(first.unwrap_or(peer.ip())));
+            prop_assert_eq!(client_ip(&headers, Some(peer), false), Some(peer.ip()));
+        }
+
+        #[test]
         fn text_without_a_slash_is_refused_unless_it_means_off(text in "[^/]{0,16}") {
             let result = text.parse::<Rate>();
             let off = text.trim().eq_ignore_ascii_case("off") || text.trim() == "0";

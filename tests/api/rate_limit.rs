@@ -291,3 +291,20 @@ async fn a_class_set_off_is_not_limited_and_sends_no_ratelimit_headers() {
         assert!(header(&response, "ratelimit-limit").is_none());
     }
 }
+
+#[test]
+fn a_rate_setting_that_does_not_read_stops_start_up_saying_what_is_expected() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        .arg("serve")
+        .env("RATE_LIMIT_VALIDATE", "lots/min")
+        .env("BIND", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("RATE_LIMIT_VALIDATE") || stderr.contains("rate-limit-validate"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("`N/sec`, `N/min`, `N/hour`"), "{stderr}");
+}
