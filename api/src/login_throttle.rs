@@ -12,6 +12,9 @@
 //! fails), verify the password, then `record_failure(account, ip)` or
 //! `record_success(account, ip)`. `account` is a hash of the normalised email, never the email
 //! or anything secret, so the throttle's memory holds nothing worth stealing.
+//!
+//! Logins checked before a concurrent failure locks the key still run; the `login` route
+//! class limits how many one client can start at once.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -23,6 +26,9 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
+use axum::http::StatusCode;
+
+use crate::error::{ApiError, Code};
 use crate::rate_limit::Rate;
 
 /// How long until a throttled login may be tried again.
@@ -34,6 +40,20 @@ impl RetryAfter {
     pub fn seconds(self) -> u64 {
         let whole = self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0);
         whole.max(1)
+    }
+
+    /// The answer to a throttled login: 429 `RATE_LIMITED` with `Retry-After`, the same for an
+    /// unknown account and a known one.
+    pub fn problem(self) -> ApiError {
+        let seconds = self.seconds();
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Code::RateLimited,
+            format!("too many failed logins; retry in {seconds} s"),
+        )
+        .with_member("limit_class", "login_failures");
+        error.retry_after = Some(seconds);
+        error
     }
 }
 
@@ -239,6 +259,15 @@ mod tests {
             throttle.record_success("alice", HOME);
         }
         assert_eq!(throttle.keys(), 0);
+    }
+
+    #[test]
+    fn a_throttled_login_is_answered_429_rate_limited_with_retry_after_in_whole_seconds() {
+        let error = RetryAfter(Duration::from_millis(1500)).problem();
+        assert_eq!(error.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(error.code.as_str(), "RATE_LIMITED");
+        assert_eq!(error.retry_after, Some(2));
+        assert_eq!(RetryAfter(Duration::ZERO).seconds(), 1);
     }
 
     #[test]
