@@ -13,6 +13,7 @@ use axum::http::Request;
 use axum::response::IntoResponse;
 use deadpool_postgres::Pool;
 use keyledger_api::body_limit::BodyLimits;
+use keyledger_api::rate_limit::RateLimits;
 use keyledger_api::request_log::{RequestLog, RequestLogConfig};
 use keyledger_api::{ApiError, Code, REQUEST_ID_HEADER};
 use keyledger_command::idempotency::IdempotencyConfig;
@@ -37,6 +38,8 @@ pub struct Application {
     pub notifier: Notifier,
     /// The background workers (projectors, relay, jobs); more may be added before running.
     pub supervisor: Supervisor,
+    /// The rate limiters of this process (and the failed-login throttle).
+    pub rate_limits: RateLimits,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
@@ -180,6 +183,13 @@ impl Application {
             } else {
                 None
             };
+        let rate_limits = RateLimits::new(&args.rate_limits());
+        if store.is_some() {
+            let (limits, interval) = (rate_limits.clone(), args.rate_limit_prune_interval);
+            supervisor.spawn_forever("rate limit pruning", move || {
+                keyledger_api::rate_limit::run_pruning(limits.clone(), interval)
+            });
+        }
         let request_log = match &store {
             Some(store) if args.request_log_enabled => {
                 let (log, records) = RequestLog::new(RequestLogConfig {
@@ -302,6 +312,7 @@ impl Application {
         let router = with_http_layers(
             router.merge(health::router(health_state)),
             request_log,
+            rate_limits.clone(),
             args.request_timeout(),
         );
 
@@ -313,7 +324,9 @@ impl Application {
         tasks.push((
             "http server",
             tokio::spawn(async move {
-                axum::serve(listener, router)
+                // The peer address keys the rate limits of anonymous callers.
+                let service = router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(listener, service)
                     .with_graceful_shutdown(shutdown_signal())
                     .await
                     .context("the HTTP server failed")
@@ -325,6 +338,7 @@ impl Application {
             pool,
             notifier,
             supervisor,
+            rate_limits,
             tasks,
         })
     }
@@ -399,6 +413,7 @@ fn body_limits() -> BodyLimits {
 fn with_http_layers(
     router: Router,
     request_log: Option<RequestLog>,
+    rate_limits: RateLimits,
     request_timeout: Duration,
 ) -> Router {
     let router = router
@@ -409,6 +424,13 @@ fn with_http_layers(
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
             bound_request_time,
+        ))
+        // Before every handler (a refused request writes nothing), inside the request log (it
+        // is still recorded) and inside `render_problems` (which logs the refusal). An
+        // authentication layer that keys callers by principal goes outside this one.
+        .layer(axum::middleware::from_fn_with_state(
+            rate_limits,
+            keyledger_api::rate_limit::layer,
         ))
         .layer(axum::middleware::from_fn(keyledger_api::render_problems))
         // Inside the request log, so that a refused body is still recorded (the log reads

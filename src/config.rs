@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use keyledger_api::rate_limit::{Rate, RateLimitConfig};
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/keyledger";
 
@@ -164,6 +165,44 @@ pub struct ServeArgs {
     /// `/health` for this long after its last failure.
     #[arg(long, env = "WORKER_FAILURE_WINDOW", default_value = "5m", value_parser = parse_duration)]
     pub worker_failure_window: Duration,
+
+    /// Validations and by-key lookups per client (`N/sec|min|hour`, or `off`).
+    #[arg(long, env = "RATE_LIMIT_VALIDATE", default_value = "100000/min", value_parser = parse_rate)]
+    pub rate_limit_validate: Rate,
+
+    /// Logins and token refreshes per client (`N/sec|min|hour`, or `off`).
+    #[arg(long, env = "RATE_LIMIT_LOGIN", default_value = "60/min", value_parser = parse_rate)]
+    pub rate_limit_login: Rate,
+
+    /// Other POST, PATCH, PUT and DELETE requests per client (`N/sec|min|hour`, or `off`).
+    #[arg(long, env = "RATE_LIMIT_COMMANDS", default_value = "100000/min", value_parser = parse_rate)]
+    pub rate_limit_commands: Rate,
+
+    /// GET requests per client (`N/sec|min|hour`, or `off`).
+    #[arg(long, env = "RATE_LIMIT_READS", default_value = "100000/min", value_parser = parse_rate)]
+    pub rate_limit_reads: Rate,
+
+    /// Failed logins per account before it is locked until the budget refills.
+    #[arg(long, env = "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", default_value = "10/hour", value_parser = parse_rate)]
+    pub rate_limit_login_failures_per_account: Rate,
+
+    /// Failed logins per client address before it is locked until the budget refills.
+    #[arg(long, env = "RATE_LIMIT_LOGIN_FAILURES_PER_IP", default_value = "100/hour", value_parser = parse_rate)]
+    pub rate_limit_login_failures_per_ip: Rate,
+
+    /// How often the limiters forget clients whose budget is full again.
+    #[arg(long, env = "RATE_LIMIT_PRUNE_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub rate_limit_prune_interval: Duration,
+
+    /// Take the client's address from the first `X-Forwarded-For` hop (only behind a proxy
+    /// that sets it; otherwise clients could pick their own address).
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_forwarded_for: bool,
+}
+
+/// `N/sec`, `N/min`, `N/hour`, or `off` (`0`).
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    text.parse()
 }
 
 /// `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
@@ -196,8 +235,21 @@ impl ServeArgs {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    pub fn rate_limits(&self) -> RateLimitConfig {
+        RateLimitConfig {
+            validate: self.rate_limit_validate,
+            login: self.rate_limit_login,
+            commands: self.rate_limit_commands,
+            reads: self.rate_limit_reads,
+            trust_forwarded_for: self.trust_forwarded_for,
+            login_failures_per_account: self.rate_limit_login_failures_per_account,
+            login_failures_per_ip: self.rate_limit_login_failures_per_ip,
+        }
+    }
+
     /// Settings for an in-process instance (tests, benchmarks).
     pub fn local(database_url: &str) -> ServeArgs {
+        let generous = RateLimitConfig::generous();
         ServeArgs {
             database: DatabaseArgs {
                 database_url: database_url.to_owned(),
@@ -231,6 +283,15 @@ impl ServeArgs {
             projection_stuck_after: Duration::from_secs(30),
             worker_max_failures: 5,
             worker_failure_window: Duration::from_secs(300),
+            // Limits no test or benchmark reaches; a test sets its own.
+            rate_limit_validate: generous.validate,
+            rate_limit_login: generous.login,
+            rate_limit_commands: generous.commands,
+            rate_limit_reads: generous.reads,
+            rate_limit_login_failures_per_account: generous.login_failures_per_account,
+            rate_limit_login_failures_per_ip: generous.login_failures_per_ip,
+            rate_limit_prune_interval: Duration::from_secs(60),
+            trust_forwarded_for: generous.trust_forwarded_for,
         }
     }
 }
@@ -246,5 +307,29 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("10w").is_err());
+    }
+
+    #[test]
+    fn the_rate_limit_defaults_are_generous_and_a_setting_can_turn_a_class_off() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            serve: ServeArgs,
+        }
+        let defaults = Cli::try_parse_from(["keyledger"]).map(|c| c.serve.rate_limits());
+        let defaults = defaults.map_err(|e| e.to_string());
+        let Ok(limits) = defaults else {
+            panic!("the defaults parse: {defaults:?}");
+        };
+        assert_eq!(limits.validate.to_string(), "100000/min");
+        assert_eq!(limits.reads.to_string(), "100000/min");
+        assert!(!limits.trust_forwarded_for);
+        let off = Cli::try_parse_from(["keyledger", "--rate-limit-reads", "off"])
+            .map(|c| c.serve.rate_limit_reads);
+        assert!(matches!(off, Ok(Rate::Off)));
+        let bad = Cli::try_parse_from(["keyledger", "--rate-limit-reads", "lots"]);
+        let message = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("N/sec"), "{message}");
     }
 }

@@ -1,11 +1,13 @@
 //! HTTP conventions shared by the command and query routes: RFC 9457 problem+json errors with a
-//! stable `code`, JSON and path extractors whose rejections use that format, request ids, and
-//! the consistency-position header.
+//! stable `code`, JSON and path extractors whose rejections use that format, request ids,
+//! the consistency-position header; rate limits and the failed-login throttle.
 
 pub mod body_limit;
 mod error;
 mod extract;
 pub mod json_check;
+pub mod login_throttle;
+pub mod rate_limit;
 mod redact;
 mod request_id;
 pub mod request_log;

@@ -15,6 +15,7 @@ mod licenses;
 mod lifecycle;
 mod perpetual;
 mod projections;
+mod rate_limit;
 mod record;
 mod relay;
 mod replay;
