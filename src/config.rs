@@ -164,6 +164,17 @@ pub struct ServeArgs {
     /// `/health` for this long after its last failure.
     #[arg(long, env = "WORKER_FAILURE_WINDOW", default_value = "5m", value_parser = parse_duration)]
     pub worker_failure_window: Duration,
+
+    /// The Ed25519 key access tokens are signed with (PKCS#8 PEM); created with mode 0600 when
+    /// missing. Every API node of a deployment must read the same file.
+    #[arg(long, env = "JWT_KEY_FILE", default_value = "keyledger-jwt.key")]
+    pub jwt_key_file: std::path::PathBuf,
+
+    /// A bearer token (at least 32 characters) accepted as an admin, for automation and the
+    /// first setup. Unset: there is no such token.
+    #[arg(long, env = "KEYLEDGER_ADMIN_TOKEN", hide_env_values = true,
+          value_parser = keyledger_api::principal::AdminToken::parse)]
+    pub admin_token: Option<keyledger_api::principal::AdminToken>,
 }
 
 /// `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
@@ -231,6 +242,9 @@ impl ServeArgs {
             projection_stuck_after: Duration::from_secs(30),
             worker_max_failures: 5,
             worker_failure_window: Duration::from_secs(300),
+            // Shared by every in-process instance on the machine; never in the working tree.
+            jwt_key_file: std::env::temp_dir().join("keyledger-local-jwt.key"),
+            admin_token: None,
         }
     }
 }
