@@ -55,7 +55,8 @@ impl Principal {
             Principal::User { id, .. } => format!("user:{id}"),
             Principal::ApiKey { id, .. } => format!("api_key:{id}"),
             Principal::License { license_id } => format!("license:{license_id}"),
-            Principal::Bootstrap => "system".to_owned(),
+            // Told apart from the service's own jobs (`system`).
+            Principal::Bootstrap => "admin_token".to_owned(),
         }
     }
 
@@ -268,7 +269,7 @@ mod tests {
             Principal::License { license_id: id }.actor(),
             format!("license:{id}")
         );
-        assert_eq!(Principal::Bootstrap.actor(), "system");
+        assert_eq!(Principal::Bootstrap.actor(), "admin_token");
     }
 
     #[test]

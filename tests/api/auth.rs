@@ -2,14 +2,14 @@
 //! refused tokens, the published key, the `users` CLI, the actor on events, and no secret in
 //! the log, the events or the request log.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
 use keyledger_api::Role;
 use keyledger_events::{Metadata, Notifier, PgEventStore, WriterConfig};
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::helpers::{
@@ -340,11 +340,13 @@ async fn the_published_jwks_verifies_an_access_token() {
     assert!(data.claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_created_on_the_command_line_can_log_in_until_disabled_there() {
     let app = spawn_app().await;
-    let run = |args: &[&str], stdin: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keyledger"))
+    // The CLI runs while the service goes on serving (its writer may hold the append lock
+    // at any moment): the test waits for the child without blocking the runtime.
+    let run = async |args: &[&str], stdin: &str| {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
             .args(args)
             .env("DATABASE_URL", &app.database.url)
             .env("RUST_LOG", "warn")
@@ -353,13 +355,10 @@ async fn a_user_created_on_the_command_line_can_log_in_until_disabled_there() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        child.wait_with_output().await.unwrap()
     };
     let output = run(
         &[
@@ -371,7 +370,8 @@ async fn a_user_created_on_the_command_line_can_log_in_until_disabled_there() {
             "admin",
         ],
         &format!("{PASSWORD}\n"),
-    );
+    )
+    .await;
     assert!(
         output.status.success(),
         "{}",
@@ -399,7 +399,8 @@ async fn a_user_created_on_the_command_line_can_log_in_until_disabled_there() {
             "viewer",
         ],
         &format!("{PASSWORD}\n"),
-    );
+    )
+    .await;
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
     let short = run(
@@ -412,11 +413,16 @@ async fn a_user_created_on_the_command_line_can_log_in_until_disabled_there() {
             "viewer",
         ],
         "short\n",
-    );
+    )
+    .await;
     assert!(!short.status.success());
 
-    let disabled = run(&["users", "disable", "--email", "boss@example.com"], "");
-    assert!(disabled.status.success());
+    let disabled = run(&["users", "disable", "--email", "boss@example.com"], "").await;
+    assert!(
+        disabled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&disabled.stderr)
+    );
     let refused = problem(login(&app, "boss@example.com", PASSWORD).await, 401).await;
     assert_eq!(refused["code"], "AUTH_INVALID_CREDENTIALS");
 }
@@ -462,7 +468,7 @@ async fn the_events_of_a_logged_in_users_command_carry_their_actor() {
 }
 
 #[tokio::test]
-async fn the_bootstrap_token_acts_as_an_admin_recorded_as_system() {
+async fn the_bootstrap_token_acts_as_an_admin_recorded_as_admin_token() {
     let token = "bootstrap-token-of-at-least-32-characters";
     let app = spawn_app_with(|args| {
         args.admin_token = Some(keyledger_api::principal::AdminToken::parse(token).unwrap());
@@ -471,7 +477,29 @@ async fn the_bootstrap_token_acts_as_an_admin_recorded_as_system() {
     let body: Value = me(&app, token).await.json().await.unwrap();
     assert_eq!(body["kind"], "bootstrap");
     assert_eq!(body["role"], "admin");
-    assert_eq!(body["actor"], "system");
+    assert_eq!(body["actor"], "admin_token");
+    let issued: Value = app
+        .http
+        .post(app.url("/v1/licenses"))
+        .bearer_auth(token)
+        .json(&json!({"owner": "acme", "tier": "pro"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
+    let client = app.pool.get().await.unwrap();
+    let actor: String = client
+        .query_one(
+            "SELECT metadata->>'actor' FROM events WHERE stream_id = $1",
+            &[&stream],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(actor, "admin_token");
     // One character off is just an invalid token.
     let wrong = me(&app, &format!("{token}x")).await;
     assert_eq!(problem(wrong, 401).await["code"], "AUTH_INVALID_TOKEN");
@@ -567,4 +595,29 @@ async fn no_password_or_token_appears_in_the_events_the_request_log_or_the_servi
     // The events do hold what they must: the hashes.
     assert!(everything.contains(&keyledger_command::auth::token_hash(&first_refresh)));
     let _ = std::fs::remove_file(key_file);
+}
+
+#[tokio::test]
+async fn a_login_or_refresh_body_of_the_wrong_shape_is_refused_and_writes_nothing() {
+    let app = spawn_app().await;
+    create_user(&app.database.url, "ops@example.com", Role::Viewer).await;
+    let before = app.event_count().await;
+    for (path, body) in [
+        ("/v1/auth/login", json!({"email": "ops@example.com"})),
+        (
+            "/v1/auth/login",
+            json!({"email": "ops@example.com", "password": PASSWORD, "role": "admin"}),
+        ),
+        ("/v1/auth/refresh", json!({})),
+        ("/v1/auth/logout", json!({"refresh_token": 7})),
+    ] {
+        let refused = problem(app.post(path, &body).await, 422).await;
+        assert!(
+            refused["code"].as_str().unwrap().starts_with("VAL_"),
+            "{path} {body}: {refused}"
+        );
+    }
+    let unknown = problem(refresh(&app, "klr_not-a-token-of-ours").await, 401).await;
+    assert_eq!(unknown["code"], "AUTH_INVALID_TOKEN");
+    assert_eq!(app.event_count().await, before);
 }

@@ -50,6 +50,12 @@ pub struct AuthState {
 }
 
 pub fn router(state: AuthState) -> Router {
+    // The first login with an unknown email should not pay for the dummy hash.
+    tokio::spawn(async {
+        if let Err(error) = password::dummy_hash().await {
+            tracing::warn!(error = %error, "cannot prepare the dummy password hash");
+        }
+    });
     Router::new()
         .route("/v1/auth/login", post(login))
         .route("/v1/auth/refresh", post(refresh))
