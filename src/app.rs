@@ -14,8 +14,11 @@ use axum::response::IntoResponse;
 use deadpool_postgres::Pool;
 use keyledger_api::body_limit::BodyLimits;
 use keyledger_api::rate_limit::RateLimits;
+use keyledger_api::jwt::JwtKeys;
+use keyledger_api::principal::Authenticator;
 use keyledger_api::request_log::{RequestLog, RequestLogConfig};
 use keyledger_api::{ApiError, Code, REQUEST_ID_HEADER};
+use keyledger_command::auth::AuthState;
 use keyledger_command::idempotency::IdempotencyConfig;
 use keyledger_command::license::policy::Policy;
 use keyledger_command::{Clock, CommandState};
@@ -190,6 +193,30 @@ impl Application {
                 keyledger_api::rate_limit::run_pruning(limits.clone(), interval)
             });
         }
+        // API nodes sign and check access tokens; worker roles serve no authenticated route.
+        let authenticator = match &store {
+            Some(store) => {
+                let keys = Arc::new(load_jwt_keys(&args.jwt_key_file)?);
+                router = router.merge(keyledger_command::auth::router(AuthState {
+                    store: store.clone(),
+                    pool: pool.clone(),
+                    clock: clock.clone(),
+                    keys: keys.clone(),
+                }));
+                if args.admin_token.is_some() {
+                    tracing::info!(
+                        "KEYLEDGER_ADMIN_TOKEN is set: it is accepted as an admin bearer token"
+                    );
+                }
+                Some(Authenticator {
+                    keys,
+                    admin_token: args.admin_token.clone(),
+                    pool: pool.clone(),
+                    clock: clock.clone(),
+                })
+            }
+            None => None,
+        };
         let request_log = match &store {
             Some(store) if args.request_log_enabled => {
                 let (log, records) = RequestLog::new(RequestLogConfig {
@@ -314,6 +341,7 @@ impl Application {
             request_log,
             rate_limits.clone(),
             args.request_timeout(),
+            authenticator,
         );
 
         // Worker roles serve /health and /metrics only.
@@ -379,6 +407,22 @@ impl Application {
     }
 }
 
+/// Reads the access-token signing key, creating it on first start (and saying where).
+fn load_jwt_keys(path: &std::path::Path) -> anyhow::Result<JwtKeys> {
+    let (keys, created) = JwtKeys::load_or_create(path)?;
+    let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    if created {
+        tracing::info!(
+            path = %shown.display(),
+            kid = keys.kid(),
+            "created a new JWT signing key (mode 0600); keep it, and give every API node the same file"
+        );
+    } else {
+        tracing::info!(path = %shown.display(), kid = keys.kid(), "JWT signing key loaded");
+    }
+    Ok(keys)
+}
+
 async fn async_nats_connect(url: &str) -> anyhow::Result<async_nats::Client> {
     let client = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
@@ -415,12 +459,23 @@ fn with_http_layers(
     request_log: Option<RequestLog>,
     rate_limits: RateLimits,
     request_timeout: Duration,
+    authenticator: Option<Authenticator>,
 ) -> Router {
     let router = router
         .route_layer(axum::middleware::from_fn(
             keyledger_api::request_log::note_route,
         ))
-        .fallback(|| async { ApiError::not_found(Code::ResNotFound, "no such route") })
+        .fallback(|| async { ApiError::not_found(Code::ResNotFound, "no such route") });
+    // The principal is settled inside the request timeout and the problem renderer, so a
+    // refused token is logged once and answered as problem+json with the request's id.
+    let router = match authenticator {
+        Some(authenticator) => router.layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            keyledger_api::principal::authenticate,
+        )),
+        None => router,
+    };
+    let router = router
         .layer(axum::middleware::from_fn_with_state(
             request_timeout,
             bound_request_time,

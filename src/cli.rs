@@ -44,6 +44,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Operators: `users create --email … --role admin` (password on stdin or prompted),
+    /// `users disable --email …`.
+    Users {
+        #[command(subcommand)]
+        command: crate::users::UsersCommand,
+    },
     /// Throughput of the service over HTTP next to pgbench on the same PostgreSQL (drops and
     /// re-creates --database-url first).
     Bench(BenchArgs),
@@ -74,6 +80,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => crate::bench::run(args).await,
         Command::ImportLegacy(args) => crate::import::run(args).await,
+        Command::Users { command } => crate::users::run(command).await,
         Command::Migrate(database) => {
             db::ensure_database(&database.database_url).await?;
             db::migrate(&database.database_url).await

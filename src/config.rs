@@ -198,6 +198,17 @@ pub struct ServeArgs {
     /// that sets it; otherwise clients could pick their own address).
     #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_forwarded_for: bool,
+
+    /// The Ed25519 key access tokens are signed with (PKCS#8 PEM); created with mode 0600 when
+    /// missing. Every API node of a deployment must read the same file.
+    #[arg(long, env = "JWT_KEY_FILE", default_value = "keyledger-jwt.key")]
+    pub jwt_key_file: std::path::PathBuf,
+
+    /// A bearer token (at least 32 characters) accepted as an admin, for automation and the
+    /// first setup. Unset: there is no such token.
+    #[arg(long, env = "KEYLEDGER_ADMIN_TOKEN", hide_env_values = true,
+          value_parser = keyledger_api::principal::AdminToken::parse)]
+    pub admin_token: Option<keyledger_api::principal::AdminToken>,
 }
 
 /// `N/sec`, `N/min`, `N/hour`, or `off` (`0`).
@@ -292,6 +303,9 @@ impl ServeArgs {
             rate_limit_login_failures_per_ip: generous.login_failures_per_ip,
             rate_limit_prune_interval: Duration::from_secs(60),
             trust_forwarded_for: generous.trust_forwarded_for,
+            // Shared by every in-process instance on the machine; never in the working tree.
+            jwt_key_file: std::env::temp_dir().join("keyledger-local-jwt.key"),
+            admin_token: None,
         }
     }
 }

@@ -10,3 +10,4 @@ pub mod health;
 pub mod import;
 pub mod supervise;
 pub mod telemetry;
+pub mod users;

@@ -42,6 +42,11 @@ pub enum Code {
     BizLicensePerpetual,
     BizPerpetualNotAllowed,
     RateLimited,
+    AuthInvalidToken,
+    AuthTokenExpired,
+    AuthInvalidCredentials,
+    AuthRefreshReused,
+    AuthUserDisabled,
     SysInternal,
     SysUnavailable,
     SysConsistencyTimeout,
@@ -76,6 +81,11 @@ impl Code {
             Code::BizLicenseExists => "BIZ_LICENSE_EXISTS",
             Code::BizConcurrencyConflict => "BIZ_CONCURRENCY_CONFLICT",
             Code::RateLimited => "RATE_LIMITED",
+            Code::AuthInvalidToken => "AUTH_INVALID_TOKEN",
+            Code::AuthTokenExpired => "AUTH_TOKEN_EXPIRED",
+            Code::AuthInvalidCredentials => "AUTH_INVALID_CREDENTIALS",
+            Code::AuthRefreshReused => "AUTH_REFRESH_REUSED",
+            Code::AuthUserDisabled => "AUTH_USER_DISABLED",
             Code::SysInternal => "SYS_INTERNAL",
             Code::SysUnavailable => "SYS_UNAVAILABLE",
             Code::SysConsistencyTimeout => "SYS_CONSISTENCY_TIMEOUT",
@@ -110,6 +120,11 @@ impl Code {
             Code::BizLicenseExists => "License exists",
             Code::BizConcurrencyConflict => "Concurrent modification",
             Code::RateLimited => "Too many requests",
+            Code::AuthInvalidToken => "Invalid token",
+            Code::AuthTokenExpired => "Token expired",
+            Code::AuthInvalidCredentials => "Invalid credentials",
+            Code::AuthRefreshReused => "Refresh token reused",
+            Code::AuthUserDisabled => "User disabled",
             Code::SysInternal => "Internal error",
             Code::SysUnavailable => "Service unavailable",
             Code::SysConsistencyTimeout => "Projection not caught up",
@@ -173,6 +188,11 @@ impl ApiError {
 
     pub fn conflict(code: Code, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    /// 401: the credentials presented do not authenticate anyone.
+    pub fn unauthorized(code: Code, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, detail)
     }
 
     /// A failure of ours: the client learns only that it happened.

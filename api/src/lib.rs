@@ -8,12 +8,15 @@ mod extract;
 pub mod json_check;
 pub mod login_throttle;
 pub mod rate_limit;
+pub mod jwt;
+pub mod principal;
 mod redact;
 mod request_id;
 pub mod request_log;
 
 pub use error::{ApiError, Code, RequestContext, render_problems};
 pub use extract::{AppJson, AppPath, AppQuery, ConsistencyPosition};
+pub use principal::{Principal, Role};
 pub use redact::{
     is_secret_name, redact_body, redact_body_prefix, redact_json, redact_license_keys, redact_text,
 };

@@ -1,12 +1,14 @@
 //! The write side: pure aggregates (decide/apply), the command execution loop with optimistic
 //! concurrency, and the HTTP command routes.
 
+pub mod auth;
 pub mod execute;
 pub mod idempotency;
 pub mod ingest;
 pub mod license;
 pub mod metadata;
 pub mod session;
+pub mod user;
 
 use std::sync::Arc;
 

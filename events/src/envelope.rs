@@ -24,7 +24,8 @@ pub struct Metadata {
     /// The event or command that directly caused this one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<String>,
-    /// `api`, `system`, or the name of an API key.
+    /// Who caused it: `user:<id>`, `api_key:<id>`, `license:<id>`, `system`, or `api` for a
+    /// request without credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

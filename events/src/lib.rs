@@ -14,6 +14,7 @@ pub mod relay;
 pub mod request;
 pub mod session;
 pub mod store;
+pub mod user;
 pub mod verify;
 pub mod writer;
 

@@ -11,6 +11,7 @@ use keyledger_events::EventPayload;
 use keyledger_events::license::{HeartbeatEvent, LicenseEvent, UsageEvent};
 use keyledger_events::request::RequestEvent;
 use keyledger_events::session::SessionEvent;
+use keyledger_events::user::{RefreshFamilyEvent, UserEvent};
 use serde_json::Value;
 
 fn fixtures() -> Vec<(String, Value)> {
@@ -32,8 +33,12 @@ fn decodes(event_type: &str, schema_version: i32, data: Value) -> bool {
     let as_usage = UsageEvent::decode_parts(event_type, schema_version, data.clone());
     let as_session = SessionEvent::decode_parts(event_type, schema_version, data.clone());
     let as_heartbeat = HeartbeatEvent::decode_parts(event_type, schema_version, data.clone());
+    let as_user = UserEvent::decode_parts(event_type, schema_version, data.clone());
+    let as_family = RefreshFamilyEvent::decode_parts(event_type, schema_version, data.clone());
     let as_request = RequestEvent::decode_parts(event_type, schema_version, data);
     matches!(as_request, Ok(Some(_)))
+        || matches!(as_user, Ok(Some(_)))
+        || matches!(as_family, Ok(Some(_)))
         || matches!(as_heartbeat, Ok(Some(_)))
         || matches!(as_license, Ok(Some(_)))
         || matches!(as_usage, Ok(Some(_)))
@@ -61,6 +66,8 @@ fn every_event_type_has_a_fixture() {
         .chain(SessionEvent::EVENT_TYPES)
         .chain(HeartbeatEvent::EVENT_TYPES)
         .chain(RequestEvent::EVENT_TYPES)
+        .chain(UserEvent::EVENT_TYPES)
+        .chain(RefreshFamilyEvent::EVENT_TYPES)
     {
         assert!(
             files
@@ -85,6 +92,10 @@ fn a_current_event_encodes_to_its_fixture_shape() {
         } else if let Ok(Some(e)) = HeartbeatEvent::decode_parts(event_type, 1, data.clone()) {
             e.to_new_event(uuid::Uuid::nil()).data
         } else if let Ok(Some(e)) = RequestEvent::decode_parts(event_type, 1, data.clone()) {
+            e.to_new_event(uuid::Uuid::nil()).data
+        } else if let Ok(Some(e)) = UserEvent::decode_parts(event_type, 1, data.clone()) {
+            e.to_new_event(uuid::Uuid::nil()).data
+        } else if let Ok(Some(e)) = RefreshFamilyEvent::decode_parts(event_type, 1, data.clone()) {
             e.to_new_event(uuid::Uuid::nil()).data
         } else {
             panic!("{file} does not decode");

@@ -7,6 +7,7 @@ pub mod rebuild;
 pub mod request;
 pub mod runtime;
 pub mod session;
+pub mod user;
 
 use std::sync::Arc;
 
@@ -14,7 +15,10 @@ use keyledger_events::Projection;
 
 /// Projections applied inside the append transaction.
 pub fn inline() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(license::validation::LicenseValidation)]
+    vec![
+        Arc::new(license::validation::LicenseValidation),
+        Arc::new(user::Users),
+    ]
 }
 
 /// Projections applied by projector workers after commit.

@@ -433,6 +433,11 @@ impl ServiceProcess {
             .env("DATABASE_URL", database_url)
             .env("BIND", format!("127.0.0.1:{port}"))
             .env_remove("NATS_URL")
+            // Never a key file in the working tree (a test may name its own).
+            .env(
+                "JWT_KEY_FILE",
+                std::env::temp_dir().join("keyledger-local-jwt.key"),
+            )
             .envs(env.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

@@ -92,7 +92,7 @@ pub(crate) fn request_metadata(request_id: &RequestId, idempotency: &Idempotency
         correlation_id: Some(request_id.0.clone()),
         // The command came straight from the request.
         causation_id: Some(request_id.0.clone()),
-        actor: Some("api".into()),
+        actor: Some(keyledger_api::principal::request_actor()),
         idempotency_key: idempotency.key(),
     }
 }

@@ -25,7 +25,7 @@ async fn counts(client: &impl GenericClient) -> Result<Counts, tokio_postgres::E
                (SELECT count(*) FROM api_requests WHERE at > now() - interval '1 hour'), \
                (SELECT coalesce(max(position), 0) FROM events) \
                  - (SELECT coalesce(min(position), 0) FROM checkpoints \
-                    WHERE name NOT LIKE 'relay:%' AND name <> 'license_validation')",
+                    WHERE name NOT LIKE 'relay:%' AND name NOT IN ('license_validation', 'users'))",
             &[],
         )
         .await?;

@@ -1,0 +1,291 @@
+//! Access tokens: EdDSA (Ed25519) JWTs with a `kid`, signed with a key kept in a file
+//! (`JWT_KEY_FILE`, PKCS#8 PEM, created with mode 0600 on first start), and the public key as
+//! a JWK set for `GET /.well-known/jwks.json`.
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use keyledger_events::user::Role;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// How long an access token is good for.
+pub const ACCESS_TOKEN_SECONDS: i64 = 15 * 60;
+
+/// The `iss` of every token this service signs.
+pub const ISSUER: &str = "keyledger";
+
+/// PKCS#8 v1 DER of an Ed25519 private key: this prefix, then the 32-byte seed (RFC 8410).
+const PKCS8_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The claims of an access token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user's id.
+    pub sub: String,
+    pub role: Role,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a JWT, not signed by our key, or not our claims.
+    Invalid,
+    /// Well signed, but past its `exp`.
+    Expired,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read the JWT key file {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the operating system's random number generator failed")]
+    Rng,
+    #[error("the JWT key file {path} does not hold an Ed25519 PKCS#8 private key in PEM")]
+    Format { path: String },
+}
+
+/// The signing key and what is derived from it.
+pub struct JwtKeys {
+    kid: String,
+    x: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKeys").field("kid", &self.kid).finish()
+    }
+}
+
+impl JwtKeys {
+    /// The key pair of a 32-byte Ed25519 seed.
+    pub fn from_seed(seed: [u8; 32]) -> JwtKeys {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let public = signing.verifying_key().to_bytes();
+        let x = URL_SAFE_NO_PAD.encode(public);
+        // RFC 7638 thumbprint: the required members in lexicographic order, no whitespace.
+        let thumbprint =
+            Sha256::digest(format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#).as_bytes());
+        let mut der = PKCS8_ED25519_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
+        JwtKeys {
+            kid: URL_SAFE_NO_PAD.encode(thumbprint),
+            encoding: EncodingKey::from_ed_der(&der),
+            decoding: DecodingKey::from_ed_der(&public),
+            x,
+        }
+    }
+
+    /// Reads the key at `path`; creates it (mode 0600) when there is none. Returns the keys
+    /// and whether the file was created.
+    pub fn load_or_create(path: &Path) -> Result<(JwtKeys, bool), KeyFileError> {
+        let shown = path.display().to_string();
+        let io = |source| KeyFileError::Io {
+            path: shown.clone(),
+            source,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => return Ok((Self::from_pem(&text, &shown)?, false)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io(error)),
+        }
+        let mut seed = [0u8; 32];
+        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut seed)
+            .map_err(|_| KeyFileError::Rng)?;
+        // Written under a name of its own, then linked into place: a concurrent start either
+        // links first or reads the complete file of the one that did.
+        let staging = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&staging).and_then(|mut file| {
+            file.write_all(to_pem(&seed).as_bytes())?;
+            file.sync_all()
+        });
+        let linked = written.and_then(|()| std::fs::hard_link(&staging, path));
+        let _ = std::fs::remove_file(&staging);
+        match linked {
+            Ok(()) => Ok((JwtKeys::from_seed(seed), true)),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = std::fs::read_to_string(path).map_err(io)?;
+                Ok((Self::from_pem(&text, &shown)?, false))
+            }
+            Err(error) => Err(io(error)),
+        }
+    }
+
+    fn from_pem(text: &str, shown: &str) -> Result<JwtKeys, KeyFileError> {
+        let format = || KeyFileError::Format {
+            path: shown.to_owned(),
+        };
+        let body: String = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with("-----"))
+            .collect();
+        if !text.contains("-----BEGIN PRIVATE KEY-----") {
+            return Err(format());
+        }
+        let der = STANDARD.decode(body).map_err(|_| format())?;
+        if der.len() != 48 || der[..16] != PKCS8_ED25519_PREFIX {
+            return Err(format());
+        }
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&der[16..]);
+        Ok(JwtKeys::from_seed(seed))
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Signs an access token for `sub` with `role`, issued at `now`.
+    pub fn issue(
+        &self,
+        sub: &str,
+        role: Role,
+        now: DateTime<Utc>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let iat = now.timestamp();
+        let claims = Claims {
+            sub: sub.to_owned(),
+            role,
+            jti: uuid::Uuid::new_v4().to_string(),
+            iat,
+            exp: iat + ACCESS_TOKEN_SECONDS,
+            iss: ISSUER.to_owned(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+    }
+
+    /// Checks the signature, the key id, the issuer and the expiry against `now`.
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != Algorithm::EdDSA || header.kid.as_deref() != Some(self.kid.as_str()) {
+            return Err(TokenError::Invalid);
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        // Expiry is checked against the service's clock below.
+        validation.validate_exp = false;
+        validation.required_spec_claims = ["exp", "iat", "iss", "sub"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        validation.set_issuer(&[ISSUER]);
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map_err(|_| TokenError::Invalid)?;
+        if data.claims.exp <= now.timestamp() {
+            return Err(TokenError::Expired);
+        }
+        Ok(data.claims)
+    }
+
+    /// The public key as a JWK set (RFC 7517, OKP per RFC 8037).
+    pub fn jwks(&self) -> Value {
+        json!({
+            "keys": [{
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": self.x,
+                "kid": self.kid,
+                "alg": "EdDSA",
+                "use": "sig",
+            }]
+        })
+    }
+}
+
+fn to_pem(seed: &[u8; 32]) -> String {
+    let mut der = PKCS8_ED25519_PREFIX.to_vec();
+    der.extend_from_slice(seed);
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        STANDARD.encode(der)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_token_verifies_until_it_expires() {
+        let keys = JwtKeys::from_seed([7; 32]);
+        let now = Utc::now();
+        let token = keys.issue("u1", Role::Operator, now).unwrap();
+        let claims = keys.verify(&token, now).unwrap();
+        assert_eq!(claims.sub, "u1");
+        assert_eq!(claims.role, Role::Operator);
+        assert_eq!(claims.exp - claims.iat, ACCESS_TOKEN_SECONDS);
+        assert_eq!(claims.iss, ISSUER);
+        let later = now + chrono::Duration::seconds(ACCESS_TOKEN_SECONDS);
+        assert_eq!(keys.verify(&token, later), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_token_of_another_key_is_invalid() {
+        let ours = JwtKeys::from_seed([1; 32]);
+        let theirs = JwtKeys::from_seed([2; 32]);
+        let token = theirs.issue("u1", Role::Admin, Utc::now()).unwrap();
+        assert_eq!(ours.verify(&token, Utc::now()), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn the_key_file_is_created_once_with_owner_only_permissions_and_read_back() {
+        let path = std::env::temp_dir().join(format!("kl-jwt-{}.key", uuid::Uuid::new_v4()));
+        let (first, created) = JwtKeys::load_or_create(&path).unwrap();
+        assert!(created);
+        let (second, created_again) = JwtKeys::load_or_create(&path).unwrap();
+        assert!(!created_again);
+        assert_eq!(first.kid(), second.kid());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "not a key").unwrap();
+        assert!(JwtKeys::load_or_create(&path).is_err());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    proptest! {
+        #[test]
+        fn no_text_other_than_a_signed_token_verifies(text in ".{0,300}") {
+            let keys = JwtKeys::from_seed([3; 32]);
+            prop_assert_eq!(keys.verify(&text, Utc::now()), Err(TokenError::Invalid));
+        }
+
+        #[test]
+        fn any_change_to_a_signed_token_makes_it_invalid(index in 0usize..400, byte in 0u8..128) {
+            let keys = JwtKeys::from_seed([4; 32]);
+            let token = keys.issue("u1", Role::Viewer, Utc::now()).unwrap();
+            let mut bytes = token.clone().into_bytes();
+            let index = index % bytes.len();
+            prop_assume!(bytes[index] != byte);
+            bytes[index] = byte;
+            let changed = String::from_utf8_lossy(&bytes).into_owned();
+            prop_assert!(keys.verify(&changed, Utc::now()).is_err());
+        }
+    }
+}

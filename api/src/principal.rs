@@ -1,0 +1,311 @@
+//! Who is calling: the `Principal` a request acts as, read from `Authorization: Bearer …` (an
+//! access token this service signed, or the bootstrap token `KEYLEDGER_ADMIN_TOKEN`) by the
+//! `authenticate` middleware, which puts it in the request's extensions and in a task-local the
+//! command handlers read to stamp their events' `actor`.
+//!
+//! In this step no route refuses an anonymous caller; a bearer token that is presented must be
+//! valid (401 `AUTH_INVALID_TOKEN` / `AUTH_TOKEN_EXPIRED` otherwise).
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{HeaderValue, header, request::Parts};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::jwt::{JwtKeys, TokenError};
+use crate::{ApiError, Code};
+
+pub use keyledger_events::user::Role;
+
+/// Shortest bootstrap token accepted.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// The caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Principal {
+    Anonymous,
+    User {
+        id: Uuid,
+        role: Role,
+    },
+    ApiKey {
+        id: Uuid,
+        scopes: Vec<String>,
+    },
+    License {
+        license_id: Uuid,
+    },
+    /// The bootstrap token `KEYLEDGER_ADMIN_TOKEN`: an admin without a user.
+    Bootstrap,
+}
+
+impl Principal {
+    /// The `actor` recorded on the events the principal causes.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Anonymous => "anonymous".to_owned(),
+            Principal::User { id, .. } => format!("user:{id}"),
+            Principal::ApiKey { id, .. } => format!("api_key:{id}"),
+            Principal::License { license_id } => format!("license:{license_id}"),
+            // Told apart from the service's own jobs (`system`).
+            Principal::Bootstrap => "admin_token".to_owned(),
+        }
+    }
+
+    /// The role the principal acts with: a user's own; the bootstrap token is an admin.
+    pub fn role(&self) -> Option<Role> {
+        match self {
+            Principal::User { role, .. } => Some(*role),
+            Principal::Bootstrap => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+tokio::task_local! {
+    static CURRENT: Principal;
+}
+
+/// The `actor` of the events the current request causes: the principal's, or `api` for a
+/// request without credentials (as before authentication existed; anonymous commands are
+/// refused once the permission table is enforced).
+pub fn request_actor() -> String {
+    CURRENT
+        .try_with(|principal| match principal {
+            Principal::Anonymous => "api".to_owned(),
+            other => other.actor(),
+        })
+        .unwrap_or_else(|_| "api".to_owned())
+}
+
+/// The bootstrap token, checked at start-up: at least 32 characters.
+#[derive(Clone)]
+pub struct AdminToken(Arc<[u8; 32]>);
+
+impl AdminToken {
+    pub fn parse(text: &str) -> Result<AdminToken, String> {
+        if text.chars().count() < MIN_ADMIN_TOKEN_CHARS {
+            return Err(format!(
+                "KEYLEDGER_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters"
+            ));
+        }
+        Ok(AdminToken(Arc::new(Sha256::digest(text.as_bytes()).into())))
+    }
+
+    /// Constant-time comparison (of SHA-256 digests, so the length leaks nothing either).
+    fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        digest.ct_eq(self.0.as_ref()).into()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken([REDACTED])")
+    }
+}
+
+/// What the middleware needs.
+#[derive(Clone)]
+pub struct Authenticator {
+    pub keys: Arc<JwtKeys>,
+    pub admin_token: Option<AdminToken>,
+    /// The primary: a token's user is looked up in the inline `users` table.
+    pub pool: Pool,
+    pub clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+}
+
+/// Middleware: settles the request's principal, or answers 401 for a bad bearer token.
+pub async fn authenticate(
+    State(auth): State<Authenticator>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request.headers().get(header::AUTHORIZATION).cloned();
+    let principal = match principal_of(&auth, authorization).await {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    request.extensions_mut().insert(principal.clone());
+    CURRENT.scope(principal, next.run(request)).await
+}
+
+async fn principal_of(
+    auth: &Authenticator,
+    authorization: Option<HeaderValue>,
+) -> Result<Principal, AuthFailure> {
+    let Some(value) = authorization else {
+        return Ok(Principal::Anonymous);
+    };
+    let Some(token) = bearer_token(&value) else {
+        // Other schemes (License, …) are read by later steps; until then the caller is
+        // anonymous.
+        return Ok(Principal::Anonymous);
+    };
+    if let Some(admin) = &auth.admin_token
+        && admin.matches(token)
+    {
+        return Ok(Principal::Bootstrap);
+    }
+    let claims = auth
+        .keys
+        .verify(token, (auth.clock)())
+        .map_err(|e| match e {
+            TokenError::Invalid => AuthFailure::token(
+                Code::AuthInvalidToken,
+                "the bearer token is not a valid access token of this service",
+            ),
+            TokenError::Expired => AuthFailure::token(
+                Code::AuthTokenExpired,
+                "the access token has expired; refresh it",
+            ),
+        })?;
+    let invalid = || {
+        AuthFailure::token(
+            Code::AuthInvalidToken,
+            "the access token's user does not exist or is disabled",
+        )
+    };
+    let id = Uuid::parse_str(&claims.sub).map_err(|_| invalid())?;
+    let client = auth.pool.get().await.map_err(AuthFailure::other)?;
+    match user_status(&client, id).await.map_err(AuthFailure::other)? {
+        Some((role, false)) => Ok(Principal::User { id, role }),
+        _ => Err(invalid()),
+    }
+}
+
+/// `Bearer <token>` (scheme case-insensitive); `None` for another scheme.
+fn bearer_token(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// A user's role and whether they are disabled (one primary-key lookup).
+pub async fn user_status(
+    client: &impl GenericClient,
+    user_id: Uuid,
+) -> Result<Option<(Role, bool)>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached("SELECT role, disabled FROM users WHERE user_id = $1")
+        .await?;
+    let Some(row) = client.query_opt(&statement, &[&user_id]).await? else {
+        return Ok(None);
+    };
+    let role: String = row.try_get(0)?;
+    let disabled: bool = row.try_get(1)?;
+    // A role the code does not know is not a role anyone has.
+    Ok(Role::parse(&role).map(|role| (role, disabled)))
+}
+
+struct AuthFailure(ApiError, bool);
+
+impl AuthFailure {
+    fn token(code: Code, detail: &str) -> Self {
+        AuthFailure(ApiError::unauthorized(code, detail), true)
+    }
+
+    fn other(error: impl Into<ApiError>) -> Self {
+        AuthFailure(error.into(), false)
+    }
+}
+
+impl IntoResponse for AuthFailure {
+    fn into_response(self) -> Response {
+        let AuthFailure(error, challenge) = self;
+        let mut response = error.into_response();
+        if challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+            );
+        }
+        response
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or(Principal::Anonymous))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn each_principal_names_its_actor() {
+        let id = Uuid::nil();
+        assert_eq!(Principal::Anonymous.actor(), "anonymous");
+        assert_eq!(
+            Principal::User {
+                id,
+                role: Role::Viewer
+            }
+            .actor(),
+            format!("user:{id}")
+        );
+        assert_eq!(
+            Principal::ApiKey { id, scopes: vec![] }.actor(),
+            format!("api_key:{id}")
+        );
+        assert_eq!(
+            Principal::License { license_id: id }.actor(),
+            format!("license:{id}")
+        );
+        assert_eq!(Principal::Bootstrap.actor(), "admin_token");
+    }
+
+    #[test]
+    fn roles_read_and_write_in_snake_case() {
+        for role in Role::ALL {
+            let json = serde_json::to_value(role).unwrap();
+            assert_eq!(json, role.as_str());
+            assert_eq!(Role::parse(role.as_str()), Some(role));
+        }
+        assert_eq!(Role::parse("Admin"), None);
+        assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn a_short_bootstrap_token_is_refused_and_a_long_one_matches_only_itself() {
+        assert!(AdminToken::parse(&"x".repeat(31)).is_err());
+        let token = AdminToken::parse(&"s".repeat(40)).unwrap();
+        assert!(token.matches(&"s".repeat(40)));
+        assert!(!token.matches(&"s".repeat(41)));
+        assert!(!format!("{token:?}").contains('s'));
+    }
+
+    #[test]
+    fn only_the_bearer_scheme_carries_a_token() {
+        let value = |text: &str| HeaderValue::from_str(text).unwrap();
+        assert_eq!(bearer_token(&value("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&value("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(&value("Bearer")), Some(""));
+        assert_eq!(bearer_token(&value("License lic_x")), None);
+    }
+
+    proptest! {
+        #[test]
+        fn a_bootstrap_token_matches_nothing_but_itself(a in "[ -~]{32,64}", b in "[ -~]{0,64}") {
+            let token = AdminToken::parse(&a).unwrap();
+            prop_assert_eq!(token.matches(&b), a == b);
+        }
+    }
+}

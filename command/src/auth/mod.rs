@@ -1,0 +1,383 @@
+//! Login and tokens: `POST /v1/auth/login`, `/v1/auth/refresh`, `/v1/auth/logout`,
+//! `GET /v1/auth/me` and `GET /.well-known/jwks.json`.
+//!
+//! Access tokens are EdDSA JWTs (15 minutes). Refresh tokens are opaque (`klr_` + 256 bits from
+//! the OS RNG), 30 days, stored only as SHA-256 hashes, in event-sourced families
+//! (`refresh_family-<id>`). These routes sit outside the Idempotency-Key layer: their answers
+//! hold tokens, which must not be stored anywhere.
+
+pub mod family;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use keyledger_api::jwt::{ACCESS_TOKEN_SECONDS, JwtKeys};
+use keyledger_api::{ApiError, AppJson, Code, Principal, RequestId, Role};
+use keyledger_events::user::{RefreshFamilyEvent, RevokeReason, refresh_family_stream};
+use keyledger_events::{EventStore, Metadata};
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::Clock;
+use crate::execute::{CommandError, execute, execute_on_new_stream};
+use crate::user::password;
+use family::{FamilyCommand, FamilyError, RefreshFamily};
+
+/// How long a refresh token is good for.
+pub const REFRESH_TOKEN_DAYS: i64 = 30;
+
+pub const REFRESH_TOKEN_PREFIX: &str = "klr_";
+
+#[derive(Clone)]
+pub struct AuthState {
+    pub store: Arc<dyn EventStore>,
+    /// The primary (the inline `users` and `refresh_tokens` tables).
+    pub pool: Pool,
+    pub clock: Clock,
+    pub keys: Arc<JwtKeys>,
+}
+
+pub fn router(state: AuthState) -> Router {
+    // The first login with an unknown email should not pay for the dummy hash.
+    tokio::spawn(async {
+        if let Err(error) = password::dummy_hash().await {
+            tracing::warn!(error = %error, "cannot prepare the dummy password hash");
+        }
+    });
+    Router::new()
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/logout", post(logout))
+        .route("/v1/auth/me", get(me))
+        .route("/.well-known/jwks.json", get(jwks))
+        .layer(DefaultBodyLimit::max(crate::BODY_LIMIT))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub refresh_token: String,
+}
+
+/// A new refresh token and its hash.
+fn new_refresh_token() -> Result<(String, String), ApiError> {
+    let mut bytes = [0u8; 32];
+    OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|_| ApiError::internal("the operating system's random number generator failed"))?;
+    let token = format!("{REFRESH_TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = token_hash(&token);
+    Ok((token, hash))
+}
+
+/// SHA-256 of a refresh token, hex: the only form in which it is stored.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn metadata(request_id: &RequestId, user_id: Uuid) -> Metadata {
+    Metadata {
+        correlation_id: Some(request_id.0.clone()),
+        causation_id: Some(request_id.0.clone()),
+        actor: Some(format!("user:{user_id}")),
+        idempotency_key: None,
+    }
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::unauthorized(
+        Code::AuthInvalidCredentials,
+        "the email or the password is wrong",
+    )
+}
+
+fn invalid_refresh_token() -> ApiError {
+    ApiError::unauthorized(
+        Code::AuthInvalidToken,
+        "the refresh token is not valid; log in again",
+    )
+}
+
+fn family_error(error: CommandError<FamilyError>) -> ApiError {
+    match error {
+        CommandError::Domain(FamilyError::Expired) => ApiError::unauthorized(
+            Code::AuthTokenExpired,
+            "the refresh token has expired; log in again",
+        ),
+        CommandError::Domain(
+            FamilyError::Revoked | FamilyError::NotFound | FamilyError::UnknownToken,
+        ) => invalid_refresh_token(),
+        CommandError::Domain(FamilyError::AlreadyExists) => {
+            ApiError::internal("a new refresh family id was already taken")
+        }
+        CommandError::Conflict(cause) | CommandError::Store(cause) => ApiError::store(cause),
+    }
+}
+
+/// Answers with tokens; never cached (RFC 6749 §5.1).
+fn token_reply(body: &TokenResponse) -> Response {
+    let mut response = (StatusCode::OK, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn access_token(
+    keys: &JwtKeys,
+    user_id: Uuid,
+    role: Role,
+    now: DateTime<Utc>,
+) -> Result<String, ApiError> {
+    keys.issue(&user_id.to_string(), role, now)
+        .map_err(|e| ApiError::internal(format!("signing an access token: {e}")))
+}
+
+/// `POST /v1/auth/login {email, password}`. An unknown email, a wrong password and a disabled
+/// user get the same answer, after the same work (a password hash is verified every time).
+#[tracing::instrument(skip_all, fields(user.id))]
+pub async fn login(
+    State(state): State<AuthState>,
+    request_id: RequestId,
+    AppJson(request): AppJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let email = request.email.trim().to_lowercase();
+    let user = {
+        let client = state.pool.get().await?;
+        keyledger_projections::user::user_by_email(&client, &email).await?
+    };
+    let phc = match &user {
+        Some(user) => user.password_hash.clone(),
+        None => password::dummy_hash()
+            .await
+            .map_err(ApiError::internal)?
+            .to_owned(),
+    };
+    let matches = password::verify(request.password, phc)
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(user) = user.filter(|u| matches && !u.disabled) else {
+        return Err(invalid_credentials());
+    };
+    tracing::Span::current().record("user.id", tracing::field::display(user.user_id));
+    let role = Role::parse(&user.role)
+        .ok_or_else(|| ApiError::internal(format!("user with unknown role {}", user.role)))?;
+    let now = keyledger_events::chain::to_micros((state.clock)());
+    let (refresh_token, hash) = new_refresh_token()?;
+    let family_id = Uuid::new_v4();
+    let command = FamilyCommand::Start {
+        family_id,
+        user_id: user.user_id,
+        token_hash: hash,
+        expires_at: now + chrono::Duration::days(REFRESH_TOKEN_DAYS),
+        at: now,
+    };
+    execute_on_new_stream::<RefreshFamily>(
+        state.store.as_ref(),
+        &refresh_family_stream(family_id),
+        &command,
+        &metadata(&request_id, user.user_id),
+        &|_, _| None,
+    )
+    .await
+    .map_err(family_error)?;
+    Ok(token_reply(&TokenResponse {
+        access_token: access_token(&state.keys, user.user_id, role, now)?,
+        token_type: "Bearer",
+        expires_in: ACCESS_TOKEN_SECONDS,
+        refresh_token,
+    }))
+}
+
+/// The family of a presented refresh token, and its user.
+async fn family_of(state: &AuthState, token: &str) -> Result<(Uuid, Uuid), ApiError> {
+    if !token.starts_with(REFRESH_TOKEN_PREFIX) {
+        return Err(invalid_refresh_token());
+    }
+    let client = state.pool.get().await?;
+    keyledger_projections::user::refresh_token(&client, &token_hash(token))
+        .await?
+        .map(|row| (row.family_id, row.user_id))
+        .ok_or_else(invalid_refresh_token)
+}
+
+/// `POST /v1/auth/refresh {refresh_token}`: rotates the token. A token already rotated revokes
+/// its whole family (recorded as `RefreshFamilyRevoked`, reason `reuse`) and is 401
+/// `AUTH_REFRESH_REUSED`.
+#[tracing::instrument(skip_all, fields(user.id, family.id))]
+pub async fn refresh(
+    State(state): State<AuthState>,
+    request_id: RequestId,
+    AppJson(request): AppJson<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    let (family_id, user_id) = family_of(&state, &request.refresh_token).await?;
+    let span = tracing::Span::current();
+    span.record("user.id", tracing::field::display(user_id));
+    span.record("family.id", tracing::field::display(family_id));
+    let stream = refresh_family_stream(family_id);
+    let meta = metadata(&request_id, user_id);
+    let now = keyledger_events::chain::to_micros((state.clock)());
+    let status = {
+        let client = state.pool.get().await?;
+        keyledger_api::principal::user_status(&client, user_id).await?
+    };
+    let role = match status {
+        Some((role, false)) => role,
+        _ => {
+            execute::<RefreshFamily>(
+                state.store.as_ref(),
+                &stream,
+                &FamilyCommand::Revoke {
+                    reason: RevokeReason::UserDisabled,
+                    at: now,
+                },
+                &meta,
+                &|_, _| None,
+            )
+            .await
+            .map_err(family_error)?;
+            return Err(ApiError::unauthorized(
+                Code::AuthUserDisabled,
+                "the user is disabled; their tokens no longer work",
+            ));
+        }
+    };
+    let (refresh_token, new_hash) = new_refresh_token()?;
+    let command = FamilyCommand::Rotate {
+        presented_hash: token_hash(&request.refresh_token),
+        new_hash,
+        expires_at: now + chrono::Duration::days(REFRESH_TOKEN_DAYS),
+        at: now,
+    };
+    let executed =
+        execute::<RefreshFamily>(state.store.as_ref(), &stream, &command, &meta, &|_, _| None)
+            .await
+            .map_err(family_error)?;
+    match executed.events.as_slice() {
+        [RefreshFamilyEvent::RefreshTokenRotated(_)] => Ok(token_reply(&TokenResponse {
+            access_token: access_token(&state.keys, user_id, role, now)?,
+            token_type: "Bearer",
+            expires_in: ACCESS_TOKEN_SECONDS,
+            refresh_token,
+        })),
+        _ => {
+            tracing::warn!(
+                family.id = %family_id,
+                user.id = %user_id,
+                "a rotated refresh token was presented again: the family is revoked"
+            );
+            Err(ApiError::unauthorized(
+                Code::AuthRefreshReused,
+                "this refresh token was already used; every token of its login is revoked, \
+                 log in again",
+            ))
+        }
+    }
+}
+
+/// `POST /v1/auth/logout {refresh_token}`: revokes the token's family → 204.
+pub async fn logout(
+    State(state): State<AuthState>,
+    request_id: RequestId,
+    AppJson(request): AppJson<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    let (family_id, user_id) = family_of(&state, &request.refresh_token).await?;
+    let now = keyledger_events::chain::to_micros((state.clock)());
+    execute::<RefreshFamily>(
+        state.store.as_ref(),
+        &refresh_family_stream(family_id),
+        &FamilyCommand::Revoke {
+            reason: RevokeReason::Logout,
+            at: now,
+        },
+        &metadata(&request_id, user_id),
+        &|_, _| None,
+    )
+    .await
+    .map_err(family_error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /v1/auth/me`: who the request acts as.
+pub async fn me(principal: Principal) -> Response {
+    let sub = match &principal {
+        Principal::User { id, .. } | Principal::ApiKey { id, .. } => Some(id.to_string()),
+        Principal::License { license_id } => Some(license_id.to_string()),
+        Principal::Anonymous | Principal::Bootstrap => None,
+    };
+    axum::Json(json!({
+        "kind": principal_kind(&principal),
+        "sub": sub,
+        "role": principal.role(),
+        "actor": principal.actor(),
+    }))
+    .into_response()
+}
+
+fn principal_kind(principal: &Principal) -> &'static str {
+    match principal {
+        Principal::Anonymous => "anonymous",
+        Principal::User { .. } => "user",
+        Principal::ApiKey { .. } => "api_key",
+        Principal::License { .. } => "license",
+        Principal::Bootstrap => "bootstrap",
+    }
+}
+
+/// `GET /.well-known/jwks.json`: the public key access tokens are verified with.
+pub async fn jwks(State(state): State<AuthState>) -> Response {
+    let mut response = axum::Json(state.keys.jwks()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refresh_token_is_klr_and_256_bits_and_stored_only_as_its_hash() {
+        let (token, hash) = new_refresh_token().unwrap();
+        assert!(token.starts_with("klr_"));
+        let bytes = URL_SAFE_NO_PAD
+            .decode(&token[REFRESH_TOKEN_PREFIX.len()..])
+            .unwrap();
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(hash, token_hash(&token));
+        assert_eq!(hash.len(), 64);
+        assert!(!hash.contains(&token[4..]));
+        let (other, _) = new_refresh_token().unwrap();
+        assert_ne!(token, other);
+    }
+}

@@ -1,0 +1,236 @@
+//! `users` (who may log in, with which role) and `refresh_tokens` (token hash → family and
+//! state), maintained inline in the append transaction: a user created can log in at once,
+//! and a rotated or revoked refresh token is refused by the very next request.
+
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use keyledger_events::user::{RefreshFamilyEvent, UserEvent};
+use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
+
+pub struct Users;
+
+pub const NAME: &str = "users";
+
+const EVENT_TYPES: &[&str] = &[
+    "UserCreated",
+    "UserRoleChanged",
+    "UserPasswordChanged",
+    "UserDisabled",
+    "RefreshFamilyStarted",
+    "RefreshTokenRotated",
+    "RefreshFamilyRevoked",
+];
+
+#[async_trait]
+impl Projection for Users {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["users", "refresh_tokens"]
+    }
+
+    fn event_types(&self) -> &'static [&'static str] {
+        EVENT_TYPES
+    }
+
+    async fn apply(
+        &self,
+        tx: &Transaction<'_>,
+        events: &[Envelope],
+    ) -> Result<(), ProjectionError> {
+        // Users and logins change rarely: one statement per event, in order.
+        for envelope in events {
+            if let Some(event) = UserEvent::decode(envelope)? {
+                apply_user(tx, envelope.position, event).await?;
+            } else if let Some(event) = RefreshFamilyEvent::decode(envelope)? {
+                apply_family(tx, envelope.position, event).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn apply_user(
+    tx: &Transaction<'_>,
+    position: i64,
+    event: UserEvent,
+) -> Result<(), ProjectionError> {
+    match event {
+        UserEvent::UserCreated(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "INSERT INTO users (user_id, email, role, password_hash, disabled, \
+                                        created_at, updated_at, position) \
+                     VALUES ($1, $2, $3, $4, false, $5, $5, $6)",
+                )
+                .await?;
+            tx.execute(
+                &statement,
+                &[
+                    &e.user_id,
+                    &e.email,
+                    &e.role.as_str(),
+                    &e.password_hash,
+                    &e.at,
+                    &position,
+                ],
+            )
+            .await?;
+        }
+        UserEvent::UserRoleChanged(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE users SET role = $2, updated_at = $3, position = $4 WHERE user_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.user_id, &e.to.as_str(), &e.at, &position])
+                .await?;
+        }
+        UserEvent::UserPasswordChanged(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE users SET password_hash = $2, updated_at = $3, position = $4 \
+                     WHERE user_id = $1",
+                )
+                .await?;
+            tx.execute(
+                &statement,
+                &[&e.user_id, &e.password_hash, &e.at, &position],
+            )
+            .await?;
+        }
+        UserEvent::UserDisabled(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE users SET disabled = true, updated_at = $2, position = $3 \
+                     WHERE user_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.user_id, &e.at, &position])
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply_family(
+    tx: &Transaction<'_>,
+    position: i64,
+    event: RefreshFamilyEvent,
+) -> Result<(), ProjectionError> {
+    let insert = "INSERT INTO refresh_tokens \
+                      (token_hash, family_id, user_id, state, expires_at, position) \
+                  VALUES ($1, $2, $3, 'current', $4, $5)";
+    match event {
+        RefreshFamilyEvent::RefreshFamilyStarted(e) => {
+            let statement = tx.prepare_cached(insert).await?;
+            tx.execute(
+                &statement,
+                &[
+                    &e.token_hash,
+                    &e.family_id,
+                    &e.user_id,
+                    &e.expires_at,
+                    &position,
+                ],
+            )
+            .await?;
+        }
+        RefreshFamilyEvent::RefreshTokenRotated(e) => {
+            let rotate = tx
+                .prepare_cached(
+                    "UPDATE refresh_tokens SET state = 'rotated', position = $2 \
+                     WHERE token_hash = $1",
+                )
+                .await?;
+            tx.execute(&rotate, &[&e.old_hash, &position]).await?;
+            let statement = tx.prepare_cached(insert).await?;
+            tx.execute(
+                &statement,
+                &[
+                    &e.new_hash,
+                    &e.family_id,
+                    &e.user_id,
+                    &e.expires_at,
+                    &position,
+                ],
+            )
+            .await?;
+        }
+        RefreshFamilyEvent::RefreshFamilyRevoked(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE refresh_tokens SET state = 'revoked', position = $2 \
+                     WHERE family_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.family_id, &position]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// What the lookup table knows of a refresh token.
+#[derive(Debug, Clone)]
+pub struct RefreshTokenRow {
+    pub family_id: uuid::Uuid,
+    pub user_id: uuid::Uuid,
+    /// `current`, `rotated` or `revoked`.
+    pub state: String,
+}
+
+/// The family a refresh token (by its hash) belongs to, with its state.
+pub async fn refresh_token(
+    client: &impl deadpool_postgres::GenericClient,
+    token_hash: &str,
+) -> Result<Option<RefreshTokenRow>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT family_id, user_id, state FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .await?;
+    let row = client.query_opt(&statement, &[&token_hash]).await?;
+    row.map(|row| {
+        Ok(RefreshTokenRow {
+            family_id: row.try_get(0)?,
+            user_id: row.try_get(1)?,
+            state: row.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+/// A user as login needs it.
+#[derive(Debug, Clone)]
+pub struct LoginRow {
+    pub user_id: uuid::Uuid,
+    pub role: String,
+    pub password_hash: String,
+    pub disabled: bool,
+}
+
+/// The user with this (lower-cased) email.
+pub async fn user_by_email(
+    client: &impl deadpool_postgres::GenericClient,
+    email: &str,
+) -> Result<Option<LoginRow>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached("SELECT user_id, role, password_hash, disabled FROM users WHERE email = $1")
+        .await?;
+    let row = client.query_opt(&statement, &[&email]).await?;
+    row.map(|row| {
+        Ok(LoginRow {
+            user_id: row.try_get(0)?,
+            role: row.try_get(1)?,
+            password_hash: row.try_get(2)?,
+            disabled: row.try_get(3)?,
+        })
+    })
+    .transpose()
+}

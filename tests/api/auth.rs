@@ -1,0 +1,623 @@
+//! Users, login, access and refresh tokens: rotation, reuse detection, logout, disabled users,
+//! refused tokens, the published key, the `users` CLI, the actor on events, and no secret in
+//! the log, the events or the request log.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use chrono::Utc;
+use keyledger_api::Role;
+use keyledger_events::{Metadata, Notifier, PgEventStore, WriterConfig};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use crate::helpers::{
+    ServiceProcess, TestApp, TestDatabase, eventually, problem, spawn_app, spawn_app_with,
+};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn system() -> Metadata {
+    Metadata {
+        actor: Some("system".into()),
+        ..Metadata::default()
+    }
+}
+
+/// Creates a user through the same command the CLI runs.
+async fn create_user(database_url: &str, email: &str, role: Role) -> Uuid {
+    let pool = keyledger_events::db::pool(database_url, 2).unwrap();
+    let (store, writer) = PgEventStore::start(
+        pool,
+        WriterConfig::default(),
+        keyledger_projections::inline(),
+        Notifier::default(),
+    );
+    let id = keyledger_command::user::create_user(
+        &store,
+        email,
+        PASSWORD.into(),
+        role,
+        false,
+        &system(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    writer.abort();
+    id
+}
+
+async fn disable_user(database_url: &str, user_id: Uuid) {
+    let pool = keyledger_events::db::pool(database_url, 2).unwrap();
+    let (store, writer) = PgEventStore::start(
+        pool,
+        WriterConfig::default(),
+        keyledger_projections::inline(),
+        Notifier::default(),
+    );
+    keyledger_command::user::disable_user(&store, user_id, &system(), Utc::now())
+        .await
+        .unwrap();
+    writer.abort();
+}
+
+async fn login(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+    app.post(
+        "/v1/auth/login",
+        &json!({"email": email, "password": password}),
+    )
+    .await
+}
+
+async fn logged_in(app: &TestApp, email: &str) -> Value {
+    let response = login(app, email, PASSWORD).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
+    app.post("/v1/auth/refresh", &json!({"refresh_token": token}))
+        .await
+}
+
+async fn me(app: &TestApp, bearer: &str) -> reqwest::Response {
+    app.http
+        .get(app.url("/v1/auth/me"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The problem without what differs between any two requests.
+fn sans_correlation(mut problem: Value) -> Value {
+    problem.as_object_mut().unwrap().remove("correlation_id");
+    problem
+}
+
+async fn family_events(app: &TestApp, event_type: &str) -> Vec<Value> {
+    let client = app.pool.get().await.unwrap();
+    client
+        .query(
+            "SELECT data::text FROM events WHERE event_type = $1 ORDER BY position",
+            &[&event_type],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| serde_json::from_str(row.get::<_, &str>(0)).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_user_who_logs_in_gets_tokens_and_auth_me_names_them() {
+    let app = spawn_app().await;
+    let user_id = create_user(&app.database.url, "Ops@Example.com", Role::Operator).await;
+
+    let response = login(&app, "ops@example.COM", PASSWORD).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "Bearer");
+    assert_eq!(tokens["expires_in"], 900);
+    assert!(
+        tokens["refresh_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("klr_")
+    );
+
+    let response = me(&app, tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["kind"], "user");
+    assert_eq!(body["sub"], user_id.to_string());
+    assert_eq!(body["role"], "operator");
+    assert_eq!(body["actor"], format!("user:{user_id}"));
+
+    let anonymous: Value = app.get("/v1/auth/me").await.json().await.unwrap();
+    assert_eq!(anonymous["kind"], "anonymous");
+    assert_eq!(anonymous["actor"], "anonymous");
+}
+
+#[tokio::test]
+async fn a_wrong_password_and_an_unknown_email_get_the_identical_problem_and_write_nothing() {
+    let app = spawn_app().await;
+    create_user(&app.database.url, "ops@example.com", Role::Viewer).await;
+    let before = app.event_count().await;
+
+    let wrong_password = problem(
+        login(&app, "ops@example.com", "not the password").await,
+        401,
+    )
+    .await;
+    let unknown_email = problem(login(&app, "nobody@example.com", PASSWORD).await, 401).await;
+    assert_eq!(wrong_password["code"], "AUTH_INVALID_CREDENTIALS");
+    assert_eq!(
+        sans_correlation(wrong_password),
+        sans_correlation(unknown_email)
+    );
+    assert_eq!(app.event_count().await, before);
+}
+
+#[tokio::test]
+async fn a_refresh_rotates_the_refresh_token_and_gives_a_working_access_token() {
+    let app = spawn_app().await;
+    create_user(&app.database.url, "ops@example.com", Role::Auditor).await;
+    let first = logged_in(&app, "ops@example.com").await;
+
+    let response = refresh(&app, first["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(response.status(), 200);
+    let second: Value = response.json().await.unwrap();
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    assert_eq!(
+        me(&app, second["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    // The new token rotates in turn.
+    let third = refresh(&app, second["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(third.status(), 200);
+
+    let rotations = family_events(&app, "RefreshTokenRotated").await;
+    assert_eq!(rotations.len(), 2);
+    assert_eq!(rotations[0]["new_hash"], rotations[1]["old_hash"]);
+}
+
+#[tokio::test]
+async fn presenting_a_rotated_refresh_token_revokes_its_family_and_records_the_reuse() {
+    let app = spawn_app().await;
+    create_user(&app.database.url, "ops@example.com", Role::Operator).await;
+    let first = logged_in(&app, "ops@example.com").await;
+    let old = first["refresh_token"].as_str().unwrap();
+    let newest: Value = refresh(&app, old).await.json().await.unwrap();
+
+    let reused = problem(refresh(&app, old).await, 401).await;
+    assert_eq!(reused["code"], "AUTH_REFRESH_REUSED");
+    // The newest token of the family is dead too.
+    let newest_refused = problem(
+        refresh(&app, newest["refresh_token"].as_str().unwrap()).await,
+        401,
+    )
+    .await;
+    assert_eq!(newest_refused["code"], "AUTH_INVALID_TOKEN");
+
+    let revoked = family_events(&app, "RefreshFamilyRevoked").await;
+    assert_eq!(revoked.len(), 1);
+    assert_eq!(revoked[0]["reason"], "reuse");
+    assert_eq!(
+        revoked[0]["presented_hash"],
+        keyledger_command::auth::token_hash(old)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_refreshes_racing_with_one_token_give_one_new_token_and_one_reuse() {
+    let app = spawn_app().await;
+    create_user(&app.database.url, "ops@example.com", Role::Operator).await;
+    let first = logged_in(&app, "ops@example.com").await;
+    let token = first["refresh_token"].as_str().unwrap();
+
+    let (a, b) = tokio::join!(refresh(&app, token), refresh(&app, token));
+    let mut statuses = vec![a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 401]);
+    let refused = if a.status() == 401 { a } else { b };
+    assert_eq!(problem(refused, 401).await["code"], "AUTH_REFRESH_REUSED");
+    assert_eq!(family_events(&app, "RefreshFamilyRevoked").await.len(), 1);
+}
+
+#[tokio::test]
+async fn after_logout_the_refresh_token_no_longer_works() {
+    let app = spawn_app().await;
+    create_user(&app.database.url, "ops@example.com", Role::Operator).await;
+    let tokens = logged_in(&app, "ops@example.com").await;
+    let token = tokens["refresh_token"].as_str().unwrap();
+
+    let response = app
+        .post("/v1/auth/logout", &json!({"refresh_token": token}))
+        .await;
+    assert_eq!(response.status(), 204);
+    let refused = problem(refresh(&app, token).await, 401).await;
+    assert_eq!(refused["code"], "AUTH_INVALID_TOKEN");
+    let revoked = family_events(&app, "RefreshFamilyRevoked").await;
+    assert_eq!(revoked[0]["reason"], "logout");
+}
+
+#[tokio::test]
+async fn a_disabled_user_can_neither_log_in_nor_refresh_nor_use_an_access_token() {
+    let app = spawn_app().await;
+    let user_id = create_user(&app.database.url, "ops@example.com", Role::Admin).await;
+    let tokens = logged_in(&app, "ops@example.com").await;
+    disable_user(&app.database.url, user_id).await;
+
+    let login_refused = problem(login(&app, "ops@example.com", PASSWORD).await, 401).await;
+    assert_eq!(login_refused["code"], "AUTH_INVALID_CREDENTIALS");
+    let refresh_refused = problem(
+        refresh(&app, tokens["refresh_token"].as_str().unwrap()).await,
+        401,
+    )
+    .await;
+    assert_eq!(refresh_refused["code"], "AUTH_USER_DISABLED");
+    let response = me(&app, tokens["access_token"].as_str().unwrap()).await;
+    assert!(
+        response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains(r#"error="invalid_token""#)
+    );
+    assert_eq!(problem(response, 401).await["code"], "AUTH_INVALID_TOKEN");
+    let revoked = family_events(&app, "RefreshFamilyRevoked").await;
+    assert_eq!(revoked[0]["reason"], "user_disabled");
+}
+
+#[tokio::test]
+async fn a_tampered_or_expired_access_token_is_refused_with_a_bearer_challenge() {
+    let app = spawn_app().await;
+    create_user(&app.database.url, "ops@example.com", Role::Viewer).await;
+    let tokens = logged_in(&app, "ops@example.com").await;
+    let access = tokens["access_token"].as_str().unwrap();
+
+    // The payload says admin; the signature does not agree.
+    let parts: Vec<&str> = access.split('.').collect();
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: Value = serde_json::from_slice(&engine.decode(parts[1]).unwrap()).unwrap();
+    claims["role"] = json!("admin");
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        engine.encode(serde_json::to_vec(&claims).unwrap()),
+        parts[2]
+    );
+    for bad in [forged.as_str(), "not-a-jwt", ""] {
+        let response = me(&app, bad).await;
+        assert_eq!(
+            response.headers()["www-authenticate"],
+            r#"Bearer error="invalid_token""#
+        );
+        assert_eq!(problem(response, 401).await["code"], "AUTH_INVALID_TOKEN");
+    }
+
+    app.clock.advance(chrono::Duration::minutes(16));
+    let response = me(&app, access).await;
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"Bearer error="invalid_token""#
+    );
+    assert_eq!(problem(response, 401).await["code"], "AUTH_TOKEN_EXPIRED");
+}
+
+#[tokio::test]
+async fn the_published_jwks_verifies_an_access_token() {
+    let app = spawn_app().await;
+    let user_id = create_user(&app.database.url, "ops@example.com", Role::Operator).await;
+    let tokens = logged_in(&app, "ops@example.com").await;
+    let access = tokens["access_token"].as_str().unwrap();
+
+    let set: jsonwebtoken::jwk::JwkSet = app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(access).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
+    let jwk = set.find(header.kid.as_deref().unwrap()).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_issuer(&["keyledger"]);
+    let data = jsonwebtoken::decode::<Value>(access, &key, &validation).unwrap();
+    assert_eq!(data.claims["sub"], user_id.to_string());
+    assert_eq!(data.claims["role"], "operator");
+    assert_eq!(
+        data.claims["exp"].as_i64().unwrap() - data.claims["iat"].as_i64().unwrap(),
+        900
+    );
+    assert!(data.claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_created_on_the_command_line_can_log_in_until_disabled_there() {
+    let app = spawn_app().await;
+    // The CLI runs while the service goes on serving (its writer may hold the append lock
+    // at any moment): the test waits for the child without blocking the runtime.
+    let run = async |args: &[&str], stdin: &str| {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
+            .args(args)
+            .env("DATABASE_URL", &app.database.url)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.as_bytes()).await.unwrap();
+        drop(input);
+        child.wait_with_output().await.unwrap()
+    };
+    let output = run(
+        &[
+            "users",
+            "create",
+            "--email",
+            "Boss@Example.com",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout).unwrap();
+    let user_id = Uuid::parse_str(printed.trim()).unwrap();
+
+    let tokens = logged_in(&app, "boss@example.com").await;
+    let body: Value = me(&app, tokens["access_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["sub"], user_id.to_string());
+    assert_eq!(body["role"], "admin");
+
+    let again = run(
+        &[
+            "users",
+            "create",
+            "--email",
+            "boss@example.com",
+            "--role",
+            "viewer",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+    let short = run(
+        &[
+            "users",
+            "create",
+            "--email",
+            "x@example.com",
+            "--role",
+            "viewer",
+        ],
+        "short\n",
+    )
+    .await;
+    assert!(!short.status.success());
+
+    let disabled = run(&["users", "disable", "--email", "boss@example.com"], "").await;
+    assert!(
+        disabled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&disabled.stderr)
+    );
+    let refused = problem(login(&app, "boss@example.com", PASSWORD).await, 401).await;
+    assert_eq!(refused["code"], "AUTH_INVALID_CREDENTIALS");
+}
+
+#[tokio::test]
+async fn the_events_of_a_logged_in_users_command_carry_their_actor() {
+    let app = spawn_app().await;
+    let user_id = create_user(&app.database.url, "ops@example.com", Role::Operator).await;
+    let tokens = logged_in(&app, "ops@example.com").await;
+
+    let issued: Value = app
+        .http
+        .post(app.url("/v1/licenses"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .json(&json!({"owner": "acme", "tier": "pro"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
+    let client = app.pool.get().await.unwrap();
+    let actor: String = client
+        .query_one(
+            "SELECT metadata->>'actor' FROM events WHERE stream_id = $1",
+            &[&stream],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(actor, format!("user:{user_id}"));
+    // Login itself is recorded as the user's.
+    let login_actor: String = client
+        .query_one(
+            "SELECT metadata->>'actor' FROM events WHERE event_type = 'RefreshFamilyStarted'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(login_actor, format!("user:{user_id}"));
+}
+
+#[tokio::test]
+async fn the_bootstrap_token_acts_as_an_admin_recorded_as_admin_token() {
+    let token = "bootstrap-token-of-at-least-32-characters";
+    let app = spawn_app_with(|args| {
+        args.admin_token = Some(keyledger_api::principal::AdminToken::parse(token).unwrap());
+    })
+    .await;
+    let body: Value = me(&app, token).await.json().await.unwrap();
+    assert_eq!(body["kind"], "bootstrap");
+    assert_eq!(body["role"], "admin");
+    assert_eq!(body["actor"], "admin_token");
+    let issued: Value = app
+        .http
+        .post(app.url("/v1/licenses"))
+        .bearer_auth(token)
+        .json(&json!({"owner": "acme", "tier": "pro"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
+    let client = app.pool.get().await.unwrap();
+    let actor: String = client
+        .query_one(
+            "SELECT metadata->>'actor' FROM events WHERE stream_id = $1",
+            &[&stream],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(actor, "admin_token");
+    // One character off is just an invalid token.
+    let wrong = me(&app, &format!("{token}x")).await;
+    assert_eq!(problem(wrong, 401).await["code"], "AUTH_INVALID_TOKEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_or_token_appears_in_the_events_the_request_log_or_the_service_log() {
+    let database = TestDatabase::create().await;
+    let key_file = std::env::temp_dir().join(format!("kl-test-jwt-{}.key", Uuid::new_v4()));
+    let service = ServiceProcess::start(
+        &database.url,
+        &[
+            ("RUST_LOG", "debug"),
+            ("LOG_FORMAT", "json"),
+            ("JWT_KEY_FILE", key_file.to_str().unwrap()),
+        ],
+    )
+    .await;
+    create_user(&database.url, "ops@example.com", Role::Operator).await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", service.address);
+
+    let tokens: Value = http
+        .post(url("/v1/auth/login"))
+        .json(&json!({"email": "ops@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first_refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
+    let rotated: Value = http
+        .post(url("/v1/auth/refresh"))
+        .json(&json!({"refresh_token": first_refresh}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second_refresh = rotated["refresh_token"].as_str().unwrap().to_owned();
+    let access = rotated["access_token"].as_str().unwrap().to_owned();
+    let response = http
+        .post(url("/v1/auth/logout"))
+        .json(&json!({"refresh_token": second_refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+
+    // The three requests are in the request log.
+    let pool = database.pool();
+    let everything = eventually(Duration::from_secs(10), "the request records", || {
+        let pool = pool.clone();
+        async move {
+            let client = pool.get().await.ok()?;
+            let row = client
+                .query_one(
+                    "SELECT count(*) FILTER (WHERE event_type = 'ApiRequestRecorded' \
+                                              AND data::text LIKE '%/v1/auth/%'), \
+                            string_agg(data::text || metadata::text, ' ') \
+                     FROM events",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (row.get::<_, i64>(0) >= 3).then(|| row.get::<_, String>(1))
+        }
+    })
+    .await;
+    let client = pool.get().await.unwrap();
+    let tables: String = client
+        .query_one(
+            "SELECT (SELECT string_agg(t::text, ' ') FROM api_requests t) || \
+                    (SELECT string_agg(t::text, ' ') FROM users t) || \
+                    (SELECT string_agg(t::text, ' ') FROM refresh_tokens t)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let log = service.log_text();
+    assert!(
+        log.contains("JWT signing key"),
+        "the key file is named in the log"
+    );
+    for secret in [PASSWORD, &first_refresh, &second_refresh, &access] {
+        assert!(!everything.contains(secret), "a secret is in the events");
+        assert!(!tables.contains(secret), "a secret is in a read table");
+        assert!(!log.contains(secret), "a secret is in the service log");
+    }
+    // The events do hold what they must: the hashes.
+    assert!(everything.contains(&keyledger_command::auth::token_hash(&first_refresh)));
+    let _ = std::fs::remove_file(key_file);
+}
+
+#[tokio::test]
+async fn a_login_or_refresh_body_of_the_wrong_shape_is_refused_and_writes_nothing() {
+    let app = spawn_app().await;
+    create_user(&app.database.url, "ops@example.com", Role::Viewer).await;
+    let before = app.event_count().await;
+    for (path, body) in [
+        ("/v1/auth/login", json!({"email": "ops@example.com"})),
+        (
+            "/v1/auth/login",
+            json!({"email": "ops@example.com", "password": PASSWORD, "role": "admin"}),
+        ),
+        ("/v1/auth/refresh", json!({})),
+        ("/v1/auth/logout", json!({"refresh_token": 7})),
+    ] {
+        let refused = problem(app.post(path, &body).await, 422).await;
+        assert!(
+            refused["code"].as_str().unwrap().starts_with("VAL_"),
+            "{path} {body}: {refused}"
+        );
+    }
+    let unknown = problem(refresh(&app, "klr_not-a-token-of-ours").await, 401).await;
+    assert_eq!(unknown["code"], "AUTH_INVALID_TOKEN");
+    assert_eq!(app.event_count().await, before);
+}
