@@ -202,6 +202,7 @@ impl Application {
                     pool: pool.clone(),
                     clock: clock.clone(),
                     keys: keys.clone(),
+                    limits: rate_limits.clone(),
                 }));
                 if args.admin_token.is_some() {
                     tracing::info!(

@@ -621,3 +621,32 @@ async fn a_login_or_refresh_body_of_the_wrong_shape_is_refused_and_writes_nothin
     assert_eq!(unknown["code"], "AUTH_INVALID_TOKEN");
     assert_eq!(app.event_count().await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_lock_the_account_even_for_the_right_password_and_leave_others_open() {
+    let app = spawn_app_with(|args| {
+        args.rate_limit_login_failures_per_account = "3/hour".parse().unwrap();
+    })
+    .await;
+    create_user(&app.database.url, "ops@example.com", Role::Admin).await;
+    create_user(&app.database.url, "other@example.com", Role::Viewer).await;
+
+    for _ in 0..3 {
+        let refused = login(&app, "ops@example.com", "guess").await;
+        assert_eq!(refused.status(), 401);
+    }
+    let locked = login(&app, "ops@example.com", PASSWORD).await;
+    assert!(locked.headers().contains_key("retry-after"));
+    let locked = problem(locked, 429).await;
+    assert_eq!(locked["code"], "RATE_LIMITED");
+
+    // An unknown account is throttled alike, and other accounts still log in.
+    for _ in 0..3 {
+        login(&app, "nobody@example.com", "guess").await;
+    }
+    assert_eq!(
+        login(&app, "nobody@example.com", "guess").await.status(),
+        429
+    );
+    logged_in(&app, "other@example.com").await;
+}

@@ -11,7 +11,8 @@ pub mod family;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,6 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use keyledger_api::jwt::{ACCESS_TOKEN_SECONDS, JwtKeys};
+use keyledger_api::rate_limit::RateLimits;
 use keyledger_api::{ApiError, AppJson, Code, Principal, RequestId, Role};
 use keyledger_events::user::{RefreshFamilyEvent, RevokeReason, refresh_family_stream};
 use keyledger_events::{EventStore, Metadata};
@@ -47,6 +49,8 @@ pub struct AuthState {
     pub pool: Pool,
     pub clock: Clock,
     pub keys: Arc<JwtKeys>,
+    /// Failed logins are throttled per account and per client address.
+    pub limits: RateLimits,
 }
 
 pub fn router(state: AuthState) -> Router {
@@ -166,10 +170,25 @@ fn access_token(
 #[tracing::instrument(skip_all, fields(user.id))]
 pub async fn login(
     State(state): State<AuthState>,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
     request_id: RequestId,
     AppJson(request): AppJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let email = request.email.trim().to_lowercase();
+    // Known or not, an account is throttled alike (by a hash: no email is kept in memory).
+    let account = hex::encode(Sha256::digest(email.as_bytes()));
+    let ip = state
+        .limits
+        .client_ip(
+            &headers,
+            peer.map(|axum::Extension(ConnectInfo(address))| address),
+        )
+        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    let throttle = state.limits.login_throttle();
+    throttle
+        .check(&account, ip)
+        .map_err(|wait| wait.problem())?;
     let user = {
         let client = state.pool.get().await?;
         keyledger_projections::user::user_by_email(&client, &email).await?
@@ -185,8 +204,10 @@ pub async fn login(
         .await
         .map_err(ApiError::internal)?;
     let Some(user) = user.filter(|u| matches && !u.disabled) else {
+        throttle.record_failure(&account, ip);
         return Err(invalid_credentials());
     };
+    throttle.record_success(&account, ip);
     tracing::Span::current().record("user.id", tracing::field::display(user.user_id));
     let role = Role::parse(&user.role)
         .ok_or_else(|| ApiError::internal(format!("user with unknown role {}", user.role)))?;
