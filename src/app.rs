@@ -467,8 +467,20 @@ fn with_http_layers(
             keyledger_api::request_log::note_route,
         ))
         .fallback(|| async { ApiError::not_found(Code::ResNotFound, "no such route") });
-    // The principal is settled inside the request timeout and the problem renderer, so a
-    // refused token is logged once and answered as problem+json with the request's id.
+    let router = router
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            bound_request_time,
+        ))
+        // Before every handler (a refused request writes nothing), inside the request log (it
+        // is still recorded) and inside `render_problems` (which logs the refusal).
+        .layer(axum::middleware::from_fn_with_state(
+            rate_limits,
+            keyledger_api::rate_limit::layer,
+        ));
+    // The principal is settled outside the limiter, which then counts an authenticated caller
+    // on its own budget, and inside the problem renderer, so a refused token is logged once and
+    // answered as problem+json with the request's id.
     let router = match authenticator {
         Some(authenticator) => router.layer(axum::middleware::from_fn_with_state(
             authenticator,
@@ -477,17 +489,6 @@ fn with_http_layers(
         None => router,
     };
     let router = router
-        .layer(axum::middleware::from_fn_with_state(
-            request_timeout,
-            bound_request_time,
-        ))
-        // Before every handler (a refused request writes nothing), inside the request log (it
-        // is still recorded) and inside `render_problems` (which logs the refusal). An
-        // authentication layer that keys callers by principal goes outside this one.
-        .layer(axum::middleware::from_fn_with_state(
-            rate_limits,
-            keyledger_api::rate_limit::layer,
-        ))
         .layer(axum::middleware::from_fn(keyledger_api::render_problems))
         // Inside the request log, so that a refused body is still recorded (the log reads
         // only the part of a body it keeps).

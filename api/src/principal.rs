@@ -60,6 +60,18 @@ impl Principal {
         }
     }
 
+    /// The budget the rate limiter counts the principal's requests on; `None` counts them on
+    /// the client's address (anonymous callers, and the bootstrap token).
+    pub fn rate_key(&self) -> Option<crate::rate_limit::RateKey> {
+        use crate::rate_limit::RateKey;
+        match self {
+            Principal::User { id, .. } => Some(RateKey::user(id)),
+            Principal::ApiKey { id, .. } => Some(RateKey::api_key(id)),
+            Principal::License { license_id } => Some(RateKey::license(license_id)),
+            Principal::Anonymous | Principal::Bootstrap => None,
+        }
+    }
+
     /// The role the principal acts with: a user's own; the bootstrap token is an admin.
     pub fn role(&self) -> Option<Role> {
         match self {
@@ -134,6 +146,11 @@ pub async fn authenticate(
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
+    // The rate limiter (inside this layer) counts an authenticated caller on its own budget,
+    // wherever it calls from; anonymous callers stay keyed by their address.
+    if let Some(key) = principal.rate_key() {
+        request.extensions_mut().insert(key);
+    }
     request.extensions_mut().insert(principal.clone());
     CURRENT.scope(principal, next.run(request)).await
 }

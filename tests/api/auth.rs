@@ -650,3 +650,41 @@ async fn failed_logins_lock_the_account_even_for_the_right_password_and_leave_ot
     );
     logged_in(&app, "other@example.com").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logged_in_user_is_rate_limited_on_a_budget_of_their_own() {
+    let app = spawn_app_with(|args| {
+        args.rate_limit_reads = "2/min".parse().unwrap();
+    })
+    .await;
+    create_user(&app.database.url, "a@example.com", Role::Viewer).await;
+    create_user(&app.database.url, "b@example.com", Role::Viewer).await;
+    let token_a = logged_in(&app, "a@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token_b = logged_in(&app, "b@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me = |token: String| {
+        let app = &app;
+        async move {
+            app.http
+                .get(app.url("/v1/auth/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+
+    // Same address, three callers: each has its own two reads a minute.
+    assert_eq!(me(token_a.clone()).await, 200);
+    assert_eq!(me(token_a.clone()).await, 200);
+    assert_eq!(me(token_a).await, 429);
+    assert_eq!(me(token_b.clone()).await, 200);
+    assert_eq!(me(token_b).await, 200);
+    assert_eq!(app.get("/v1/licenses").await.status(), 200);
+}
