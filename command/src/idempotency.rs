@@ -105,8 +105,12 @@ pub async fn layer(State(state): State<CommandState>, request: Request, next: Ne
         Ok(key) => key,
         Err(error) => return error.into_response(),
     };
-    // No authentication yet: every caller is `anonymous`.
-    let scope = format!("anonymous {} {}", request.method(), request.uri().path());
+    // Keys are the caller's own: the same key from two principals names two requests.
+    let actor = request
+        .extensions()
+        .get::<keyledger_api::Principal>()
+        .map_or_else(|| "anonymous".to_owned(), keyledger_api::Principal::actor);
+    let scope = format!("{actor} {} {}", request.method(), request.uri().path());
     let (parts, body) = request.into_parts();
     let bytes: Bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(bytes) => bytes,

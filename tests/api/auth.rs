@@ -688,3 +688,39 @@ async fn a_logged_in_user_is_rate_limited_on_a_budget_of_their_own() {
     assert_eq!(me(token_b).await, 200);
     assert_eq!(app.get("/v1/licenses").await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_belongs_to_the_caller_who_sent_it() {
+    let app = spawn_app().await;
+    create_user(&app.database.url, "a@example.com", Role::Operator).await;
+    create_user(&app.database.url, "b@example.com", Role::Operator).await;
+    let issue = |email: &'static str| {
+        let app = &app;
+        async move {
+            let token = logged_in(app, email).await["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let response = app
+                .http
+                .post(app.url("/v1/licenses"))
+                .bearer_auth(token)
+                .header("idempotency-key", "order-42")
+                .json(&json!({"owner": "acme", "tier": "pro"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201);
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            let body: Value = response.json().await.unwrap();
+            (body["license_id"].as_str().unwrap().to_owned(), replayed)
+        }
+    };
+
+    let (first, _) = issue("a@example.com").await;
+    let (again, replayed) = issue("a@example.com").await;
+    assert_eq!((again.as_str(), replayed), (first.as_str(), true));
+    let (other, replayed) = issue("b@example.com").await;
+    assert_ne!(other, first, "another caller's key is another request");
+    assert!(!replayed);
+}
