@@ -77,6 +77,33 @@ async fn logged_in(app: &TestApp, email: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// Issues a license as the bearer of `token`; the actor its event records.
+async fn actor_of_a_license_issued_with(app: &TestApp, token: &str) -> String {
+    let issued: Value = app
+        .http
+        .post(app.url("/v1/licenses"))
+        .bearer_auth(token)
+        .json(&json!({"owner": "acme", "tier": "pro"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
+    app.pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT metadata->>'actor' FROM events WHERE stream_id = $1",
+            &[&stream],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
     app.post("/v1/auth/refresh", &json!({"refresh_token": token}))
         .await
@@ -433,28 +460,10 @@ async fn the_events_of_a_logged_in_users_command_carry_their_actor() {
     let user_id = create_user(&app.database.url, "ops@example.com", Role::Operator).await;
     let tokens = logged_in(&app, "ops@example.com").await;
 
-    let issued: Value = app
-        .http
-        .post(app.url("/v1/licenses"))
-        .bearer_auth(tokens["access_token"].as_str().unwrap())
-        .json(&json!({"owner": "acme", "tier": "pro"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
-    let client = app.pool.get().await.unwrap();
-    let actor: String = client
-        .query_one(
-            "SELECT metadata->>'actor' FROM events WHERE stream_id = $1",
-            &[&stream],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let actor =
+        actor_of_a_license_issued_with(&app, tokens["access_token"].as_str().unwrap()).await;
     assert_eq!(actor, format!("user:{user_id}"));
+    let client = app.pool.get().await.unwrap();
     // Login itself is recorded as the user's.
     let login_actor: String = client
         .query_one(
@@ -478,27 +487,7 @@ async fn the_bootstrap_token_acts_as_an_admin_recorded_as_admin_token() {
     assert_eq!(body["kind"], "bootstrap");
     assert_eq!(body["role"], "admin");
     assert_eq!(body["actor"], "admin_token");
-    let issued: Value = app
-        .http
-        .post(app.url("/v1/licenses"))
-        .bearer_auth(token)
-        .json(&json!({"owner": "acme", "tier": "pro"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
-    let client = app.pool.get().await.unwrap();
-    let actor: String = client
-        .query_one(
-            "SELECT metadata->>'actor' FROM events WHERE stream_id = $1",
-            &[&stream],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let actor = actor_of_a_license_issued_with(&app, token).await;
     assert_eq!(actor, "admin_token");
     // One character off is just an invalid token.
     let wrong = me(&app, &format!("{token}x")).await;
