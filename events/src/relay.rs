@@ -165,14 +165,7 @@ async fn publish_while_leased(
             )
             .await
             .context("Failed to set an unreadable event aside")?;
-            client
-                .execute(
-                    "UPDATE checkpoints SET position = $2, updated_at = now() \
-                     WHERE name = $1 AND position < $2",
-                    &[&name, &unreadable.position],
-                )
-                .await
-                .context("Failed to advance the relay checkpoint")?;
+            advance(&client, &name, unreadable.position).await?;
             checkpoint = unreadable.position;
             notifier.checkpoint(&name, checkpoint);
             continue;
@@ -199,16 +192,8 @@ async fn publish_while_leased(
                 .context("JetStream did not acknowledge an event")?;
         }
         let last = events.last().map_or(checkpoint, |e| e.position);
-        pool.get()
-            .await
-            .context("Failed to get a connection")?
-            .execute(
-                "UPDATE checkpoints SET position = $2, updated_at = now() \
-                 WHERE name = $1 AND position < $2",
-                &[&name, &last],
-            )
-            .await
-            .context("Failed to advance the relay checkpoint")?;
+        let client = pool.get().await.context("Failed to get a connection")?;
+        advance(&client, &name, last).await?;
         checkpoint = last;
         notifier.checkpoint(&name, last);
         metrics::counter!("keyledger_relay_published_total").increment(events.len() as u64);
@@ -231,6 +216,23 @@ async fn publish_while_leased(
             }
         }
     }
+}
+
+/// Moves the relay's checkpoint forward to `position` (never back).
+async fn advance(
+    client: &deadpool_postgres::Object,
+    name: &str,
+    position: i64,
+) -> anyhow::Result<()> {
+    client
+        .execute(
+            "UPDATE checkpoints SET position = $2, updated_at = now() \
+             WHERE name = $1 AND position < $2",
+            &[&name, &position],
+        )
+        .await
+        .context("Failed to advance the relay checkpoint")?;
+    Ok(())
 }
 
 fn headers(event: &Envelope) -> async_nats::HeaderMap {
