@@ -38,7 +38,7 @@ pub enum Principal {
     },
     ApiKey {
         id: Uuid,
-        scopes: Vec<String>,
+        scopes: Vec<crate::permission::Permission>,
     },
     License {
         license_id: Uuid,
