@@ -205,6 +205,7 @@ impl Application {
                     clock: clock.clone(),
                     keys: keys.clone(),
                     limits: rate_limits.clone(),
+                    secure_cookies: args.admin_cookie_secure,
                 }));
                 if args.admin_token.is_some() {
                     tracing::info!(

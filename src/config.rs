@@ -204,6 +204,12 @@ pub struct ServeArgs {
     #[arg(long, env = "JWT_KEY_FILE", default_value = "keyledger-jwt.key")]
     pub jwt_key_file: std::path::PathBuf,
 
+    /// Always mark the admin hub's session cookie `Secure`. Unset, it is `Secure` only on
+    /// requests a proxy marks `X-Forwarded-Proto: https`; set it when the service is reached
+    /// over https only.
+    #[arg(long, env = "ADMIN_COOKIE_SECURE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub admin_cookie_secure: bool,
+
     /// A bearer token (at least 32 characters) accepted as an admin, for automation and the
     /// first setup. Unset: there is no such token.
     #[arg(long, env = "KEYLEDGER_ADMIN_TOKEN", hide_env_values = true,
@@ -306,6 +312,7 @@ impl ServeArgs {
             // Shared by every in-process instance on the machine; never in the working tree.
             jwt_key_file: std::env::temp_dir().join("keyledger-local-jwt.key"),
             admin_token: None,
+            admin_cookie_secure: false,
         }
     }
 }

@@ -62,6 +62,8 @@ pub enum KeyFileError {
 /// The signing key and what is derived from it.
 pub struct JwtKeys {
     kid: String,
+    /// The key's seed, from which secrets for other uses are derived.
+    seed: [u8; 32],
     x: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -86,6 +88,7 @@ impl JwtKeys {
         der.extend_from_slice(&seed);
         JwtKeys {
             kid: URL_SAFE_NO_PAD.encode(thumbprint),
+            seed,
             encoding: EncodingKey::from_ed_der(&der),
             decoding: DecodingKey::from_ed_der(&public),
             x,
@@ -154,6 +157,13 @@ impl JwtKeys {
 
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// A secret of its own for `purpose` (HMAC-SHA256 of the purpose under the signing key's
+    /// seed): every node with the key file derives the same one, and it reveals nothing of
+    /// the key.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        crate::session::hmac_sha256(&self.seed, purpose.as_bytes())
     }
 
     /// Signs an access token for `sub` with `role`, issued at `now`.

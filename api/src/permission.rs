@@ -168,7 +168,11 @@ pub const TABLE: &[Rule] = {
         rule(GET, "/v1/licenses/{id}", Requires(LicensesRead)),
         rule(GET, "/v1/licenses/{id}/events", Requires(LicensesRead)),
         rule(GET, "/v1/licenses/{id}/usage", Requires(LicensesRead)),
-        rule(GET, "/v1/licenses/{id}/installations", Requires(LicensesRead)),
+        rule(
+            GET,
+            "/v1/licenses/{id}/installations",
+            Requires(LicensesRead),
+        ),
         rule(POST, "/v1/licenses/{id}/revoke", Requires(LicensesWrite)),
         rule(POST, "/v1/licenses/{id}/suspend", Requires(LicensesWrite)),
         rule(POST, "/v1/licenses/{id}/reinstate", Requires(LicensesWrite)),
@@ -194,7 +198,11 @@ pub const TABLE: &[Rule] = {
         rule(GET, "/v1/sessions", Requires(SessionsRead)),
         rule(GET, "/v1/sessions/{id}", Requires(SessionsRead)),
         rule(PATCH, "/v1/sessions/{id}", Requires(SessionsWrite)),
-        rule(POST, "/v1/sessions/{id}/transition", Requires(SessionsWrite)),
+        rule(
+            POST,
+            "/v1/sessions/{id}/transition",
+            Requires(SessionsWrite),
+        ),
         // The request log.
         rule(POST, "/v1/requests", Requires(RequestsWrite)),
         rule(GET, "/v1/requests", Requires(RequestsRead)),
@@ -204,6 +212,11 @@ pub const TABLE: &[Rule] = {
         rule(GET, "/v1/streams/{stream_id}/events", Requires(EventsRead)),
         // The admin hub: each page needs what its API needs.
         rule(GET, "/admin", Authenticated),
+        // Logging in and out of the hub: the login form is for anyone; logout ends only the
+        // cookie's own session (a live one must send its CSRF token) and clears the cookie.
+        rule(GET, "/admin/login", Public),
+        rule(POST, "/admin/login", Public),
+        rule(POST, "/admin/logout", Public),
         rule(GET, "/admin/licenses", Requires(LicensesRead)),
         rule(GET, "/admin/licenses/{id}", Requires(LicensesRead)),
         rule(GET, "/admin/sessions", Requires(SessionsRead)),
@@ -304,6 +317,11 @@ pub async fn authorize(request: Request, next: Next) -> Response {
         .get::<Principal>()
         .cloned()
         .unwrap_or(Principal::Anonymous);
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     let license_in_path = match rule.access {
         Access::OwnLicense(_) => {
             let (mut parts, body) = request.into_parts();
@@ -319,25 +337,34 @@ pub async fn authorize(request: Request, next: Next) -> Response {
             let request = Request::from_parts(parts, body);
             return match decide(rule.access, &principal, id) {
                 Ok(()) => next.run(request).await,
-                Err(refusal) => refuse(refusal, &matched),
+                Err(refusal) => refuse(refusal, &matched, &target),
             };
         }
         _ => None,
     };
     match decide(rule.access, &principal, license_in_path) {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refuse(refusal, &matched),
+        Err(refusal) => refuse(refusal, &matched, &target),
     }
 }
 
-fn refuse(refusal: Refusal, route: &str) -> Response {
+/// `target` is the refused request's path and query (an admin page returns there after the
+/// login).
+fn refuse(refusal: Refusal, route: &str, target: &str) -> Response {
     match refusal {
         Refusal::Unauthenticated if route == "/admin" || route.starts_with("/admin/") => {
             // A person at a browser: to the login page.
+            let next = crate::session::local_admin_path(Some(target));
+            let location = match serde_urlencoded::to_string([("next", next.as_str())]) {
+                Ok(query) if next != "/admin" => format!("/admin/login?{query}"),
+                _ => "/admin/login".to_owned(),
+            };
             let mut response = StatusCode::SEE_OTHER.into_response();
-            response
-                .headers_mut()
-                .insert(header::LOCATION, HeaderValue::from_static("/admin/login"));
+            response.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_str(&location)
+                    .unwrap_or_else(|_| HeaderValue::from_static("/admin/login")),
+            );
             response
         }
         Refusal::Unauthenticated => {

@@ -1,7 +1,8 @@
 //! Who is calling: the `Principal` a request acts as, read from `Authorization: Bearer …` (an
-//! access token this service signed, or the bootstrap token `KEYLEDGER_ADMIN_TOKEN`) by the
-//! `authenticate` middleware, which puts it in the request's extensions and in a task-local the
-//! command handlers read to stamp their events' `actor`.
+//! access token this service signed, or the bootstrap token `KEYLEDGER_ADMIN_TOKEN`) or, when
+//! there is no `Authorization` header, from the admin hub's session cookie (see `session`), by
+//! the `authenticate` middleware, which puts it in the request's extensions and in a task-local
+//! the command handlers read to stamp their events' `actor`.
 //!
 //! In this step no route refuses an anonymous caller; a bearer token that is presented must be
 //! valid (401 `AUTH_INVALID_TOKEN` / `AUTH_TOKEN_EXPIRED` otherwise).
@@ -20,6 +21,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::jwt::{JwtKeys, TokenError};
+use crate::session::CookieSession;
 use crate::{ApiError, Code};
 
 pub use keyledger_events::user::Role;
@@ -142,10 +144,27 @@ pub async fn authenticate(
     next: Next,
 ) -> Response {
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    let principal = match principal_of(&auth, authorization).await {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
+    // An `Authorization` header wins over the session cookie.
+    let (principal, session) = if authorization.is_some() {
+        match principal_of(&auth, authorization).await {
+            Ok(principal) => (principal, None),
+            Err(error) => return error.into_response(),
+        }
+    } else {
+        match session_principal(&auth, request.headers()).await {
+            Ok(Some((principal, session))) => (principal, Some(session)),
+            // No cookie, or one of a session that has ended: anonymous.
+            Ok(None) => (Principal::Anonymous, None),
+            Err(error) => return error.into_response(),
+        }
     };
+    if let Some(session) = session {
+        request = match crate::session::check_csrf(&session, request).await {
+            Ok(request) => request,
+            Err(refused) => return refused,
+        };
+        request.extensions_mut().insert(session);
+    }
     // The rate limiter (inside this layer) counts an authenticated caller on its own budget,
     // wherever it calls from; anonymous callers stay keyed by their address.
     if let Some(key) = principal.rate_key() {
@@ -197,6 +216,33 @@ async fn principal_of(
         Some((role, false)) => Ok(Principal::User { id, role }),
         _ => Err(invalid()),
     }
+}
+
+/// The user of a live session cookie, and the session.
+async fn session_principal(
+    auth: &Authenticator,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<(Principal, CookieSession)>, AuthFailure> {
+    let Some(token) = crate::session::cookie(headers, crate::session::SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let client = auth.pool.get().await.map_err(AuthFailure::other)?;
+    let found = crate::session::session_of(&client, token, (auth.clock)())
+        .await
+        .map_err(AuthFailure::other)?;
+    Ok(found.map(|(family_id, user_id, role)| {
+        (
+            Principal::User { id: user_id, role },
+            CookieSession {
+                family_id,
+                user_id,
+                csrf_token: crate::session::csrf_token(&auth.keys, family_id),
+            },
+        )
+    }))
 }
 
 /// `Bearer <token>` (scheme case-insensitive); `None` for another scheme.

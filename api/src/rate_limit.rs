@@ -1,8 +1,8 @@
 //! Rate limits per route class and per caller, with `governor` keyed limiters.
 //!
 //! Every request is put in a class by method and path ([`RouteClass`]): `validate`
-//! (`POST /v1/licenses/validate` and the by-key lookups), `login` (`POST /v1/auth/login` and
-//! `/v1/auth/refresh`), `commands` (any other `POST`, `PATCH`, `PUT`, `DELETE`) and `reads`
+//! (`POST /v1/licenses/validate` and the by-key lookups), `login` (`POST /v1/auth/login`,
+//! `/v1/auth/refresh` and the admin hub's `/admin/login`), `commands` (any other `POST`, `PATCH`, `PUT`, `DELETE`) and `reads`
 //! (everything else). `/health*`, `/metrics` and the admin hub's static files are in no class
 //! and never limited. Each class has its own [`Rate`] (`N/sec|min|hour`, or `off`) and its own
 //! keyed limiter; the key is the request's [`RateKey`]: the principal an authentication layer
@@ -175,7 +175,9 @@ impl RouteClass {
             (&Method::GET | &Method::HEAD | &Method::POST, "/v1/licenses/by-key") => {
                 RouteClass::Validate
             }
-            (&Method::POST, "/v1/auth/login" | "/v1/auth/refresh") => RouteClass::Login,
+            (&Method::POST, "/v1/auth/login" | "/v1/auth/refresh" | "/admin/login") => {
+                RouteClass::Login
+            }
             (&Method::POST | &Method::PUT | &Method::PATCH | &Method::DELETE, _) => {
                 RouteClass::Commands
             }
@@ -540,6 +542,7 @@ mod tests {
             class(Method::POST, "/v1/auth/refresh"),
             Some(RouteClass::Login)
         );
+        assert_eq!(class(Method::POST, "/admin/login"), Some(RouteClass::Login));
         assert_eq!(
             class(Method::POST, "/v1/licenses"),
             Some(RouteClass::Commands)

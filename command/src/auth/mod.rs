@@ -6,6 +6,7 @@
 //! (`refresh_family-<id>`). These routes sit outside the Idempotency-Key layer: their answers
 //! hold tokens, which must not be stored anywhere.
 
+pub mod admin;
 pub mod family;
 
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub struct AuthState {
     pub keys: Arc<JwtKeys>,
     /// Failed logins are throttled per account and per client address.
     pub limits: RateLimits,
+    /// The admin hub's session cookie is always `Secure` (`ADMIN_COOKIE_SECURE`); otherwise
+    /// only on requests a proxy marks `X-Forwarded-Proto: https`.
+    pub secure_cookies: bool,
 }
 
 pub fn router(state: AuthState) -> Routes {
@@ -64,6 +68,7 @@ pub fn router(state: AuthState) -> Routes {
         .post("/v1/auth/logout", logout)
         .get("/v1/auth/me", me)
         .get("/.well-known/jwks.json", jwks)
+        .merge(admin::routes())
         .map(|router| router.layer(DefaultBodyLimit::max(crate::BODY_LIMIT)))
         .with_state(state)
 }
@@ -163,26 +168,31 @@ fn access_token(
         .map_err(|e| ApiError::internal(format!("signing an access token: {e}")))
 }
 
-/// `POST /v1/auth/login {email, password}`. An unknown email, a wrong password and a disabled
-/// user get the same answer, after the same work (a password hash is verified every time).
-#[tracing::instrument(skip_all, fields(user.id))]
-pub async fn login(
-    State(state): State<AuthState>,
-    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
-    headers: HeaderMap,
-    request_id: RequestId,
-    AppJson(request): AppJson<LoginRequest>,
-) -> Result<Response, ApiError> {
-    let email = request.email.trim().to_lowercase();
+/// A successful login: a new refresh family and the tokens of it.
+pub struct LoggedIn {
+    pub user_id: Uuid,
+    pub role: Role,
+    pub family_id: Uuid,
+    pub access_token: String,
+    pub refresh_token: String,
+}
+
+/// Checks an email and password and starts a refresh family that lives `lifetime`: the login
+/// of `POST /v1/auth/login` and of the admin hub. An unknown email, a wrong password and a
+/// disabled user fail alike (401 `AUTH_INVALID_CREDENTIALS`), after the same work (a password
+/// hash is verified every time); failures count against the account and the client's address
+/// (429 `RATE_LIMITED` past the throttle).
+pub async fn log_in(
+    state: &AuthState,
+    email: &str,
+    password: String,
+    ip: std::net::IpAddr,
+    request_id: &RequestId,
+    lifetime: chrono::Duration,
+) -> Result<LoggedIn, ApiError> {
+    let email = email.trim().to_lowercase();
     // Known or not, an account is throttled alike (by a hash: no email is kept in memory).
     let account = hex::encode(Sha256::digest(email.as_bytes()));
-    let ip = state
-        .limits
-        .client_ip(
-            &headers,
-            peer.map(|axum::Extension(ConnectInfo(address))| address),
-        )
-        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
     let throttle = state.limits.login_throttle();
     throttle
         .check(&account, ip)
@@ -198,7 +208,7 @@ pub async fn login(
             .map_err(ApiError::internal)?
             .to_owned(),
     };
-    let matches = password::verify(request.password, phc)
+    let matches = password::verify(password, phc)
         .await
         .map_err(ApiError::internal)?;
     let Some(user) = user.filter(|u| matches && !u.disabled) else {
@@ -216,23 +226,66 @@ pub async fn login(
         family_id,
         user_id: user.user_id,
         token_hash: hash,
-        expires_at: now + chrono::Duration::days(REFRESH_TOKEN_DAYS),
+        expires_at: now + lifetime,
         at: now,
     };
     execute_on_new_stream::<RefreshFamily>(
         state.store.as_ref(),
         &refresh_family_stream(family_id),
         &command,
-        &metadata(&request_id, user.user_id),
+        &metadata(request_id, user.user_id),
         &|_, _| None,
     )
     .await
     .map_err(family_error)?;
-    Ok(token_reply(&TokenResponse {
+    Ok(LoggedIn {
+        user_id: user.user_id,
+        role,
+        family_id,
         access_token: access_token(&state.keys, user.user_id, role, now)?,
+        refresh_token,
+    })
+}
+
+/// The client's address as the failed-login throttle counts it.
+pub fn client_ip(
+    state: &AuthState,
+    headers: &HeaderMap,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+) -> std::net::IpAddr {
+    state
+        .limits
+        .client_ip(
+            headers,
+            peer.map(|axum::Extension(ConnectInfo(address))| address),
+        )
+        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+/// `POST /v1/auth/login {email, password}`: see [`log_in`].
+#[tracing::instrument(skip_all, fields(user.id))]
+pub async fn login(
+    State(state): State<AuthState>,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    request_id: RequestId,
+    AppJson(request): AppJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let ip = client_ip(&state, &headers, peer);
+    let logged_in = log_in(
+        &state,
+        &request.email,
+        request.password,
+        ip,
+        &request_id,
+        chrono::Duration::days(REFRESH_TOKEN_DAYS),
+    )
+    .await?;
+    Ok(token_reply(&TokenResponse {
+        access_token: logged_in.access_token,
         token_type: "Bearer",
         expires_in: ACCESS_TOKEN_SECONDS,
-        refresh_token,
+        refresh_token: logged_in.refresh_token,
     }))
 }
 
@@ -322,13 +375,14 @@ pub async fn refresh(
     }
 }
 
-/// `POST /v1/auth/logout {refresh_token}`: revokes the token's family → 204.
-pub async fn logout(
-    State(state): State<AuthState>,
-    request_id: RequestId,
-    AppJson(request): AppJson<RefreshRequest>,
-) -> Result<Response, ApiError> {
-    let (family_id, user_id) = family_of(&state, &request.refresh_token).await?;
+/// Revokes a refresh family (a logout): none of its tokens works any more. Revoking a family
+/// already revoked records nothing.
+pub async fn end_family(
+    state: &AuthState,
+    family_id: Uuid,
+    user_id: Uuid,
+    request_id: &RequestId,
+) -> Result<(), ApiError> {
     let now = keyledger_events::chain::to_micros((state.clock)());
     execute::<RefreshFamily>(
         state.store.as_ref(),
@@ -337,11 +391,22 @@ pub async fn logout(
             reason: RevokeReason::Logout,
             at: now,
         },
-        &metadata(&request_id, user_id),
+        &metadata(request_id, user_id),
         &|_, _| None,
     )
     .await
     .map_err(family_error)?;
+    Ok(())
+}
+
+/// `POST /v1/auth/logout {refresh_token}`: revokes the token's family → 204.
+pub async fn logout(
+    State(state): State<AuthState>,
+    request_id: RequestId,
+    AppJson(request): AppJson<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    let (family_id, user_id) = family_of(&state, &request.refresh_token).await?;
+    end_family(&state, family_id, user_id, &request_id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -9,7 +9,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::licenses::urlencode;
-use super::{Section, layout, pretty_stored, time};
+use super::{Section, Viewer, layout, pretty_stored, time};
 use crate::QueryState;
 
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +62,7 @@ async fn newest(
 
 pub async fn list(
     State(state): State<QueryState>,
+    viewer: Viewer,
     AppQuery(params): AppQuery<EventParams>,
 ) -> Result<Markup, ApiError> {
     let blank = |v: &Option<String>| {
@@ -99,6 +100,7 @@ pub async fn list(
         })
         .flatten();
     Ok(layout(
+        &viewer,
         "Event log",
         Section::Events,
         html! {

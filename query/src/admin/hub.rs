@@ -1,11 +1,11 @@
-//! `/admin`: a card per area with live counts.
+//! `/admin`: a card per area the viewer may read, with live counts.
 
 use axum::extract::State;
 use deadpool_postgres::GenericClient;
-use keyledger_api::ApiError;
+use keyledger_api::{ApiError, Permission};
 use maud::{Markup, html};
 
-use super::{Section, layout};
+use super::{Section, Viewer, layout};
 use crate::QueryState;
 
 struct Counts {
@@ -37,7 +37,7 @@ async fn counts(client: &impl GenericClient) -> Result<Counts, tokio_postgres::E
     })
 }
 
-pub async fn page(State(state): State<QueryState>) -> Result<Markup, ApiError> {
+pub async fn page(State(state): State<QueryState>, viewer: Viewer) -> Result<Markup, ApiError> {
     let client = state.client().await?;
     let counts = counts(&client).await.map_err(ApiError::from)?;
     let card = |href: &str, count: i64, label: &str, id: &str| {
@@ -49,14 +49,23 @@ pub async fn page(State(state): State<QueryState>) -> Result<Markup, ApiError> {
         }
     };
     Ok(layout(
+        &viewer,
         "Operations hub",
         Section::Hub,
         html! {
             div.cards {
-                (card("/admin/licenses?status=active", counts.active_licenses, "active licenses", "card-licenses"))
-                (card("/admin/sessions?status=active", counts.active_sessions, "active sessions", "card-sessions"))
-                (card("/admin/requests", counts.requests_last_hour, "requests in the last hour", "card-requests"))
-                (card("/admin/events", counts.projection_lag, "events the slowest projection has yet to apply", "card-lag"))
+                @if viewer.may(Permission::LicensesRead) {
+                    (card("/admin/licenses?status=active", counts.active_licenses, "active licenses", "card-licenses"))
+                }
+                @if viewer.may(Permission::SessionsRead) {
+                    (card("/admin/sessions?status=active", counts.active_sessions, "active sessions", "card-sessions"))
+                }
+                @if viewer.may(Permission::RequestsRead) {
+                    (card("/admin/requests", counts.requests_last_hour, "requests in the last hour", "card-requests"))
+                }
+                @if viewer.may(Permission::EventsRead) {
+                    (card("/admin/events", counts.projection_lag, "events the slowest projection has yet to apply", "card-lag"))
+                }
             }
             p.muted { "Counts are read from the projections when the page loads." }
         },

@@ -2,14 +2,14 @@
 //! installations, history and actions.
 
 use axum::extract::State;
-use keyledger_api::{ApiError, AppPath, AppQuery};
+use keyledger_api::{ApiError, AppPath, AppQuery, Permission};
 use keyledger_events::license::license_stream;
 use keyledger_projections::license::{installations, licenses, usage};
 use maud::{Markup, html};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Section, expiry, layout, pretty_stored, status_class, time};
+use super::{Section, Viewer, expiry, layout, pretty_stored, status_class, time};
 use crate::QueryState;
 use crate::events::read_stream;
 use crate::license::get::require;
@@ -28,6 +28,7 @@ const PAGE: i64 = 25;
 
 pub async fn list(
     State(state): State<QueryState>,
+    viewer: Viewer,
     AppQuery(params): AppQuery<ListParams>,
 ) -> Result<Markup, ApiError> {
     let blank = |v: &Option<String>| {
@@ -64,9 +65,11 @@ pub async fn list(
     });
     let selected = |current: &Option<String>, value: &str| current.as_deref() == Some(value);
     Ok(layout(
+        &viewer,
         "Licenses",
         Section::Licenses,
         html! {
+            @if viewer.may(Permission::LicensesWrite) {
             h2 { "Issue a license" }
             form.issue #issue-form {
                 label { "Owner" input name="owner" required maxlength="256" autocomplete="off"; }
@@ -91,6 +94,7 @@ pub async fn list(
                     }
                     p { "Open the license: " a #issued-link href="#" {} }
                 }
+            }
             }
             h2 { "Find licenses" }
             form.filters method="get" action="/admin/licenses" {
@@ -166,6 +170,7 @@ pub struct DetailParams {
 
 pub async fn detail(
     State(state): State<QueryState>,
+    viewer: Viewer,
     AppPath(license_id): AppPath<Uuid>,
     AppQuery(params): AppQuery<DetailParams>,
 ) -> Result<Markup, ApiError> {
@@ -187,6 +192,7 @@ pub async fn detail(
     let id = license_id.to_string();
     let revoked = license.status == "revoked";
     Ok(layout(
+        &viewer,
         &format!("License {}…", license.key_prefix),
         Section::Licenses,
         html! {
@@ -201,7 +207,7 @@ pub async fn detail(
                 @if let Some(reason) = &license.revoke_reason { dt { "Revoked because" } dd { (reason) } }
                 @if !license.entitlements.is_empty() { dt { "Own entitlements" } dd { (license.entitlements.join(", ")) } }
             }
-            @if !revoked {
+            @if !revoked && viewer.may(Permission::LicensesWrite) {
                 div.actions {
                     @if license.status == "suspended" {
                         button.secondary type="button" data-action="reinstate" data-license=(id) data-title="Reinstate the license" { "Reinstate" }
@@ -215,6 +221,7 @@ pub async fn detail(
                     button.danger type="button" data-action="revoke" data-license=(id) data-title="Revoke the license (final)" { "Revoke" }
                 }
             }
+            @if viewer.may(Permission::LicensesWrite) {
             dialog #action-dialog aria-labelledby="action-title" {
                 form method="dialog" {
                     h2 #action-title {}
@@ -226,6 +233,7 @@ pub async fn detail(
                         button.secondary #action-cancel type="button" { "Cancel" }
                     }
                 }
+            }
             }
             h2 { "Usage" }
             div.table-wrap {

@@ -7,10 +7,13 @@ mod licenses;
 mod requests;
 mod sessions;
 
+use axum::extract::FromRequestParts;
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use keyledger_api::Routes;
 use chrono::{DateTime, Utc};
+use keyledger_api::session::CookieSession;
+use keyledger_api::{ApiError, Permission, Principal, Routes};
 use maud::{DOCTYPE, Markup, html};
 
 use crate::QueryState;
@@ -26,7 +29,67 @@ pub fn router(state: QueryState) -> Routes {
         .get("/admin/events", events::list)
         .get("/admin/static/admin.css", css)
         .get("/admin/static/admin.js", js)
+        .map(|router| {
+            router.layer(axum::middleware::from_fn(
+                keyledger_api::session::admin_headers,
+            ))
+        })
         .with_state(state)
+}
+
+/// Who is looking at a page: the principal (the `authorize` layer let it through), how to name
+/// it in the header, and the session's CSRF token when a cookie authenticated the request.
+pub struct Viewer {
+    pub principal: Principal,
+    /// The user's email, or what else the principal is.
+    pub name: String,
+    pub csrf_token: Option<String>,
+}
+
+impl Viewer {
+    pub fn may(&self, permission: Permission) -> bool {
+        self.principal.has(permission)
+    }
+}
+
+impl FromRequestParts<QueryState> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &QueryState,
+    ) -> Result<Self, Self::Rejection> {
+        let principal = parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .unwrap_or(Principal::Anonymous);
+        let csrf_token = parts
+            .extensions
+            .get::<CookieSession>()
+            .map(|session| session.csrf_token.clone());
+        let name = match &principal {
+            Principal::User { id, .. } => {
+                // The primary: the users table is maintained there, inline.
+                let client = state.primary.get().await.map_err(ApiError::from)?;
+                client
+                    .query_opt("SELECT email FROM users WHERE user_id = $1", &[id])
+                    .await
+                    .map_err(ApiError::from)?
+                    .and_then(|row| row.try_get::<_, String>(0).ok())
+                    .unwrap_or_else(|| format!("user {id}"))
+            }
+            Principal::Bootstrap => "admin token".to_owned(),
+            Principal::ApiKey { id, .. } => format!("API key {id}"),
+            Principal::License { license_id } => format!("license {license_id}"),
+            Principal::Anonymous => "anonymous".to_owned(),
+        };
+        Ok(Viewer {
+            principal,
+            name,
+            csrf_token,
+        })
+    }
 }
 
 async fn css() -> impl IntoResponse {
@@ -58,19 +121,24 @@ enum Section {
     Events,
 }
 
-/// The page around every admin view.
-fn layout(title: &str, section: Section, body: Markup) -> Markup {
+/// The page around every admin view: links only to the sections the viewer may read, who is
+/// logged in, and the logout button of a cookie session.
+fn layout(viewer: &Viewer, title: &str, section: Section, body: Markup) -> Markup {
     let link = |href: &str, label: &str, this: Section| {
         html! {
             li { a href=(href) aria-current=[(section == this).then_some("page")] { (label) } }
         }
     };
+    let role = viewer.principal.role().map(|role| role.as_str());
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if let Some(token) = &viewer.csrf_token {
+                    meta name="csrf-token" content=(token);
+                }
                 title { (title) " · keyledger admin" }
                 link rel="stylesheet" href="/admin/static/admin.css";
             }
@@ -81,10 +149,28 @@ fn layout(title: &str, section: Section, body: Markup) -> Markup {
                     nav aria-label="Sections" {
                         ul {
                             (link("/admin", "Hub", Section::Hub))
-                            (link("/admin/licenses", "Licenses", Section::Licenses))
-                            (link("/admin/requests", "Requests", Section::Requests))
-                            (link("/admin/sessions", "Sessions", Section::Sessions))
-                            (link("/admin/events", "Events", Section::Events))
+                            @if viewer.may(Permission::LicensesRead) {
+                                (link("/admin/licenses", "Licenses", Section::Licenses))
+                            }
+                            @if viewer.may(Permission::RequestsRead) {
+                                (link("/admin/requests", "Requests", Section::Requests))
+                            }
+                            @if viewer.may(Permission::SessionsRead) {
+                                (link("/admin/sessions", "Sessions", Section::Sessions))
+                            }
+                            @if viewer.may(Permission::EventsRead) {
+                                (link("/admin/events", "Events", Section::Events))
+                            }
+                        }
+                    }
+                    div.who #who {
+                        span #who-name { (viewer.name) }
+                        @if let Some(role) = role { " " span.role #who-role { (role) } }
+                        @if let Some(token) = &viewer.csrf_token {
+                            form.logout #logout-form method="post" action="/admin/logout" {
+                                input type="hidden" name="csrf_token" value=(token);
+                                button.secondary type="submit" { "Log out" }
+                            }
                         }
                     }
                 }

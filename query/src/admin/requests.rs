@@ -6,12 +6,13 @@ use keyledger_api::{ApiError, AppQuery};
 use maud::{Markup, html};
 
 use super::licenses::urlencode;
-use super::{Section, layout, time};
+use super::{Section, Viewer, layout, time};
 use crate::QueryState;
 use crate::request::{Filter, RequestParams, next_cursor, search};
 
 pub async fn list(
     State(state): State<QueryState>,
+    viewer: Viewer,
     AppQuery(params): AppQuery<RequestParams>,
 ) -> Result<Markup, ApiError> {
     let shown = [
@@ -48,6 +49,7 @@ pub async fn list(
         .map(|cursor| format!("/admin/requests?{query_without_cursor}&cursor={cursor}"));
     let class = value("status_class");
     Ok(layout(
+        &viewer,
         "API requests",
         Section::Requests,
         html! {

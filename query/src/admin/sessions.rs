@@ -8,7 +8,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{Section, layout, pretty, status_class, time};
+use super::{Section, Viewer, layout, pretty, status_class, time};
 use crate::QueryState;
 use crate::session::get::require;
 use crate::session::list::page;
@@ -40,6 +40,7 @@ async fn counts(client: &impl GenericClient) -> Result<Vec<(String, i64)>, tokio
 
 pub async fn list(
     State(state): State<QueryState>,
+    viewer: Viewer,
     AppQuery(params): AppQuery<ListParams>,
 ) -> Result<Markup, ApiError> {
     let status = params.status.as_deref().and_then(SessionStatus::parse);
@@ -59,6 +60,7 @@ pub async fn list(
         .map(|s| format!("status={}&", s.as_str()))
         .unwrap_or_default();
     Ok(layout(
+        &viewer,
         "Agent sessions",
         Section::Sessions,
         html! {
@@ -99,11 +101,13 @@ pub async fn list(
 
 pub async fn detail(
     State(state): State<QueryState>,
+    viewer: Viewer,
     AppPath(session_id): AppPath<Uuid>,
 ) -> Result<Markup, ApiError> {
     let detail = require(&state, session_id).await?;
     let s = &detail.session;
     Ok(layout(
+        &viewer,
         &format!("Session {}", &s.session_id.to_string()[..8]),
         Section::Sessions,
         html! {

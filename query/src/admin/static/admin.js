@@ -1,10 +1,17 @@
 // keyledger admin: small helpers over the JSON API. No build step, nothing fetched from elsewhere.
 "use strict";
 
+// The session's CSRF token: every change made with the session cookie carries it.
+const csrfMeta = document.querySelector('meta[name="csrf-token"]');
+const csrfToken = csrfMeta ? csrfMeta.content : "";
+
 async function api(method, path, body) {
+  const headers = { "content-type": "application/json", "accept": "application/json" };
+  if (csrfToken) headers["x-csrf-token"] = csrfToken;
   const response = await fetch(path, {
     method,
-    headers: { "content-type": "application/json", "accept": "application/json" },
+    headers,
+    credentials: "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   let data = null;

@@ -1,0 +1,178 @@
+//! Logging in and out of the admin hub: `GET /admin/login` (the form), `POST /admin/login`
+//! (the login of `POST /v1/auth/login`, answered with the session cookie and a redirect) and
+//! `POST /admin/logout` (revokes the session's refresh family and clears the cookie). The
+//! cookie session itself is read by `keyledger_api::session`.
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyledger_api::session::{
+    CookieSession, SESSION_HOURS, cleared_cookie, local_admin_path, session_cookie, wants_secure,
+};
+use keyledger_api::{ApiError, Code, Principal, RequestId, Routes};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+
+use super::{AuthState, client_ip, end_family, log_in};
+
+/// The routes, with the admin hub's security headers.
+pub fn routes() -> Routes<AuthState> {
+    Routes::new()
+        .get("/admin/login", page)
+        .post("/admin/login", submit)
+        .post("/admin/logout", logout)
+        .map(|router| {
+            router.layer(axum::middleware::from_fn(
+                keyledger_api::session::admin_headers,
+            ))
+        })
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PageParams {
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+/// The login form; `error` is shown above it (it never says which field was wrong).
+fn login_page(next: &str, email: &str, error: Option<&str>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Log in · keyledger admin" }
+                link rel="stylesheet" href="/admin/static/admin.css";
+            }
+            body.login {
+                header { span.brand { "keyledger" } }
+                main #main {
+                    h1 { "Log in" }
+                    @if let Some(error) = error {
+                        div #login-error.notice.error role="alert" { (error) }
+                    }
+                    form #login-form.login method="post" action="/admin/login" {
+                        input type="hidden" name="next" value=(next);
+                        label { "Email"
+                            input name="email" type="email" required autocomplete="username" value=(email) autofocus;
+                        }
+                        label { "Password"
+                            input name="password" type="password" required autocomplete="current-password";
+                        }
+                        button type="submit" { "Log in" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn redirect(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let value = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/admin"));
+    response.headers_mut().insert(header::LOCATION, value);
+    response
+}
+
+/// `GET /admin/login[?next=/admin/…]`: the form; someone already logged in goes on.
+pub async fn page(principal: Principal, Query(params): Query<PageParams>) -> Response {
+    let next = local_admin_path(params.next.as_deref());
+    if principal != Principal::Anonymous {
+        return redirect(&next);
+    }
+    login_page(&next, "", None).into_response()
+}
+
+/// `POST /admin/login` (form: `email`, `password`, `next`): on success the session cookie and
+/// 303 to `next` (a local `/admin…` path, else `/admin`); on failure the form again with an
+/// error, 401 (429 with `Retry-After` once the failed-login throttle holds the account or
+/// address).
+#[tracing::instrument(skip_all, fields(user.id))]
+pub async fn submit(
+    State(state): State<AuthState>,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    request_id: RequestId,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
+        let page = login_page("/admin", "", Some("Enter an email and a password."));
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
+    };
+    let next = local_admin_path(form.next.as_deref());
+    let ip = client_ip(&state, &headers, peer);
+    let lifetime = chrono::Duration::hours(SESSION_HOURS);
+    let logged_in = match log_in(
+        &state,
+        &form.email,
+        form.password,
+        ip,
+        &request_id,
+        lifetime,
+    )
+    .await
+    {
+        Ok(logged_in) => logged_in,
+        Err(error) if error.code == Code::AuthInvalidCredentials => {
+            let page = login_page(
+                &next,
+                &form.email,
+                Some("The email or the password is wrong."),
+            );
+            return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+        }
+        Err(error) if error.code == Code::RateLimited => {
+            let page = login_page(
+                &next,
+                &form.email,
+                Some("Too many failed logins. Wait a while, then try again."),
+            );
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
+            if let Some(seconds) = error.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            return Ok(response);
+        }
+        Err(error) => return Err(error),
+    };
+    let mut response = redirect(&next);
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_cookie(
+            &logged_in.refresh_token,
+            wants_secure(&headers, state.secure_cookies),
+        ),
+    );
+    Ok(response)
+}
+
+/// `POST /admin/logout` (form with `csrf_token`, checked before this runs): ends the cookie's
+/// session, clears the cookie, 303 to the login page.
+pub async fn logout(
+    State(state): State<AuthState>,
+    session: Option<axum::Extension<CookieSession>>,
+    headers: HeaderMap,
+    request_id: RequestId,
+) -> Result<Response, ApiError> {
+    if let Some(axum::Extension(session)) = session {
+        end_family(&state, session.family_id, session.user_id, &request_id).await?;
+    }
+    let mut response = redirect("/admin/login");
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        cleared_cookie(wants_secure(&headers, state.secure_cookies)),
+    );
+    Ok(response)
+}
