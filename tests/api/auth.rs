@@ -16,7 +16,7 @@ use crate::helpers::{
     ServiceProcess, TestApp, TestDatabase, eventually, problem, spawn_app, spawn_app_with,
 };
 
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 fn system() -> Metadata {
     Metadata {
@@ -26,7 +26,7 @@ fn system() -> Metadata {
 }
 
 /// Creates a user through the same command the CLI runs.
-async fn create_user(database_url: &str, email: &str, role: Role) -> Uuid {
+pub(crate) async fn create_user(database_url: &str, email: &str, role: Role) -> Uuid {
     let pool = keyledger_events::db::pool(database_url, 2).unwrap();
     let (store, writer) = PgEventStore::start(
         pool,
