@@ -1,6 +1,8 @@
 // The admin hub in a real browser: Debian's Chromium, driven by playwright-core, against the
-// real service (its binary, a fresh PostgreSQL database, no NATS). Screenshots of every page at
-// 1280 px and 390 px land in artifacts/screenshots/.
+// real service (its binary, a fresh PostgreSQL database, no NATS). An admin user is created with
+// the binary's `users create` before the service starts; the browser logs in as them, and the
+// API calls of the tests use the bootstrap token. Screenshots of every page at 1280 px and
+// 390 px land in artifacts/screenshots/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
@@ -17,9 +19,13 @@ const shots = path.join(root, "artifacts", "screenshots");
 const database = `kl_browser_${Date.now()}_${process.pid}`;
 const databaseUrl = `postgres://postgres@127.0.0.1:5432/${database}`;
 const logFile = path.join(root, "artifacts", `browser-service-${process.pid}.log`);
+const adminToken = `browser-test-bootstrap-${process.pid}-0123456789abcdef`;
+const admin = { email: "admin@example.com", password: "browser test password 42" };
 
 let service;
 let browser;
+// A browser context logged in as the admin, shared by the tests.
+let context;
 let base;
 const state = {};
 
@@ -47,7 +53,7 @@ async function until(what, check, timeoutMs = 15000) {
 async function api(method, urlPath, body) {
   const response = await fetch(`${base}${urlPath}`, {
     method,
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", authorization: `Bearer ${adminToken}` },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: response.status, body: await response.json().catch(() => null) };
@@ -61,13 +67,29 @@ async function screenshots(page, name) {
   await page.setViewportSize({ width: 1280, height: 900 });
 }
 
+// Logs `page` in through the form; it lands on `next` (or the hub).
+async function logIn(page, next) {
+  await page.goto(`${base}/admin/login${next ? `?next=${encodeURIComponent(next)}` : ""}`);
+  await page.fill("#login-form input[name=email]", admin.email);
+  await page.fill("#login-form input[name=password]", admin.password);
+  await Promise.all([page.waitForURL((url) => !url.pathname.startsWith("/admin/login")),
+                     page.click("#login-form button[type=submit]")]);
+}
+
 before(async () => {
   mkdirSync(shots, { recursive: true });
   const port = await freePort();
   base = `http://127.0.0.1:${port}`;
   const log = openSync(logFile, "w");
-  const env = { ...process.env, DATABASE_URL: databaseUrl, BIND: `127.0.0.1:${port}`, RUST_LOG: "info" };
+  const env = {
+    ...process.env, DATABASE_URL: databaseUrl, BIND: `127.0.0.1:${port}`, RUST_LOG: "info",
+    KEYLEDGER_ADMIN_TOKEN: adminToken,
+  };
   delete env.NATS_URL;
+  // The first admin, as an operator creates one: the password on standard input.
+  execFileSync(binary, ["users", "create", "--email", admin.email, "--role", "admin"], {
+    env, input: `${admin.password}\n`, stdio: ["pipe", "ignore", log],
+  });
   service = spawn(binary, ["serve"], {
     env,
     stdio: ["ignore", log, log],
@@ -78,6 +100,10 @@ before(async () => {
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
+  context = await browser.newContext();
+  const page = await context.newPage();
+  await logIn(page);
+  await page.close();
 });
 
 after(async () => {
@@ -90,7 +116,7 @@ after(async () => {
 });
 
 test("the hub shows a card per area", async () => {
-  const page = await browser.newPage();
+  const page = await context.newPage();
   await page.goto(`${base}/admin`);
   for (const card of ["#card-licenses", "#card-sessions", "#card-requests", "#card-lag"]) {
     assert.ok(await page.locator(card).isVisible(), card);
@@ -103,7 +129,7 @@ test("the hub shows a card per area", async () => {
 });
 
 test("an operator issues a license and reads its key once", async () => {
-  const page = await browser.newPage();
+  const page = await context.newPage();
   await page.goto(`${base}/admin/licenses`);
   await page.fill("#issue-form input[name=owner]", "Browser Test Ltd");
   await page.selectOption("#issue-form select[name=tier]", "pro");
@@ -132,7 +158,7 @@ test("the validation shows in the license's usage and in the request viewer", as
   assert.equal(validation.status, 200);
   assert.equal(validation.body.code, "VALID");
 
-  const page = await browser.newPage();
+  const page = await context.newPage();
   await page.goto(`${base}/admin/licenses/${state.licenseId}?at=${validation.body.position}`);
   assert.match(await page.textContent("#usage"), /VALID/);
   assert.match(await page.textContent("#usage"), /export/);
@@ -156,7 +182,7 @@ test("the validation shows in the license's usage and in the request viewer", as
 });
 
 test("an operator revokes the license from its page and validation sees it", async () => {
-  const page = await browser.newPage();
+  const page = await context.newPage();
   await page.goto(`${base}/admin/licenses/${state.licenseId}`);
   await page.click("button[data-action=revoke]");
   await page.waitForSelector("#action-dialog[open]");
@@ -174,7 +200,7 @@ test("an operator revokes the license from its page and validation sees it", asy
 test("the request viewer filtered to 4xx shows only 4xx rows", async () => {
   assert.equal((await api("GET", "/v1/licenses/not-a-uuid")).status, 400);
   assert.equal((await api("POST", "/v1/licenses", { owner: "x", tier: "gold" })).status, 422);
-  const page = await browser.newPage();
+  const page = await context.newPage();
   await until("4xx records", async () => {
     await page.goto(`${base}/admin/requests`);
     await page.selectOption("#status-class", "4xx");
@@ -193,7 +219,7 @@ test("sessions and events pages list what happened", async () => {
   assert.equal(created.status, 201);
   const moved = await api("POST", `/v1/sessions/${created.body.session_id}/transition`, { to: "active", reason: "picked up" });
   assert.equal(moved.status, 200);
-  const page = await browser.newPage();
+  const page = await context.newPage();
   await until("the active session", async () => {
     await page.goto(`${base}/admin/sessions?status=active`);
     return (await page.locator("#sessions tbody tr a").count()) > 0;
@@ -216,4 +242,53 @@ test("sessions and events pages list what happened", async () => {
   const log = readFileSync(logFile, "utf8");
   assert.ok(log.includes("keyledger is serving"));
   assert.ok(!log.includes(state.key), "the key is not in the service's log");
+});
+
+test("an admin logs in, issues a license, and logs out; a change without the CSRF token is refused", async () => {
+  const own = await browser.newContext();
+  const page = await own.newPage();
+  await page.goto(`${base}/admin/licenses`);
+  assert.match(page.url(), /\/admin\/login\?next=%2Fadmin%2Flicenses$/);
+
+  // A wrong password: the form again, with an error that does not say which part was wrong.
+  await page.fill("#login-form input[name=email]", admin.email);
+  await page.fill("#login-form input[name=password]", "not the password");
+  await page.click("#login-form button[type=submit]");
+  await page.waitForSelector("#login-error");
+  assert.match(await page.textContent("#login-error"), /email or the password is wrong/);
+  await screenshots(page, "login");
+
+  await page.fill("#login-form input[name=password]", admin.password);
+  await Promise.all([page.waitForURL(`${base}/admin/licenses`), page.click("#login-form button[type=submit]")]);
+  assert.equal(await page.textContent("#who-name"), admin.email);
+  assert.equal(await page.textContent("#who-role"), "admin");
+  const cookies = await own.cookies();
+  const session = cookies.find((c) => c.name === "kl_session");
+  assert.ok(session && session.httpOnly && session.sameSite === "Strict", JSON.stringify(cookies));
+
+  await page.fill("#issue-form input[name=owner]", "Login Test Ltd");
+  await page.click("#issue-form button[type=submit]");
+  await page.waitForSelector("#issued:not([hidden])");
+  assert.match(await page.inputValue("#issued-key"), /^lic_/);
+
+  // The page's script may not be the only one to send requests with the cookie: one without
+  // the CSRF token is refused and writes nothing.
+  const refused = await page.evaluate(async () => {
+    const response = await fetch("/v1/licenses", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ owner: "Forged Ltd", tier: "pro" }),
+    });
+    return { status: response.status, body: await response.json() };
+  });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.body.code, "AUTH_CSRF_FAILED");
+  const forged = await api("GET", `/v1/licenses?owner=${encodeURIComponent("Forged Ltd")}`);
+  assert.equal(forged.status, 200);
+  assert.equal(forged.body.items.length, 0, JSON.stringify(forged.body));
+
+  await Promise.all([page.waitForURL(/\/admin\/login$/), page.click("#logout-form button[type=submit]")]);
+  await page.goto(`${base}/admin`);
+  assert.match(page.url(), /\/admin\/login/, "the session has ended");
+  await own.close();
 });
