@@ -386,3 +386,35 @@ async fn every_admin_response_carries_the_security_headers() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_login_form_shares_the_failed_login_throttle() {
+    let app = spawn_app_with(|args: &mut ServeArgs| {
+        args.rate_limit_login_failures_per_account = "2/hour".parse().unwrap();
+    })
+    .await;
+    create_user(&app.database.url, "ops@example.com", Role::Operator).await;
+    // One failure through the JSON API, one through the form: the account is locked for both.
+    let json = app
+        .post(
+            "/v1/auth/login",
+            &json!({"email": "ops@example.com", "password": "wrong"}),
+        )
+        .await;
+    assert_eq!(json.status(), 401);
+    assert_eq!(
+        post_login(&app, "ops@example.com", "wrong").await.status(),
+        401
+    );
+    let locked = post_login(&app, "ops@example.com", PASSWORD).await;
+    assert_eq!(locked.status(), 429);
+    assert!(locked.headers().contains_key("retry-after"));
+    assert!(set_cookies(locked.headers()).is_empty());
+    assert!(
+        locked
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed logins")
+    );
+}
