@@ -17,7 +17,7 @@ use keyledger_api::jwt::JwtKeys;
 use keyledger_api::principal::Authenticator;
 use keyledger_api::rate_limit::RateLimits;
 use keyledger_api::request_log::{RequestLog, RequestLogConfig};
-use keyledger_api::{ApiError, Code, REQUEST_ID_HEADER};
+use keyledger_api::{ApiError, Code, REQUEST_ID_HEADER, Route, Routes};
 use keyledger_command::auth::AuthState;
 use keyledger_command::idempotency::IdempotencyConfig;
 use keyledger_command::license::policy::Policy;
@@ -43,6 +43,8 @@ pub struct Application {
     pub supervisor: Supervisor,
     /// The rate limiters of this process (and the failed-login throttle).
     pub rate_limits: RateLimits,
+    /// Every route this process serves (each is in the permission table).
+    pub routes: Vec<Route>,
     tasks: Vec<(&'static str, JoinHandle<anyhow::Result<()>>)>,
 }
 
@@ -162,7 +164,7 @@ impl Application {
             });
         }
 
-        let mut router = Router::new();
+        let mut router = Routes::new();
         // Nodes that serve the API append: commands, and request records on every node.
         let store: Option<Arc<dyn keyledger_events::EventStore>> =
             if runs(Role::Command) || runs(Role::Query) {
@@ -337,8 +339,9 @@ impl Application {
                  as request timeouts (503) rather than as 504 SYS_CONSISTENCY_TIMEOUT"
             );
         }
+        let (router, routes) = router.merge(health::router(health_state)).into_parts();
         let router = with_http_layers(
-            router.merge(health::router(health_state)),
+            router,
             request_log,
             rate_limits.clone(),
             args.request_timeout(),
@@ -368,6 +371,7 @@ impl Application {
             notifier,
             supervisor,
             rate_limits,
+            routes,
             tasks,
         })
     }
@@ -463,6 +467,10 @@ fn with_http_layers(
     authenticator: Option<Authenticator>,
 ) -> Router {
     let router = router
+        // Inside the route note, so a refused call is logged with its route.
+        .route_layer(axum::middleware::from_fn(
+            keyledger_api::permission::authorize,
+        ))
         .route_layer(axum::middleware::from_fn(
             keyledger_api::request_log::note_route,
         ))

@@ -4,12 +4,11 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use deadpool_postgres::Pool;
+use keyledger_api::Routes;
 use keyledger_events::Notifier;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
@@ -31,13 +30,13 @@ pub struct HealthState {
     pub stuck_after: Duration,
 }
 
-pub fn router(state: HealthState) -> Router {
-    Router::new()
-        .route("/health/live", get(live))
-        .route("/health/startup", get(ready))
-        .route("/health/ready", get(ready))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
+pub fn router(state: HealthState) -> Routes {
+    Routes::new()
+        .get("/health/live", live)
+        .get("/health/startup", ready)
+        .get("/health/ready", ready)
+        .get("/health", health)
+        .get("/metrics", metrics)
         .with_state(state)
 }
 

@@ -47,6 +47,8 @@ pub enum Code {
     AuthInvalidCredentials,
     AuthRefreshReused,
     AuthUserDisabled,
+    AuthMissingCredentials,
+    AuthForbidden,
     SysInternal,
     SysUnavailable,
     SysConsistencyTimeout,
@@ -86,6 +88,8 @@ impl Code {
             Code::AuthInvalidCredentials => "AUTH_INVALID_CREDENTIALS",
             Code::AuthRefreshReused => "AUTH_REFRESH_REUSED",
             Code::AuthUserDisabled => "AUTH_USER_DISABLED",
+            Code::AuthMissingCredentials => "AUTH_MISSING_CREDENTIALS",
+            Code::AuthForbidden => "AUTH_FORBIDDEN",
             Code::SysInternal => "SYS_INTERNAL",
             Code::SysUnavailable => "SYS_UNAVAILABLE",
             Code::SysConsistencyTimeout => "SYS_CONSISTENCY_TIMEOUT",
@@ -125,6 +129,8 @@ impl Code {
             Code::AuthInvalidCredentials => "Invalid credentials",
             Code::AuthRefreshReused => "Refresh token reused",
             Code::AuthUserDisabled => "User disabled",
+            Code::AuthMissingCredentials => "Credentials required",
+            Code::AuthForbidden => "Forbidden",
             Code::SysInternal => "Internal error",
             Code::SysUnavailable => "Service unavailable",
             Code::SysConsistencyTimeout => "Projection not caught up",
@@ -193,6 +199,11 @@ impl ApiError {
     /// 401: the credentials presented do not authenticate anyone.
     pub fn unauthorized(code: Code, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, detail)
+    }
+
+    /// 403: the caller is known but may not do this.
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, Code::AuthForbidden, detail)
     }
 
     /// A failure of ours: the client learns only that it happened.

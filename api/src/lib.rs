@@ -8,16 +8,20 @@ mod extract;
 pub mod json_check;
 pub mod jwt;
 pub mod login_throttle;
+pub mod permission;
 pub mod principal;
 pub mod rate_limit;
 mod redact;
 mod request_id;
 pub mod request_log;
+pub mod routes;
 
 pub use error::{ApiError, Code, RequestContext, render_problems};
 pub use extract::{AppJson, AppPath, AppQuery, ConsistencyPosition};
+pub use permission::Permission;
 pub use principal::{Principal, Role};
 pub use redact::{
     is_secret_name, redact_body, redact_body_prefix, redact_json, redact_license_keys, redact_text,
 };
 pub use request_id::{REQUEST_ID_HEADER, RequestId, request_id_layer};
+pub use routes::{Route, Routes};

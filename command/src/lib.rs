@@ -12,11 +12,12 @@ pub mod user;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, patch, post};
+use axum::http::Method;
+use axum::routing::post;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use keyledger_api::Routes;
 use keyledger_events::EventStore;
 
 /// The current time, injectable so tests can move it.
@@ -43,50 +44,45 @@ pub struct CommandState {
     pub request_body_limit: usize,
 }
 
-pub fn router(state: CommandState) -> Router {
-    Router::new()
-        .route("/v1/licenses", post(license::issue::handle))
-        .route("/v1/licenses/validate", post(license::validate::handle))
-        .route("/v1/licenses/{id}/revoke", post(license::revoke::handle))
-        .route(
-            "/v1/licenses/{id}/suspend",
-            post(license::lifecycle::suspend),
-        )
-        .route(
-            "/v1/licenses/{id}/reinstate",
-            post(license::lifecycle::reinstate),
-        )
-        .route("/v1/licenses/{id}/renew", post(license::lifecycle::renew))
-        .route(
+pub fn router(state: CommandState) -> Routes {
+    Routes::new()
+        .post("/v1/licenses", license::issue::handle)
+        .post("/v1/licenses/validate", license::validate::handle)
+        .post("/v1/licenses/{id}/revoke", license::revoke::handle)
+        .post("/v1/licenses/{id}/suspend", license::lifecycle::suspend)
+        .post("/v1/licenses/{id}/reinstate", license::lifecycle::reinstate)
+        .post("/v1/licenses/{id}/renew", license::lifecycle::renew)
+        .post(
             "/v1/licenses/{id}/policy",
-            post(license::lifecycle::change_policy),
+            license::lifecycle::change_policy,
         )
-        .route(
+        .post(
             "/v1/licenses/{id}/installations",
-            post(license::installations::activate),
+            license::installations::activate,
         )
-        .route(
+        .delete(
             "/v1/licenses/{id}/installations/{installation_id}",
-            delete(license::installations::deactivate),
+            license::installations::deactivate,
         )
-        .route(
+        .post(
             "/v1/licenses/{id}/installations/{installation_id}/heartbeat",
-            post(license::installations::heartbeat),
+            license::installations::heartbeat,
         )
-        .route(
+        .on(
+            Method::POST,
             "/v1/requests",
             post(ingest::handle).layer(DefaultBodyLimit::max(ingest::BODY_LIMIT)),
         )
-        .route("/v1/sessions", post(session::create::handle))
-        .route("/v1/sessions/{id}", patch(session::update::handle))
-        .route(
-            "/v1/sessions/{id}/transition",
-            post(session::transition::handle),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::layer,
-        ))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .post("/v1/sessions", session::create::handle)
+        .patch("/v1/sessions/{id}", session::update::handle)
+        .post("/v1/sessions/{id}/transition", session::transition::handle)
+        .map(|router| {
+            router
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    idempotency::layer,
+                ))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        })
         .with_state(state)
 }

@@ -12,11 +12,9 @@ pub mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::get;
 use deadpool_postgres::Pool;
-use keyledger_api::{ApiError, Code};
+use keyledger_api::{ApiError, Code, Routes};
 use keyledger_events::Notifier;
 use keyledger_projections::consistency::{WaitError, wait_for};
 
@@ -37,26 +35,24 @@ pub struct QueryState {
     pub clock: Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>,
 }
 
-pub fn router(state: QueryState) -> Router {
-    Router::new()
-        .route("/v1/licenses", get(license::search::handle))
-        .route(
-            "/v1/licenses/by-key",
-            get(license::search::by_key_header).post(license::search::by_key_body),
-        )
-        .route("/v1/licenses/{id}", get(license::get::handle))
-        .route("/v1/licenses/{id}/events", get(license::history::events))
-        .route(
+pub fn router(state: QueryState) -> Routes {
+    Routes::new()
+        .get("/v1/licenses", license::search::handle)
+        .get("/v1/licenses/by-key", license::search::by_key_header)
+        .post("/v1/licenses/by-key", license::search::by_key_body)
+        .get("/v1/licenses/{id}", license::get::handle)
+        .get("/v1/licenses/{id}/events", license::history::events)
+        .get(
             "/v1/licenses/{id}/installations",
-            get(license::history::list_installations),
+            license::history::list_installations,
         )
-        .route("/v1/licenses/{id}/usage", get(license::usage::handle))
-        .route("/v1/requests", get(request::list))
-        .route("/v1/requests/{id}", get(request::get))
-        .route("/v1/sessions", get(session::list::handle))
-        .route("/v1/sessions/{id}", get(session::get::handle))
-        .route("/v1/events", get(events::all))
-        .route("/v1/streams/{stream_id}/events", get(events::stream))
+        .get("/v1/licenses/{id}/usage", license::usage::handle)
+        .get("/v1/requests", request::list)
+        .get("/v1/requests/{id}", request::get)
+        .get("/v1/sessions", session::list::handle)
+        .get("/v1/sessions/{id}", session::get::handle)
+        .get("/v1/events", events::all)
+        .get("/v1/streams/{stream_id}/events", events::stream)
         .with_state(state.clone())
         .merge(admin::router(state))
 }

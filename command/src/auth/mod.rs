@@ -10,19 +10,17 @@ pub mod family;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use keyledger_api::jwt::{ACCESS_TOKEN_SECONDS, JwtKeys};
 use keyledger_api::rate_limit::RateLimits;
-use keyledger_api::{ApiError, AppJson, Code, Principal, RequestId, Role};
+use keyledger_api::{ApiError, AppJson, Code, Principal, RequestId, Role, Routes};
 use keyledger_events::user::{RefreshFamilyEvent, RevokeReason, refresh_family_stream};
 use keyledger_events::{EventStore, Metadata};
 use rand::TryRngCore;
@@ -53,20 +51,20 @@ pub struct AuthState {
     pub limits: RateLimits,
 }
 
-pub fn router(state: AuthState) -> Router {
+pub fn router(state: AuthState) -> Routes {
     // The first login with an unknown email should not pay for the dummy hash.
     tokio::spawn(async {
         if let Err(error) = password::dummy_hash().await {
             tracing::warn!(error = %error, "cannot prepare the dummy password hash");
         }
     });
-    Router::new()
-        .route("/v1/auth/login", post(login))
-        .route("/v1/auth/refresh", post(refresh))
-        .route("/v1/auth/logout", post(logout))
-        .route("/v1/auth/me", get(me))
-        .route("/.well-known/jwks.json", get(jwks))
-        .layer(DefaultBodyLimit::max(crate::BODY_LIMIT))
+    Routes::new()
+        .post("/v1/auth/login", login)
+        .post("/v1/auth/refresh", refresh)
+        .post("/v1/auth/logout", logout)
+        .get("/v1/auth/me", me)
+        .get("/.well-known/jwks.json", jwks)
+        .map(|router| router.layer(DefaultBodyLimit::max(crate::BODY_LIMIT)))
         .with_state(state)
 }
 

@@ -7,26 +7,25 @@ mod licenses;
 mod requests;
 mod sessions;
 
-use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
+use keyledger_api::Routes;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::QueryState;
 
-pub fn router(state: QueryState) -> Router {
-    Router::new()
-        .route("/admin", get(hub::page))
-        .route("/admin/licenses", get(licenses::list))
-        .route("/admin/licenses/{id}", get(licenses::detail))
-        .route("/admin/requests", get(requests::list))
-        .route("/admin/sessions", get(sessions::list))
-        .route("/admin/sessions/{id}", get(sessions::detail))
-        .route("/admin/events", get(events::list))
-        .route("/admin/static/admin.css", get(css))
-        .route("/admin/static/admin.js", get(js))
+pub fn router(state: QueryState) -> Routes {
+    Routes::new()
+        .get("/admin", hub::page)
+        .get("/admin/licenses", licenses::list)
+        .get("/admin/licenses/{id}", licenses::detail)
+        .get("/admin/requests", requests::list)
+        .get("/admin/sessions", sessions::list)
+        .get("/admin/sessions/{id}", sessions::detail)
+        .get("/admin/events", events::list)
+        .get("/admin/static/admin.css", css)
+        .get("/admin/static/admin.js", js)
         .with_state(state)
 }
 
