@@ -474,3 +474,15 @@ async fn a_key_that_is_no_license_key_of_this_service_is_refused_with_a_challeng
     );
     assert_eq!(app.event_count().await, 0);
 }
+
+#[test]
+fn the_readme_shows_the_permission_table_as_enforced() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let table = keyledger_api::permission::markdown_table();
+    assert!(
+        readme.contains(&table),
+        "README.md's permission table differs from the enforced one; `keyledger permissions` \
+         prints it:\n{table}"
+    );
+}
