@@ -4,20 +4,15 @@
 
 use keyledger::config::ServeArgs;
 use keyledger_api::Role;
-use keyledger_api::principal::AdminToken;
 use reqwest::header::{HeaderMap, SET_COOKIE};
 use serde_json::{Value, json};
 
-use crate::auth::{PASSWORD, create_user};
-use crate::helpers::{TestApp, problem, spawn_app_with};
-
-const ADMIN_TOKEN: &str = "admin-login-tests-bootstrap-token-0123456789";
+use crate::helpers::{
+    ADMIN_TOKEN, PASSWORD, TestApp, create_user, problem, spawn_app, spawn_app_with,
+};
 
 async fn app() -> TestApp {
-    spawn_app_with(|args: &mut ServeArgs| {
-        args.admin_token = Some(AdminToken::parse(ADMIN_TOKEN).unwrap());
-    })
-    .await
+    spawn_app().await
 }
 
 /// A client that does not follow redirects and keeps no cookies (the test sends them).
@@ -80,10 +75,8 @@ async fn html(app: &TestApp, cookie: &str, path: &str) -> String {
 }
 
 fn csrf_of(html: &str) -> String {
-    let start = html
-        .find(r#"<meta name="csrf-token" content=""#)
-        .expect("csrf meta")
-        + 33;
+    let meta = r#"<meta name="csrf-token" content=""#;
+    let start = html.find(meta).expect("csrf meta") + meta.len();
     html[start..start + 64].to_owned()
 }
 
@@ -417,4 +410,40 @@ async fn the_login_form_shares_the_failed_login_throttle() {
             .unwrap()
             .contains("Too many failed logins")
     );
+}
+
+#[tokio::test]
+async fn logging_in_as_someone_else_ends_the_session_the_browser_had() {
+    let app = app().await;
+    create_user(&app.database.url, "ops@example.com", Role::Operator).await;
+    create_user(&app.database.url, "viewer@example.com", Role::Viewer).await;
+    let first = log_in(&app, "ops@example.com").await;
+    // The login page, opened with a live session, carries its CSRF token.
+    let form = html(&app, &first, "/admin/login").await;
+    let field = r#"name="csrf_token" value=""#;
+    let start = form.find(field).expect("csrf field") + field.len();
+    let csrf = form[start..start + 64].to_owned();
+    let response = browser()
+        .post(app.url("/admin/login"))
+        .header("cookie", &first)
+        .form(&[
+            ("email", "viewer@example.com"),
+            ("password", PASSWORD),
+            ("csrf_token", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let second = set_cookies(response.headers())[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        html(&app, &second, "/admin")
+            .await
+            .contains("viewer@example.com")
+    );
+    assert_eq!(page(&app, &first, "/admin").await.status(), 303);
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use keyledger_api::session::{
     CookieSession, SESSION_HOURS, cleared_cookie, local_admin_path, session_cookie, wants_secure,
 };
-use keyledger_api::{ApiError, Code, Principal, RequestId, Routes};
+use keyledger_api::{ApiError, Code, RequestId, Routes};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
@@ -44,7 +44,7 @@ struct LoginForm {
 }
 
 /// The login form; `error` is shown above it (it never says which field was wrong).
-fn login_page(next: &str, email: &str, error: Option<&str>) -> Markup {
+fn login_page(next: &str, email: &str, error: Option<&str>, csrf: Option<&str>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -63,6 +63,9 @@ fn login_page(next: &str, email: &str, error: Option<&str>) -> Markup {
                     }
                     form #login-form.login method="post" action="/admin/login" {
                         input type="hidden" name="next" value=(next);
+                        @if let Some(csrf) = csrf {
+                            input type="hidden" name="csrf_token" value=(csrf);
+                        }
                         label { "Email"
                             input name="email" type="email" required autocomplete="username" value=(email) autofocus;
                         }
@@ -84,32 +87,40 @@ fn redirect(location: &str) -> Response {
     response
 }
 
-/// `GET /admin/login[?next=/admin/…]`: the form; someone already logged in goes on.
-pub async fn page(principal: Principal, Query(params): Query<PageParams>) -> Response {
+/// `GET /admin/login[?next=/admin/…]`: the form. Shown to a browser with a live session too
+/// (to log in as someone else): the form then carries that session's CSRF token, which the
+/// cookie's POST needs.
+pub async fn page(
+    session: Option<axum::Extension<CookieSession>>,
+    Query(params): Query<PageParams>,
+) -> Response {
     let next = local_admin_path(params.next.as_deref());
-    if principal != Principal::Anonymous {
-        return redirect(&next);
-    }
-    login_page(&next, "", None).into_response()
+    let csrf = session.map(|axum::Extension(session)| session.csrf_token);
+    login_page(&next, "", None, csrf.as_deref()).into_response()
 }
 
-/// `POST /admin/login` (form: `email`, `password`, `next`): on success the session cookie and
-/// 303 to `next` (a local `/admin…` path, else `/admin`); on failure the form again with an
+/// `POST /admin/login` (form: `email`, `password`, `next`): on success the session cookie (a
+/// session the browser already had ends) and 303 to `next` (a local `/admin…` path, else
+/// `/admin`); on failure the form again with an
 /// error, 401 (429 with `Retry-After` once the failed-login throttle holds the account or
 /// address).
 #[tracing::instrument(skip_all, fields(user.id))]
 pub async fn submit(
     State(state): State<AuthState>,
+    session: Option<axum::Extension<CookieSession>>,
     peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     request_id: RequestId,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
-        let page = login_page("/admin", "", Some("Enter an email and a password."));
+        let page = login_page("/admin", "", Some("Enter an email and a password."), None);
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
     };
     let next = local_admin_path(form.next.as_deref());
+    // A browser with a live session logs in as someone else: the form again keeps its token.
+    let previous = session.map(|axum::Extension(session)| session);
+    let csrf = previous.as_ref().map(|session| session.csrf_token.as_str());
     let ip = client_ip(&state, &headers, peer);
     let lifetime = chrono::Duration::hours(SESSION_HOURS);
     let logged_in = match log_in(
@@ -128,6 +139,7 @@ pub async fn submit(
                 &next,
                 &form.email,
                 Some("The email or the password is wrong."),
+                csrf,
             );
             return Ok((StatusCode::UNAUTHORIZED, page).into_response());
         }
@@ -136,6 +148,7 @@ pub async fn submit(
                 &next,
                 &form.email,
                 Some("Too many failed logins. Wait a while, then try again."),
+                csrf,
             );
             let mut response = (StatusCode::TOO_MANY_REQUESTS, page).into_response();
             if let Some(seconds) = error.retry_after {
@@ -147,6 +160,10 @@ pub async fn submit(
         }
         Err(error) => return Err(error),
     };
+    // The session the new one replaces ends.
+    if let Some(previous) = &previous {
+        end_family(&state, previous.family_id, previous.user_id, &request_id).await?;
+    }
     let mut response = redirect(&next);
     response.headers_mut().insert(
         header::SET_COOKIE,
