@@ -20,8 +20,8 @@ pub use error::{ApiError, Code, RequestContext, render_problems};
 pub use extract::{AppJson, AppPath, AppQuery, ConsistencyPosition};
 pub use permission::Permission;
 pub use principal::{Principal, Role};
-pub use routes::{Route, Routes};
 pub use redact::{
     is_secret_name, redact_body, redact_body_prefix, redact_json, redact_license_keys, redact_text,
 };
 pub use request_id::{REQUEST_ID_HEADER, RequestId, request_id_layer};
+pub use routes::{Route, Routes};

@@ -159,6 +159,17 @@ pub const TABLE: &[Rule] = {
         rule(POST, "/v1/auth/refresh", Public),
         rule(POST, "/v1/auth/logout", Public),
         rule(GET, "/v1/auth/me", Authenticated),
+        // A user's own password (users only: checked by the handler).
+        rule(POST, "/v1/auth/password", Authenticated),
+        // Users.
+        rule(POST, "/v1/users", Requires(UsersManage)),
+        rule(GET, "/v1/users", Requires(UsersManage)),
+        rule(GET, "/v1/users/{id}", Requires(UsersManage)),
+        rule(POST, "/v1/users/{id}/role", Requires(UsersManage)),
+        rule(POST, "/v1/users/{id}/password", Requires(UsersManage)),
+        rule(POST, "/v1/users/{id}/disable", Requires(UsersManage)),
+        rule(POST, "/v1/users/{id}/enable", Requires(UsersManage)),
+        rule(POST, "/v1/users/{id}/revoke-tokens", Requires(UsersManage)),
         // Licenses. Validation with the key in the body reveals nothing without the key.
         rule(POST, "/v1/licenses/validate", Public),
         rule(POST, "/v1/licenses", Requires(LicensesWrite)),
@@ -168,7 +179,11 @@ pub const TABLE: &[Rule] = {
         rule(GET, "/v1/licenses/{id}", Requires(LicensesRead)),
         rule(GET, "/v1/licenses/{id}/events", Requires(LicensesRead)),
         rule(GET, "/v1/licenses/{id}/usage", Requires(LicensesRead)),
-        rule(GET, "/v1/licenses/{id}/installations", Requires(LicensesRead)),
+        rule(
+            GET,
+            "/v1/licenses/{id}/installations",
+            Requires(LicensesRead),
+        ),
         rule(POST, "/v1/licenses/{id}/revoke", Requires(LicensesWrite)),
         rule(POST, "/v1/licenses/{id}/suspend", Requires(LicensesWrite)),
         rule(POST, "/v1/licenses/{id}/reinstate", Requires(LicensesWrite)),
@@ -194,7 +209,11 @@ pub const TABLE: &[Rule] = {
         rule(GET, "/v1/sessions", Requires(SessionsRead)),
         rule(GET, "/v1/sessions/{id}", Requires(SessionsRead)),
         rule(PATCH, "/v1/sessions/{id}", Requires(SessionsWrite)),
-        rule(POST, "/v1/sessions/{id}/transition", Requires(SessionsWrite)),
+        rule(
+            POST,
+            "/v1/sessions/{id}/transition",
+            Requires(SessionsWrite),
+        ),
         // The request log.
         rule(POST, "/v1/requests", Requires(RequestsWrite)),
         rule(GET, "/v1/requests", Requires(RequestsRead)),

@@ -3,8 +3,17 @@
 //! `authenticate` middleware, which puts it in the request's extensions and in a task-local the
 //! command handlers read to stamp their events' `actor`.
 //!
-//! In this step no route refuses an anonymous caller; a bearer token that is presented must be
-//! valid (401 `AUTH_INVALID_TOKEN` / `AUTH_TOKEN_EXPIRED` otherwise).
+//! A bearer token that is presented must be valid (401 `AUTH_INVALID_TOKEN` /
+//! `AUTH_TOKEN_EXPIRED` otherwise); the permission table decides what the principal may do.
+//!
+//! An access token is checked against the `users` table on every request, so what happens to
+//! its user takes effect on the very next request, not when the token expires:
+//! - disabling the user: every access token of theirs is refused at once (401);
+//! - a password change or `POST /v1/users/{id}/revoke-tokens`: every access token issued before
+//!   it is refused at once (the user's `token_generation` moves past the one the token
+//!   carries); tokens issued afterwards work;
+//! - a role change: the next request acts with the new role (the role is read from the table,
+//!   never from the token), with the same token.
 
 use std::sync::Arc;
 
@@ -194,7 +203,17 @@ async fn principal_of(
     let id = Uuid::parse_str(&claims.sub).map_err(|_| invalid())?;
     let client = auth.pool.get().await.map_err(AuthFailure::other)?;
     match user_status(&client, id).await.map_err(AuthFailure::other)? {
-        Some((role, false)) => Ok(Principal::User { id, role }),
+        Some(user) if !user.disabled && claims.generation >= user.token_generation => {
+            Ok(Principal::User {
+                id,
+                role: user.role,
+            })
+        }
+        Some(user) if !user.disabled => Err(AuthFailure::token(
+            Code::AuthInvalidToken,
+            "the access token was revoked (a password change or a revocation of the user's \
+             tokens); log in again",
+        )),
         _ => Err(invalid()),
     }
 }
@@ -206,21 +225,36 @@ fn bearer_token(value: &HeaderValue) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-/// A user's role and whether they are disabled (one primary-key lookup).
+/// What a request needs to know of a token's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserStatus {
+    pub role: Role,
+    pub disabled: bool,
+    /// Access tokens of an earlier generation are refused.
+    pub token_generation: i64,
+}
+
+/// A user's role, whether they are disabled, and their token generation (one primary-key
+/// lookup).
 pub async fn user_status(
     client: &impl GenericClient,
     user_id: Uuid,
-) -> Result<Option<(Role, bool)>, tokio_postgres::Error> {
+) -> Result<Option<UserStatus>, tokio_postgres::Error> {
     let statement = client
-        .prepare_cached("SELECT role, disabled FROM users WHERE user_id = $1")
+        .prepare_cached("SELECT role, disabled, token_generation FROM users WHERE user_id = $1")
         .await?;
     let Some(row) = client.query_opt(&statement, &[&user_id]).await? else {
         return Ok(None);
     };
     let role: String = row.try_get(0)?;
     let disabled: bool = row.try_get(1)?;
+    let token_generation: i64 = row.try_get(2)?;
     // A role the code does not know is not a role anyone has.
-    Ok(Role::parse(&role).map(|role| (role, disabled)))
+    Ok(Role::parse(&role).map(|role| UserStatus {
+        role,
+        disabled,
+        token_generation,
+    }))
 }
 
 struct AuthFailure(ApiError, bool);

@@ -52,7 +52,10 @@ pub fn router(state: CommandState) -> Routes {
         .post("/v1/licenses/{id}/suspend", license::lifecycle::suspend)
         .post("/v1/licenses/{id}/reinstate", license::lifecycle::reinstate)
         .post("/v1/licenses/{id}/renew", license::lifecycle::renew)
-        .post("/v1/licenses/{id}/policy", license::lifecycle::change_policy)
+        .post(
+            "/v1/licenses/{id}/policy",
+            license::lifecycle::change_policy,
+        )
         .post(
             "/v1/licenses/{id}/installations",
             license::installations::activate,

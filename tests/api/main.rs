@@ -24,3 +24,4 @@ mod request_log;
 mod resilience;
 mod secrets;
 mod sessions;
+mod users;
