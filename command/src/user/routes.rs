@@ -378,3 +378,26 @@ async fn login_of(client: &impl GenericClient, user_id: Uuid) -> Result<Login, A
         password_hash: row.password_hash,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn only_the_four_role_names_are_roles(text in "\\PC{0,20}") {
+            let parsed = parse_role(&text);
+            let known = ["admin", "operator", "auditor", "viewer"].contains(&text.as_str());
+            prop_assert_eq!(parsed.is_ok(), known);
+            if let Err(error) = parsed {
+                // The refusal names the choices, never echoes the input.
+                prop_assert_eq!(error.code, Code::ValInvalidField);
+                prop_assert_eq!(
+                    error.detail,
+                    "role: one of admin, operator, auditor, viewer"
+                );
+            }
+        }
+    }
+}
