@@ -50,6 +50,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::users::UsersCommand,
     },
+    /// Print which permission each route needs (the README's table).
+    Permissions,
     /// Throughput of the service over HTTP next to pgbench on the same PostgreSQL (drops and
     /// re-creates --database-url first).
     Bench(BenchArgs),
@@ -81,6 +83,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => crate::bench::run(args).await,
         Command::ImportLegacy(args) => crate::import::run(args).await,
         Command::Users { command } => crate::users::run(command).await,
+        Command::Permissions => {
+            print!("{}", keyledger_api::permission::markdown_table());
+            Ok(())
+        }
         Command::Migrate(database) => {
             db::ensure_database(&database.database_url).await?;
             db::migrate(&database.database_url).await

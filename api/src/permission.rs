@@ -116,10 +116,41 @@ pub enum Access {
     Public,
     /// Any authenticated caller.
     Authenticated,
+    /// A user signed in with a password (not the bootstrap token, an API key or a license).
+    SignedInUser,
     /// A caller holding the permission.
     Requires(Permission),
     /// A caller holding the permission, or the holder of the license the path's `{id}` names.
     OwnLicense(Permission),
+}
+
+impl Access {
+    /// As the README's table says it.
+    pub fn describe(self) -> String {
+        match self {
+            Access::Public => "anyone".to_owned(),
+            Access::Authenticated => "any credentials".to_owned(),
+            Access::SignedInUser => "a signed-in user".to_owned(),
+            Access::Requires(permission) => format!("`{permission}`"),
+            Access::OwnLicense(permission) => {
+                format!("`{permission}`, or the license's own key")
+            }
+        }
+    }
+}
+
+/// The table as Markdown, as the README shows it (`keyledger permissions` prints it).
+pub fn markdown_table() -> String {
+    let mut text = String::from("| route | who may call it |\n|---|---|\n");
+    for rule in TABLE {
+        text.push_str(&format!(
+            "| `{} {}` | {} |\n",
+            rule.method,
+            rule.path,
+            rule.access.describe()
+        ));
+    }
+    text
 }
 
 /// One line of the table.
@@ -159,8 +190,7 @@ pub const TABLE: &[Rule] = {
         rule(POST, "/v1/auth/refresh", Public),
         rule(POST, "/v1/auth/logout", Public),
         rule(GET, "/v1/auth/me", Authenticated),
-        // A user's own password (users only: checked by the handler).
-        rule(POST, "/v1/auth/password", Authenticated),
+        rule(POST, "/v1/auth/password", SignedInUser),
         // Users.
         rule(POST, "/v1/users", Requires(UsersManage)),
         rule(GET, "/v1/users", Requires(UsersManage)),
@@ -278,6 +308,13 @@ pub fn decide(
             Err(Refusal::Unauthenticated)
         }
         Access::Authenticated => Ok(()),
+        Access::SignedInUser => match principal {
+            Principal::User { .. } => Ok(()),
+            Principal::Anonymous => Err(Refusal::Unauthenticated),
+            _ => Err(Refusal::Forbidden(
+                "only a user signed in with a password may call this".to_owned(),
+            )),
+        },
         Access::Requires(permission) => needs(permission),
         Access::OwnLicense(permission) => match principal {
             Principal::License { license_id } => {
@@ -420,6 +457,34 @@ mod tests {
                 rule.method,
                 rule.path
             );
+        }
+    }
+
+    #[test]
+    fn only_a_signed_in_user_reaches_a_route_for_users() {
+        let user = Principal::User {
+            id: Uuid::nil(),
+            role: Role::Viewer,
+        };
+        assert_eq!(decide(Access::SignedInUser, &user, None), Ok(()));
+        assert_eq!(
+            decide(Access::SignedInUser, &Principal::Anonymous, None),
+            Err(Refusal::Unauthenticated)
+        );
+        for other in [
+            Principal::Bootstrap,
+            Principal::License {
+                license_id: Uuid::nil(),
+            },
+            Principal::ApiKey {
+                id: Uuid::nil(),
+                scopes: Permission::ALL.to_vec(),
+            },
+        ] {
+            assert!(matches!(
+                decide(Access::SignedInUser, &other, None),
+                Err(Refusal::Forbidden(_))
+            ));
         }
     }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{ServiceProcess, TestDatabase, TestStream, checkpoint, eventually};
+use crate::helpers::{
+    ADMIN_TOKEN, ServiceProcess, TestDatabase, TestStream, checkpoint, eventually,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raw_key_appears_nowhere_after_issuance() {
@@ -25,7 +27,7 @@ async fn the_raw_key_appears_nowhere_after_issuance() {
         ],
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::admin_client();
     let url = |path: &str| format!("{}{path}", service.address);
 
     let mut keys = Vec::new();
@@ -153,9 +155,6 @@ async fn the_raw_key_appears_nowhere_after_issuance() {
     stream.delete().await;
 }
 
-/// The bootstrap admin token of the credentials test.
-const BOOTSTRAP_TOKEN: &str = "secrets-test-bootstrap-token-5b0d7c3e9a61f284";
-
 /// Every secret a workload handled, with what it is: `password`, `refresh_token`,
 /// `access_token`, `bootstrap_token`, `api_key`.
 #[derive(Default)]
@@ -204,7 +203,7 @@ impl Caller<'_> {
     async fn create_user(&self, email: &str, password: &str, role: &str) -> String {
         let response = self
             .post(
-                Some(BOOTSTRAP_TOKEN),
+                Some(ADMIN_TOKEN),
                 "/v1/users",
                 json!({"email": email, "password": password, "role": role}),
             )
@@ -247,7 +246,7 @@ fn access(tokens: &Value) -> &str {
 /// every secret they handled.
 async fn credentials_workload(caller: &Caller<'_>) -> Secrets {
     let mut secrets = Secrets::default();
-    secrets.add("bootstrap_token", BOOTSTRAP_TOKEN);
+    secrets.add("bootstrap_token", ADMIN_TOKEN);
     let password = |name: &str| format!("{name}-password-{}", uuid::Uuid::new_v4().simple());
     let (admin_pw, ops_pw, viewer_pw) = (password("admin"), password("ops"), password("viewer"));
     for secret in [&admin_pw, &ops_pw, &viewer_pw] {
@@ -267,13 +266,13 @@ async fn credentials_workload(caller: &Caller<'_>) -> Secrets {
     secrets.add("password", &too_long);
     let refused = caller
         .post(
-            Some(BOOTSTRAP_TOKEN),
+            Some(ADMIN_TOKEN),
             "/v1/users",
             json!({"email": "long@example.com", "password": too_long, "role": "viewer"}),
         )
         .await;
     assert_eq!(refused.status(), 422);
-    assert_eq!(caller.get(BOOTSTRAP_TOKEN, "/v1/users").await.status(), 200);
+    assert_eq!(caller.get(ADMIN_TOKEN, "/v1/users").await.status(), 200);
 
     let admin = caller.login("admin@example.com", &admin_pw).await;
     secrets.add_tokens(&admin);
@@ -333,7 +332,7 @@ async fn credentials_workload(caller: &Caller<'_>) -> Secrets {
     secrets.add_tokens(&viewer_again);
     let revoked = caller
         .post(
-            Some(BOOTSTRAP_TOKEN),
+            Some(ADMIN_TOKEN),
             &format!("/v1/users/{ops}/revoke-tokens"),
             json!({}),
         )
@@ -347,7 +346,7 @@ async fn credentials_workload(caller: &Caller<'_>) -> Secrets {
         )
         .await;
     assert_eq!(logout.status(), 204);
-    for bearer in [BOOTSTRAP_TOKEN, access(&admin)] {
+    for bearer in [ADMIN_TOKEN, access(&admin)] {
         let issued = caller
             .post(
                 Some(bearer),
@@ -376,7 +375,6 @@ async fn no_password_or_token_appears_in_the_database_the_log_or_nats() {
             ("NATS_URL", crate::helpers::NATS),
             ("NATS_STREAM", &stream.config.stream),
             ("NATS_SUBJECT_PREFIX", &stream.config.subject_prefix),
-            ("KEYLEDGER_ADMIN_TOKEN", BOOTSTRAP_TOKEN),
             ("RUST_LOG", "debug"),
             ("LOG_FORMAT", "json"),
         ],

@@ -5,19 +5,9 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, problem, spawn_app_with};
+use crate::helpers::{ADMIN_TOKEN, PASSWORD, TestApp, problem, spawn_app};
 
-const ADMIN_TOKEN: &str = "users-test-bootstrap-admin-token-0123456789";
-const PASSWORD: &str = "correct horse battery staple";
 const NEW_PASSWORD: &str = "a different horse entirely";
-
-/// The service with the bootstrap admin token set.
-async fn spawn() -> TestApp {
-    spawn_app_with(|args| {
-        args.admin_token = Some(keyledger_api::principal::AdminToken::parse(ADMIN_TOKEN).unwrap());
-    })
-    .await
-}
 
 /// A call as the bearer of `token`, with a JSON body if one is given.
 async fn call(
@@ -119,7 +109,7 @@ async fn events(app: &TestApp, event_type: &str) -> Vec<(String, Value)> {
 
 #[tokio::test]
 async fn the_bootstrap_admin_creates_users_of_each_role_who_log_in_with_that_role() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let mut created = Vec::new();
     for role in ["admin", "operator", "auditor", "viewer"] {
         let email = format!("  {}@Example.com ", role.to_uppercase());
@@ -189,7 +179,7 @@ async fn the_bootstrap_admin_creates_users_of_each_role_who_log_in_with_that_rol
 
 #[tokio::test]
 async fn an_operator_may_neither_create_nor_list_users() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     create(&app, ADMIN_TOKEN, "ops@example.com", "operator").await;
     let tokens = logged_in(&app, "ops@example.com", PASSWORD).await;
     let before = app.event_count().await;
@@ -219,7 +209,7 @@ async fn an_operator_may_neither_create_nor_list_users() {
 
 #[tokio::test]
 async fn a_role_change_takes_effect_on_the_next_request_with_the_same_token() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let user = create(&app, ADMIN_TOKEN, "viewer@example.com", "viewer").await;
     let tokens = logged_in(&app, "viewer@example.com", PASSWORD).await;
     let issue = |token: String| {
@@ -260,7 +250,7 @@ async fn a_role_change_takes_effect_on_the_next_request_with_the_same_token() {
 
 #[tokio::test]
 async fn a_disabled_user_is_refused_at_once_cannot_refresh_and_comes_back_only_by_a_new_login() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let user = create(&app, ADMIN_TOKEN, "aud@example.com", "auditor").await;
     let tokens = logged_in(&app, "aud@example.com", PASSWORD).await;
     assert_eq!(me(&app, access(&tokens)).await.status(), 200);
@@ -303,7 +293,7 @@ async fn a_disabled_user_is_refused_at_once_cannot_refresh_and_comes_back_only_b
 
 #[tokio::test]
 async fn revoking_a_users_tokens_ends_their_access_tokens_and_every_login() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let user = create(&app, ADMIN_TOKEN, "ops@example.com", "operator").await;
     let first = logged_in(&app, "ops@example.com", PASSWORD).await;
     let second = logged_in(&app, "ops@example.com", PASSWORD).await;
@@ -344,7 +334,7 @@ async fn revoking_a_users_tokens_ends_their_access_tokens_and_every_login() {
 
 #[tokio::test]
 async fn after_an_admin_sets_a_password_the_old_one_and_the_old_tokens_no_longer_work() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let user = create(&app, ADMIN_TOKEN, "ops@example.com", "operator").await;
     let tokens = logged_in(&app, "ops@example.com", PASSWORD).await;
 
@@ -373,7 +363,7 @@ async fn after_an_admin_sets_a_password_the_old_one_and_the_old_tokens_no_longer
 
 #[tokio::test]
 async fn a_user_changes_their_own_password_only_with_the_current_one() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let user = create(&app, ADMIN_TOKEN, "view@example.com", "viewer").await;
     let tokens = logged_in(&app, "view@example.com", PASSWORD).await;
     let before = app.event_count().await;
@@ -410,11 +400,12 @@ async fn a_user_changes_their_own_password_only_with_the_current_one() {
     .await;
     assert_eq!(problem(bootstrap, 403).await["code"], "AUTH_FORBIDDEN");
     let anonymous = app
-        .post(
-            "/v1/auth/password",
-            &json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}),
-        )
-        .await;
+        .anonymous
+        .post(app.url("/v1/auth/password"))
+        .json(&json!({"current_password": PASSWORD, "new_password": NEW_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
         problem(anonymous, 401).await["code"],
         "AUTH_MISSING_CREDENTIALS"
@@ -442,7 +433,7 @@ async fn a_user_changes_their_own_password_only_with_the_current_one() {
 
 #[tokio::test]
 async fn the_last_enabled_admin_can_be_neither_disabled_nor_demoted() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let first = create(&app, ADMIN_TOKEN, "first@example.com", "admin").await;
     let tokens = logged_in(&app, "first@example.com", PASSWORD).await;
     let before = app.event_count().await;
@@ -488,7 +479,7 @@ async fn the_last_enabled_admin_can_be_neither_disabled_nor_demoted() {
 
 #[tokio::test]
 async fn bad_bodies_are_refused_with_422_and_write_nothing() {
-    let app = spawn().await;
+    let app = spawn_app().await;
     let user = create(&app, ADMIN_TOKEN, "ops@example.com", "operator").await;
     let before = app.event_count().await;
 

@@ -312,9 +312,10 @@ pub async fn change_own_password(
     headers: HeaderMap,
     AppJson(request): AppJson<OwnPasswordRequest>,
 ) -> Result<Response, ApiError> {
+    // The permission table lets only users here; the handler does not rely on it.
     let Principal::User { id: user_id, .. } = principal else {
         return Err(ApiError::forbidden(
-            "only a user signed in with a password can change it",
+            "only a user signed in with a password may call this",
         ));
     };
     password::check_new(&request.new_password)
