@@ -2,6 +2,7 @@
 //! stable `code`, JSON and path extractors whose rejections use that format, request ids,
 //! the consistency-position header; rate limits and the failed-login throttle.
 
+pub mod api_key;
 pub mod body_limit;
 mod error;
 mod extract;
@@ -20,8 +21,8 @@ pub use error::{ApiError, Code, RequestContext, render_problems};
 pub use extract::{AppJson, AppPath, AppQuery, ConsistencyPosition};
 pub use permission::Permission;
 pub use principal::{Principal, Role};
-pub use routes::{Route, Routes};
 pub use redact::{
     is_secret_name, redact_body, redact_body_prefix, redact_json, redact_license_keys, redact_text,
 };
 pub use request_id::{REQUEST_ID_HEADER, RequestId, request_id_layer};
+pub use routes::{Route, Routes};

@@ -168,7 +168,11 @@ pub const TABLE: &[Rule] = {
         rule(GET, "/v1/licenses/{id}", Requires(LicensesRead)),
         rule(GET, "/v1/licenses/{id}/events", Requires(LicensesRead)),
         rule(GET, "/v1/licenses/{id}/usage", Requires(LicensesRead)),
-        rule(GET, "/v1/licenses/{id}/installations", Requires(LicensesRead)),
+        rule(
+            GET,
+            "/v1/licenses/{id}/installations",
+            Requires(LicensesRead),
+        ),
         rule(POST, "/v1/licenses/{id}/revoke", Requires(LicensesWrite)),
         rule(POST, "/v1/licenses/{id}/suspend", Requires(LicensesWrite)),
         rule(POST, "/v1/licenses/{id}/reinstate", Requires(LicensesWrite)),
@@ -194,7 +198,11 @@ pub const TABLE: &[Rule] = {
         rule(GET, "/v1/sessions", Requires(SessionsRead)),
         rule(GET, "/v1/sessions/{id}", Requires(SessionsRead)),
         rule(PATCH, "/v1/sessions/{id}", Requires(SessionsWrite)),
-        rule(POST, "/v1/sessions/{id}/transition", Requires(SessionsWrite)),
+        rule(
+            POST,
+            "/v1/sessions/{id}/transition",
+            Requires(SessionsWrite),
+        ),
         // The request log.
         rule(POST, "/v1/requests", Requires(RequestsWrite)),
         rule(GET, "/v1/requests", Requires(RequestsRead)),
@@ -202,6 +210,11 @@ pub const TABLE: &[Rule] = {
         // The event log.
         rule(GET, "/v1/events", Requires(EventsRead)),
         rule(GET, "/v1/streams/{stream_id}/events", Requires(EventsRead)),
+        // API keys for services.
+        rule(POST, "/v1/api-keys", Requires(ApiKeysManage)),
+        rule(GET, "/v1/api-keys", Requires(ApiKeysManage)),
+        rule(GET, "/v1/api-keys/{id}", Requires(ApiKeysManage)),
+        rule(DELETE, "/v1/api-keys/{id}", Requires(ApiKeysManage)),
         // The admin hub: each page needs what its API needs.
         rule(GET, "/admin", Authenticated),
         rule(GET, "/admin/licenses", Requires(LicensesRead)),

@@ -1,6 +1,7 @@
 //! The write side: pure aggregates (decide/apply), the command execution loop with optimistic
 //! concurrency, and the HTTP command routes.
 
+pub mod api_key;
 pub mod auth;
 pub mod execute;
 pub mod idempotency;
@@ -52,7 +53,10 @@ pub fn router(state: CommandState) -> Routes {
         .post("/v1/licenses/{id}/suspend", license::lifecycle::suspend)
         .post("/v1/licenses/{id}/reinstate", license::lifecycle::reinstate)
         .post("/v1/licenses/{id}/renew", license::lifecycle::renew)
-        .post("/v1/licenses/{id}/policy", license::lifecycle::change_policy)
+        .post(
+            "/v1/licenses/{id}/policy",
+            license::lifecycle::change_policy,
+        )
         .post(
             "/v1/licenses/{id}/installations",
             license::installations::activate,
@@ -81,5 +85,7 @@ pub fn router(state: CommandState) -> Routes {
                 ))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT))
         })
-        .with_state(state)
+        .with_state(state.clone())
+        // Outside the Idempotency-Key layer: a new key's answer must not be stored.
+        .merge(api_key::router(state))
 }

@@ -9,8 +9,8 @@ mod sessions;
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use keyledger_api::Routes;
 use chrono::{DateTime, Utc};
+use keyledger_api::Routes;
 use maud::{DOCTYPE, Markup, html};
 
 use crate::QueryState;
