@@ -50,6 +50,12 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::users::UsersCommand,
     },
+    /// API keys for services: `api-keys create --name ci --scope licenses:write` (prints the
+    /// key, once), `api-keys revoke --id …`.
+    ApiKeys {
+        #[command(subcommand)]
+        command: crate::api_keys::ApiKeysCommand,
+    },
     /// Throughput of the service over HTTP next to pgbench on the same PostgreSQL (drops and
     /// re-creates --database-url first).
     Bench(BenchArgs),
@@ -81,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => crate::bench::run(args).await,
         Command::ImportLegacy(args) => crate::import::run(args).await,
         Command::Users { command } => crate::users::run(command).await,
+        Command::ApiKeys { command } => crate::api_keys::run(command).await,
         Command::Migrate(database) => {
             db::ensure_database(&database.database_url).await?;
             db::migrate(&database.database_url).await

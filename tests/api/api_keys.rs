@@ -1,6 +1,7 @@
 //! API keys: created once by an admin, used as bearer tokens with their scopes as permissions,
 //! revoked for good; listed with their prefix and last use, stored nowhere but as a hash.
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -466,4 +467,69 @@ async fn only_a_caller_with_api_keys_manage_manages_keys_and_grants_only_what_it
             .contains("licenses:write")
     );
     assert_eq!(api_key_events(&app).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_created_on_the_command_line_works_until_revoked_there() {
+    let app = spawn_app().await;
+    // The CLI runs while the service goes on serving: the test waits for the child without
+    // blocking the runtime.
+    let run = async |args: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_keyledger"))
+            .args(args)
+            .env("DATABASE_URL", &app.database.url)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap()
+    };
+    let refused = run(&[
+        "api-keys",
+        "create",
+        "--name",
+        "ci",
+        "--scope",
+        "licenses:*",
+    ])
+    .await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("licenses:*"));
+    assert_eq!(api_key_events(&app).await, 0);
+
+    let created = run(&[
+        "api-keys",
+        "create",
+        "--name",
+        "ci",
+        "--scope",
+        "licenses:write",
+        "--scope",
+        "licenses:read",
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&created.stderr);
+    assert!(created.status.success(), "{stderr}");
+    let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert!(key.starts_with("klk_"), "{key}");
+    assert!(
+        stderr.contains(&key[..12]) && !stderr.contains(&key),
+        "{stderr}"
+    );
+    let response = issue_license(&app, &key).await;
+    assert_eq!(response.status(), 201);
+
+    let page: Value = serde_json::from_str(&listing(&app).await).unwrap();
+    let shown = &page["api_keys"][0];
+    assert_eq!(shown["scopes"], json!(["licenses:read", "licenses:write"]));
+    assert_eq!(shown["created_by"], "system");
+    let id = shown["id"].as_str().unwrap();
+    let revoked = run(&["api-keys", "revoke", "--id", id]).await;
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
+    let refused = issue_license(&app, &key).await;
+    assert_eq!(problem(refused, 401).await["code"], "AUTH_INVALID_TOKEN");
 }
