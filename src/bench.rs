@@ -4,6 +4,10 @@
 //! event-sized INSERT per transaction; one primary-key lookup), then drives the service
 //! (in-process unless `--url` is given) from `--clients` concurrent HTTP clients, issuing
 //! licenses and then validating keys, and prints both side by side with the ratios.
+//!
+//! Authentication is on as in production: licenses are issued with a bearer token, and keys
+//! are validated both ways clients send them: in the body (a public call) and as
+//! `Authorization: License <key>` (the license holder authenticated, which costs a lookup).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +57,12 @@ pub struct BenchArgs {
     /// instead of starting one in-process on --database-url.
     #[arg(long)]
     pub url: Option<String>,
+
+    /// Bearer token with `licenses:write` for the issue phase against `--url` (an API key, an
+    /// access token, or the bootstrap token). In-process runs make a bootstrap token of their
+    /// own.
+    #[arg(long, env = "KEYLEDGER_BENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -75,6 +85,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let server_version = recreate_database(&config, &database).await?;
     let baseline = pgbench_baseline(&args, &config, &database).await?;
 
+    let local_token =
+        hex::encode(Uuid::new_v4().as_bytes()) + &hex::encode(Uuid::new_v4().as_bytes());
+    let serve_args = |request_log: bool| -> anyhow::Result<ServeArgs> {
+        let mut serve = ServeArgs::local(&args.database_url);
+        serve.request_log_enabled = request_log;
+        serve.admin_token = Some(
+            keyledger_api::principal::AdminToken::parse(&local_token)
+                .map_err(anyhow::Error::msg)?,
+        );
+        Ok(serve)
+    };
+    let token = match &args.url {
+        Some(_) => args.token.clone(),
+        None => Some(local_token.clone()),
+    };
     let (base_url, service, server) = match &args.url {
         Some(url) => (
             url.trim_end_matches('/').to_owned(),
@@ -82,12 +107,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             None,
         ),
         None => {
-            let app = Application::build(
-                ServeArgs::local(&args.database_url),
-                keyledger_command::system_clock(),
-            )
-            .await
-            .context("Failed to start the service in-process")?;
+            let app = Application::build(serve_args(true)?, keyledger_command::system_clock())
+                .await
+                .context("Failed to start the service in-process")?;
             let base_url = format!("http://{}", app.address);
             let service = format!("in-process at {base_url}, database `{database}`");
             (
@@ -97,7 +119,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             )
         }
     };
-    let target = Target::new(&base_url, args.clients)?;
+    let target = Target::new(&base_url, args.clients, token.clone())?;
     let duration = Duration::from_secs(args.seconds);
 
     eprintln!("bench: issue phase, {} s", args.seconds);
@@ -108,7 +130,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let keys = Arc::new(keys);
     let validate = run_phase(
         &target,
-        &Workload::Validate(keys.clone()),
+        &Workload::Validate {
+            keys: keys.clone(),
+            in_header: false,
+        },
+        args.clients,
+        duration,
+    )
+    .await?;
+    eprintln!(
+        "bench: validate phase, key as `Authorization: License`, {} s",
+        args.seconds
+    );
+    let validate_header = run_phase(
+        &target,
+        &Workload::Validate {
+            keys: keys.clone(),
+            in_header: true,
+        },
         args.clients,
         duration,
     )
@@ -118,12 +157,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let unlogged = match &args.url {
         Some(_) => None,
         None => {
-            let mut serve = ServeArgs::local(&args.database_url);
-            serve.request_log_enabled = false;
-            let app = Application::build(serve, keyledger_command::system_clock())
+            let app = Application::build(serve_args(false)?, keyledger_command::system_clock())
                 .await
                 .context("Failed to start the service without request logging")?;
-            let quiet = Target::new(&format!("http://{}", app.address), args.clients)?;
+            let quiet = Target::new(&format!("http://{}", app.address), args.clients, token)?;
             tokio::spawn(app.run_until_stopped());
             eprintln!(
                 "bench: validate phase without the request log, {} s",
@@ -132,7 +169,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Some(
                 run_phase(
                     &quiet,
-                    &Workload::Validate(keys.clone()),
+                    &Workload::Validate {
+                        keys: keys.clone(),
+                        in_header: false,
+                    },
                     args.clients,
                     duration,
                 )
@@ -151,6 +191,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         baseline: &baseline,
         issue: &issue,
         validate: &validate,
+        validate_header: &validate_header,
         unlogged: unlogged.as_ref(),
     });
     Ok(())
@@ -476,6 +517,8 @@ impl ScratchDir {
 #[derive(Clone)]
 struct Target {
     client: reqwest::Client,
+    /// `Authorization` of the issue calls.
+    authorization: Option<String>,
     issue_url: String,
     validate_url: String,
     owners: Arc<AtomicU64>,
@@ -484,12 +527,16 @@ struct Target {
 #[derive(Clone)]
 enum Workload {
     Issue,
-    /// Validate keys drawn at random from these.
-    Validate(Arc<Vec<String>>),
+    /// Validate keys drawn at random from these, sent in the body or as `Authorization:
+    /// License <key>`.
+    Validate {
+        keys: Arc<Vec<String>>,
+        in_header: bool,
+    },
 }
 
 impl Target {
-    fn new(base_url: &str, clients: u32) -> anyhow::Result<Target> {
+    fn new(base_url: &str, clients: u32, token: Option<String>) -> anyhow::Result<Target> {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(usize::try_from(clients).unwrap_or(usize::MAX))
             .timeout(REQUEST_TIMEOUT)
@@ -497,6 +544,7 @@ impl Target {
             .context("Failed to build the HTTP client")?;
         Ok(Target {
             client,
+            authorization: token.map(|token| format!("Bearer {token}")),
             issue_url: format!("{base_url}/v1/licenses"),
             validate_url: format!("{base_url}/v1/licenses/validate"),
             owners: Arc::new(AtomicU64::new(0)),
@@ -509,6 +557,7 @@ impl Target {
         let body = self
             .post(
                 &self.issue_url,
+                self.authorization.as_deref(),
                 &json!({"owner": owner, "tier": "pro"}),
                 StatusCode::CREATED,
             )
@@ -520,10 +569,25 @@ impl Target {
     }
 
     /// POST /v1/licenses/validate → 200 with `"valid": true`.
-    async fn validate(&self, key: &str) -> Result<(), String> {
-        let body = self
-            .post(&self.validate_url, &json!({"key": key}), StatusCode::OK)
-            .await?;
+    async fn validate(&self, key: &str, in_header: bool) -> Result<(), String> {
+        let body = if in_header {
+            let authorization = format!("License {key}");
+            self.post(
+                &self.validate_url,
+                Some(&authorization),
+                &json!({}),
+                StatusCode::OK,
+            )
+            .await?
+        } else {
+            self.post(
+                &self.validate_url,
+                None,
+                &json!({"key": key}),
+                StatusCode::OK,
+            )
+            .await?
+        };
         if body.get("valid") == Some(&Value::Bool(true)) {
             Ok(())
         } else {
@@ -533,11 +597,18 @@ impl Target {
         }
     }
 
-    async fn post(&self, url: &str, body: &Value, expected: StatusCode) -> Result<Value, String> {
-        let response = self
-            .client
-            .post(url)
-            .json(body)
+    async fn post(
+        &self,
+        url: &str,
+        authorization: Option<&str>,
+        body: &Value,
+        expected: StatusCode,
+    ) -> Result<Value, String> {
+        let mut request = self.client.post(url).json(body);
+        if let Some(authorization) = authorization {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| format!("POST {url}: {e}"))?;
@@ -621,10 +692,10 @@ async fn run_phase(
                 let sent = Instant::now();
                 let outcome = match &workload {
                     Workload::Issue => target.issue().await.map(drop),
-                    Workload::Validate(keys) => {
+                    Workload::Validate { keys, in_header } => {
                         let pick = (Uuid::new_v4().as_u128() % keys.len().max(1) as u128) as usize;
                         match keys.get(pick) {
-                            Some(key) => target.validate(key).await,
+                            Some(key) => target.validate(key, *in_header).await,
                             None => Err("no keys to validate".to_owned()),
                         }
                     }
@@ -665,6 +736,8 @@ struct Report<'a> {
     baseline: &'a Baseline,
     issue: &'a PhaseResult,
     validate: &'a PhaseResult,
+    /// Validation with the key as `Authorization: License <key>`.
+    validate_header: &'a PhaseResult,
     /// The validate phase against a service with the request log off.
     unlogged: Option<&'a PhaseResult>,
 }
@@ -727,8 +800,17 @@ fn print_report(report: &Report<'_>) {
     println!(
         "{}",
         service_line(
-            "validate key",
+            "validate, key in body",
             report.validate,
+            baseline.lookup_tps,
+            "lookup"
+        )
+    );
+    println!(
+        "{}",
+        service_line(
+            "validate, License header",
+            report.validate_header,
             baseline.lookup_tps,
             "lookup"
         )
@@ -762,7 +844,15 @@ fn print_report(report: &Report<'_>) {
          picks one of {KEY_POOL} keys issued before its phase"
     );
     println!("ratio: the service's requests/s over pgbench's transactions/s");
-    for (name, phase) in [("issue", report.issue), ("validate", report.validate)] {
+    println!(
+        "authentication on: licenses are issued with a bearer token; a key in the body is a \
+         public call, a License header authenticates its holder first"
+    );
+    for (name, phase) in [
+        ("issue", report.issue),
+        ("validate", report.validate),
+        ("validate (License header)", report.validate_header),
+    ] {
         if let Some(error) = &phase.first_error {
             println!("first {name} error: {error}");
         }

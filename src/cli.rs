@@ -56,6 +56,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::api_keys::ApiKeysCommand,
     },
+    /// Print which permission each route needs (the README's table).
+    Permissions,
     /// Throughput of the service over HTTP next to pgbench on the same PostgreSQL (drops and
     /// re-creates --database-url first).
     Bench(BenchArgs),
@@ -88,6 +90,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ImportLegacy(args) => crate::import::run(args).await,
         Command::Users { command } => crate::users::run(command).await,
         Command::ApiKeys { command } => crate::api_keys::run(command).await,
+        Command::Permissions => {
+            print!("{}", keyledger_api::permission::markdown_table());
+            Ok(())
+        }
         Command::Migrate(database) => {
             db::ensure_database(&database.database_url).await?;
             db::migrate(&database.database_url).await

@@ -122,6 +122,34 @@ pub enum Access {
     OwnLicense(Permission),
 }
 
+impl Access {
+    /// As the README's table says it.
+    pub fn describe(self) -> String {
+        match self {
+            Access::Public => "anyone".to_owned(),
+            Access::Authenticated => "any credentials".to_owned(),
+            Access::Requires(permission) => format!("`{permission}`"),
+            Access::OwnLicense(permission) => {
+                format!("`{permission}`, or the license's own key")
+            }
+        }
+    }
+}
+
+/// The table as Markdown, as the README shows it (`keyledger permissions` prints it).
+pub fn markdown_table() -> String {
+    let mut text = String::from("| route | who may call it |\n|---|---|\n");
+    for rule in TABLE {
+        text.push_str(&format!(
+            "| `{} {}` | {} |\n",
+            rule.method,
+            rule.path,
+            rule.access.describe()
+        ));
+    }
+    text
+}
+
 /// One line of the table.
 #[derive(Debug, Clone)]
 pub struct Rule {

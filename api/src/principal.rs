@@ -4,8 +4,9 @@
 //! `authenticate` middleware, which puts it in the request's extensions and in a task-local the
 //! command handlers read to stamp their events' `actor`.
 //!
-//! In this step no route refuses an anonymous caller; a bearer token that is presented must be
-//! valid (401 `AUTH_INVALID_TOKEN` / `AUTH_TOKEN_EXPIRED` otherwise).
+//! Credentials that are presented must be valid (401 `AUTH_INVALID_TOKEN` /
+//! `AUTH_TOKEN_EXPIRED` otherwise); whether the principal may call the route is
+//! `permission::authorize`'s decision.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -91,16 +92,12 @@ tokio::task_local! {
     static CURRENT: Principal;
 }
 
-/// The `actor` of the events the current request causes: the principal's, or `api` for a
-/// request without credentials (as before authentication existed; anonymous commands are
-/// refused once the permission table is enforced).
+/// The `actor` of the events the current request causes: the principal's (`anonymous` for a
+/// public route called without credentials, such as validation with the key in the body).
 pub fn request_actor() -> String {
     CURRENT
-        .try_with(|principal| match principal {
-            Principal::Anonymous => "api".to_owned(),
-            other => other.actor(),
-        })
-        .unwrap_or_else(|_| "api".to_owned())
+        .try_with(Principal::actor)
+        .unwrap_or_else(|_| "anonymous".to_owned())
 }
 
 /// The bootstrap token, checked at start-up: at least 32 characters.
@@ -201,10 +198,17 @@ async fn principal_of(
     let Some(value) = authorization else {
         return Ok(Principal::Anonymous);
     };
+    if let Some(key) = license_key(&value) {
+        return license_holder(auth, key).await;
+    }
     let Some(token) = bearer_token(&value) else {
-        // Other schemes (License, …) are read by later steps; until then the caller is
-        // anonymous.
-        return Ok(Principal::Anonymous);
+        return Err(AuthFailure(
+            ApiError::unauthorized(
+                Code::AuthInvalidToken,
+                "the Authorization scheme must be `Bearer` or `License`",
+            ),
+            true,
+        ));
     };
     if let Some(admin) = &auth.admin_token
         && admin.matches(token)
@@ -315,6 +319,42 @@ fn record_key_use(auth: &Authenticator, id: Uuid) {
             tracing::warn!(api_key.id = %id, error = %error, "cannot record an API key's use");
         }
     });
+}
+
+/// The holder of a license key: the license whose key hashes to the presented one.
+async fn license_holder(auth: &Authenticator, key: &str) -> Result<Principal, AuthFailure> {
+    let hash = hex::encode(Sha256::digest(key.as_bytes()));
+    let client = auth.pool.get().await.map_err(AuthFailure::other)?;
+    let statement = client
+        .prepare_cached("SELECT license_id FROM license_validation WHERE key_hash = $1")
+        .await
+        .map_err(AuthFailure::other)?;
+    match client
+        .query_opt(&statement, &[&hash])
+        .await
+        .map_err(AuthFailure::other)?
+    {
+        Some(row) => Ok(Principal::License {
+            license_id: row.try_get(0).map_err(AuthFailure::other)?,
+        }),
+        None => Err(AuthFailure(
+            ApiError::unauthorized(
+                Code::AuthInvalidToken,
+                "the license key is not a key of this service",
+            ),
+            true,
+        )),
+    }
+}
+
+/// `License <key>` (scheme case-insensitive): the key a license holder authenticates with.
+pub fn license_key(value: &HeaderValue) -> Option<&str> {
+    let text = value.to_str().ok()?;
+    let (scheme, rest) = text.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("license")
+        .then(|| rest.trim())
+        .filter(|key| !key.is_empty())
 }
 
 /// `Bearer <token>` (scheme case-insensitive); `None` for another scheme.
@@ -445,6 +485,10 @@ mod tests {
         assert_eq!(bearer_token(&value("bearer  abc ")), Some("abc"));
         assert_eq!(bearer_token(&value("Bearer")), Some(""));
         assert_eq!(bearer_token(&value("License lic_x")), None);
+        assert_eq!(license_key(&value("License lic_x ")), Some("lic_x"));
+        assert_eq!(license_key(&value("license lic_x")), Some("lic_x"));
+        assert_eq!(license_key(&value("License ")), None);
+        assert_eq!(license_key(&value("Bearer lic_x")), None);
     }
 
     proptest! {

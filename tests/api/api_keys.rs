@@ -4,22 +4,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use chrono::Utc;
 use keyledger_api::Role;
-use keyledger_api::principal::AdminToken;
-use keyledger_events::{Metadata, Notifier, PgEventStore, WriterConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{TestApp, eventually, problem, spawn_app_with};
-
-const ADMIN: &str = "api-keys-test-bootstrap-token-0123456789";
-const PASSWORD: &str = "correct horse battery staple";
-
-async fn spawn_app() -> TestApp {
-    spawn_app_with(|args| args.admin_token = Some(AdminToken::parse(ADMIN).unwrap())).await
-}
+use crate::helpers::{ADMIN_TOKEN, PASSWORD, TestApp, create_user, eventually, problem, spawn_app};
 
 /// A request as the bearer of `token` (none: anonymous), from a client of its own.
 async fn call(
@@ -90,28 +80,7 @@ async fn api_key_events(app: &TestApp) -> i64 {
 
 /// Creates a user through the same command the CLI runs, and logs them in.
 async fn user_access_token(app: &TestApp, email: &str, role: Role) -> String {
-    let pool = keyledger_events::db::pool(&app.database.url, 2).unwrap();
-    let (store, writer) = PgEventStore::start(
-        pool,
-        WriterConfig::default(),
-        keyledger_projections::inline(),
-        Notifier::default(),
-    );
-    keyledger_command::user::create_user(
-        &store,
-        email,
-        PASSWORD.into(),
-        role,
-        false,
-        &Metadata {
-            actor: Some("system".into()),
-            ..Metadata::default()
-        },
-        Utc::now(),
-    )
-    .await
-    .unwrap();
-    writer.abort();
+    create_user(&app.database.url, email, role).await;
     let response = call(
         app,
         Method::POST,
@@ -128,7 +97,7 @@ async fn user_access_token(app: &TestApp, email: &str, role: Role) -> String {
 #[tokio::test]
 async fn a_key_with_licenses_write_issues_a_license_recorded_as_the_key() {
     let app = spawn_app().await;
-    let created = create_key(&app, ADMIN, "ci", &["licenses:write"]).await;
+    let created = create_key(&app, ADMIN_TOKEN, "ci", &["licenses:write"]).await;
     let key = created["key"].as_str().unwrap();
     let id = created["id"].as_str().unwrap();
     assert!(key.starts_with("klk_"), "{key}");
@@ -167,7 +136,7 @@ async fn a_key_with_licenses_write_issues_a_license_recorded_as_the_key() {
 #[tokio::test]
 async fn a_key_without_the_scope_is_forbidden_naming_the_permission_and_writes_nothing() {
     let app = spawn_app().await;
-    let created = create_key(&app, ADMIN, "llm-service", &["requests:write"]).await;
+    let created = create_key(&app, ADMIN_TOKEN, "llm-service", &["requests:write"]).await;
     let before = app.event_count().await;
 
     let refused = problem(
@@ -189,7 +158,7 @@ async fn a_key_without_the_scope_is_forbidden_naming_the_permission_and_writes_n
 #[tokio::test]
 async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes_nothing() {
     let app = spawn_app().await;
-    let created = create_key(&app, ADMIN, "ci", &["licenses:write"]).await;
+    let created = create_key(&app, ADMIN_TOKEN, "ci", &["licenses:write"]).await;
     let (key, id) = (
         created["key"].as_str().unwrap(),
         created["id"].as_str().unwrap(),
@@ -197,7 +166,7 @@ async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes
     assert_eq!(issue_license(&app, key).await.status(), 201);
 
     let path = format!("/v1/api-keys/{id}");
-    let revoked = call(&app, Method::DELETE, &path, Some(ADMIN), None).await;
+    let revoked = call(&app, Method::DELETE, &path, Some(ADMIN_TOKEN), None).await;
     assert_eq!(revoked.status(), 204);
     let response = issue_license(&app, key).await;
     assert_eq!(
@@ -206,7 +175,7 @@ async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes
     );
     assert_eq!(problem(response, 401).await["code"], "AUTH_INVALID_TOKEN");
 
-    let again = call(&app, Method::DELETE, &path, Some(ADMIN), None).await;
+    let again = call(&app, Method::DELETE, &path, Some(ADMIN_TOKEN), None).await;
     assert_eq!(again.status(), 204);
     let revocations = count(
         &app,
@@ -215,7 +184,7 @@ async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes
     )
     .await;
     assert_eq!(revocations, 1);
-    let shown: Value = call(&app, Method::GET, &path, Some(ADMIN), None)
+    let shown: Value = call(&app, Method::GET, &path, Some(ADMIN_TOKEN), None)
         .await
         .json()
         .await
@@ -224,7 +193,11 @@ async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes
 
     let unknown = format!("/v1/api-keys/{}", uuid::Uuid::new_v4());
     for method in [Method::DELETE, Method::GET] {
-        let missing = problem(call(&app, method, &unknown, Some(ADMIN), None).await, 404).await;
+        let missing = problem(
+            call(&app, method, &unknown, Some(ADMIN_TOKEN), None).await,
+            404,
+        )
+        .await;
         assert_eq!(missing["code"], "RES_API_KEY_NOT_FOUND");
     }
     let never_created = keyledger_api::api_key::ApiKeySecret::generate().unwrap();
@@ -235,7 +208,7 @@ async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes
 }
 
 async fn listing(app: &TestApp) -> String {
-    let response = call(app, Method::GET, "/v1/api-keys", Some(ADMIN), None).await;
+    let response = call(app, Method::GET, "/v1/api-keys", Some(ADMIN_TOKEN), None).await;
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
 }
@@ -243,7 +216,7 @@ async fn listing(app: &TestApp) -> String {
 #[tokio::test]
 async fn the_listing_shows_prefix_and_last_use_but_never_the_key_or_its_hash() {
     let app = spawn_app().await;
-    let created = create_key(&app, ADMIN, "llm-service", &["requests:write"]).await;
+    let created = create_key(&app, ADMIN_TOKEN, "llm-service", &["requests:write"]).await;
     let key = created["key"].as_str().unwrap().to_owned();
     let hash = hex::encode(Sha256::digest(key.as_bytes()));
     let id = created["id"].as_str().unwrap().to_owned();
@@ -280,7 +253,7 @@ async fn the_listing_shows_prefix_and_last_use_but_never_the_key_or_its_hash() {
         &app,
         Method::GET,
         &format!("/v1/api-keys/{id}"),
-        Some(ADMIN),
+        Some(ADMIN_TOKEN),
         None,
     )
     .await
@@ -293,7 +266,7 @@ async fn the_listing_shows_prefix_and_last_use_but_never_the_key_or_its_hash() {
 #[tokio::test]
 async fn the_key_is_in_no_event_and_not_in_the_request_log() {
     let app = spawn_app().await;
-    let created = create_key(&app, ADMIN, "ci", &["licenses:write"]).await;
+    let created = create_key(&app, ADMIN_TOKEN, "ci", &["licenses:write"]).await;
     let key = created["key"].as_str().unwrap().to_owned();
     assert_eq!(issue_license(&app, &key).await.status(), 201);
 
@@ -364,7 +337,7 @@ async fn bad_names_and_scopes_are_refused_and_nothing_is_written() {
             &app,
             Method::POST,
             "/v1/api-keys",
-            Some(ADMIN),
+            Some(ADMIN_TOKEN),
             Some(body.clone()),
         )
         .await;
@@ -379,7 +352,7 @@ async fn bad_names_and_scopes_are_refused_and_nothing_is_written() {
         &app,
         Method::POST,
         "/v1/api-keys",
-        Some(ADMIN),
+        Some(ADMIN_TOKEN),
         Some(json!({"name": "ci"})),
     )
     .await;
@@ -388,7 +361,7 @@ async fn bad_names_and_scopes_are_refused_and_nothing_is_written() {
 
     let deduplicated = create_key(
         &app,
-        ADMIN,
+        ADMIN_TOKEN,
         "  ci  ",
         &["requests:write", "licenses:read", "requests:write"],
     )

@@ -7,47 +7,15 @@ use std::time::Duration;
 
 use chrono::Utc;
 use keyledger_api::Role;
-use keyledger_events::{Metadata, Notifier, PgEventStore, WriterConfig};
+use keyledger_events::{Notifier, PgEventStore, WriterConfig};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::helpers::{
-    ServiceProcess, TestApp, TestDatabase, eventually, problem, spawn_app, spawn_app_with,
+    PASSWORD, ServiceProcess, TestApp, TestDatabase, create_user, eventually, problem, spawn_app,
+    spawn_app_with, system,
 };
-
-const PASSWORD: &str = "correct horse battery staple";
-
-fn system() -> Metadata {
-    Metadata {
-        actor: Some("system".into()),
-        ..Metadata::default()
-    }
-}
-
-/// Creates a user through the same command the CLI runs.
-async fn create_user(database_url: &str, email: &str, role: Role) -> Uuid {
-    let pool = keyledger_events::db::pool(database_url, 2).unwrap();
-    let (store, writer) = PgEventStore::start(
-        pool,
-        WriterConfig::default(),
-        keyledger_projections::inline(),
-        Notifier::default(),
-    );
-    let id = keyledger_command::user::create_user(
-        &store,
-        email,
-        PASSWORD.into(),
-        role,
-        false,
-        &system(),
-        Utc::now(),
-    )
-    .await
-    .unwrap();
-    writer.abort();
-    id
-}
 
 async fn disable_user(database_url: &str, user_id: Uuid) {
     let pool = keyledger_events::db::pool(database_url, 2).unwrap();
@@ -164,9 +132,20 @@ async fn a_user_who_logs_in_gets_tokens_and_auth_me_names_them() {
     assert_eq!(body["role"], "operator");
     assert_eq!(body["actor"], format!("user:{user_id}"));
 
-    let anonymous: Value = app.get("/v1/auth/me").await.json().await.unwrap();
-    assert_eq!(anonymous["kind"], "anonymous");
-    assert_eq!(anonymous["actor"], "anonymous");
+    let anonymous = app
+        .anonymous
+        .get(app.url("/v1/auth/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        r#"Bearer realm="keyledger""#
+    );
+    assert_eq!(
+        problem(anonymous, 401).await["code"],
+        "AUTH_MISSING_CREDENTIALS"
+    );
 }
 
 #[tokio::test]

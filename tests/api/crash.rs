@@ -12,7 +12,7 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_license() {
     let database = TestDatabase::create().await;
     let mut service = ServiceProcess::start(&database.url, &[]).await;
     let acknowledged: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let http = reqwest::Client::new();
+    let http = crate::helpers::admin_client();
 
     let workers: Vec<_> = (0..16)
         .map(|worker| {

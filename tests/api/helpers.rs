@@ -21,6 +21,62 @@ use uuid::Uuid;
 pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 pub const NATS: &str = "nats://127.0.0.1:4222";
 
+/// The bootstrap admin token every test service accepts (`KEYLEDGER_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "test-bootstrap-admin-token-000000000000";
+
+/// A client that calls as the bootstrap admin (actor `admin_token`).
+pub fn admin_client() -> reqwest::Client {
+    client_with(&format!("Bearer {ADMIN_TOKEN}"))
+}
+
+/// The password of the users tests create.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Metadata of the service's own commands.
+pub fn system() -> keyledger_events::Metadata {
+    keyledger_events::Metadata {
+        actor: Some("system".into()),
+        ..keyledger_events::Metadata::default()
+    }
+}
+
+/// Creates a user (password `PASSWORD`) through the same command the CLI runs.
+pub async fn create_user(database_url: &str, email: &str, role: keyledger_api::Role) -> Uuid {
+    let pool = db::pool(database_url, 2).unwrap();
+    let (store, writer) = keyledger_events::PgEventStore::start(
+        pool,
+        keyledger_events::WriterConfig::default(),
+        keyledger_projections::inline(),
+        keyledger_events::Notifier::default(),
+    );
+    let id = keyledger_command::user::create_user(
+        &store,
+        email,
+        PASSWORD.into(),
+        role,
+        false,
+        &system(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    writer.abort();
+    id
+}
+
+/// A client that sends `authorization` on every request.
+pub fn client_with(authorization: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(authorization).unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 /// The template every test database is cloned from, named after the migrations it holds.
 async fn template() -> String {
     static TEMPLATE: OnceCell<String> = OnceCell::const_new();
@@ -199,7 +255,12 @@ impl TestClock {
 
 pub struct TestApp {
     pub address: String,
+    /// Calls as the bootstrap admin.
     pub http: reqwest::Client,
+    /// Calls without credentials.
+    pub anonymous: reqwest::Client,
+    /// Every route the service serves.
+    pub routes: Vec<keyledger_api::Route>,
     pub pool: Pool,
     pub clock: TestClock,
     pub database: TestDatabase,
@@ -220,14 +281,18 @@ pub async fn spawn_app_on(
 ) -> TestApp {
     let mut args = ServeArgs::local(&database.url);
     args.database.db_pool_size = 8;
+    args.admin_token = Some(keyledger_api::principal::AdminToken::parse(ADMIN_TOKEN).unwrap());
     configure(&mut args);
     let clock = TestClock::default();
     let app = Application::build(args, clock.clock()).await.unwrap();
     let address = format!("http://{}", app.address);
+    let routes = app.routes.clone();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
-        http: reqwest::Client::new(),
+        http: admin_client(),
+        anonymous: reqwest::Client::new(),
+        routes,
         pool: database.pool(),
         clock,
         database,
@@ -433,6 +498,7 @@ impl ServiceProcess {
             .env("DATABASE_URL", database_url)
             .env("BIND", format!("127.0.0.1:{port}"))
             .env_remove("NATS_URL")
+            .env("KEYLEDGER_ADMIN_TOKEN", ADMIN_TOKEN)
             // Never a key file in the working tree (a test may name its own).
             .env(
                 "JWT_KEY_FILE",

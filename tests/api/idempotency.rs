@@ -208,7 +208,7 @@ async fn a_repeat_while_the_first_request_runs_is_409() {
     client
         .execute(
             "INSERT INTO idempotency_keys (scope, key, fingerprint, status, token, locked_until, expires_at) \
-             VALUES ('anonymous POST /v1/licenses', 'busy', $1, 'in_flight', gen_random_uuid(), \
+             VALUES ('admin_token POST /v1/licenses', 'busy', $1, 'in_flight', gen_random_uuid(), \
                      now() + interval '1 hour', now() + interval '1 day')",
             &[&fingerprint],
         )
@@ -225,7 +225,7 @@ async fn a_repeat_while_the_first_request_runs_is_409() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_after_a_restart_returns_the_stored_response() {
     let database = TestDatabase::create().await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::admin_client();
     let body = json!({"owner": "durable", "tier": "basic"});
     let first: Value = {
         let mut service = ServiceProcess::start(&database.url, &[]).await;

@@ -210,7 +210,7 @@ async fn the_request_id_is_echoed_and_becomes_the_events_correlation_id() {
         stream["events"][0]["metadata"]["causation_id"],
         "req-abc-123"
     );
-    assert_eq!(stream["events"][0]["metadata"]["actor"], "api");
+    assert_eq!(stream["events"][0]["metadata"]["actor"], "admin_token");
 
     // Without one, the service makes one up and still echoes it.
     let response = app.get("/health/live").await;

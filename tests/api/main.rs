@@ -15,6 +15,7 @@ mod idempotency;
 mod import;
 mod licenses;
 mod lifecycle;
+mod permissions;
 mod perpetual;
 mod projections;
 mod rate_limit;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use keyledger::app::Application;
 use keyledger::config::ServeArgs;
+use keyledger_api::principal::AdminToken;
 use keyledger_events::lease::lease_key;
 
 use crate::helpers::{TestApp, eventually, problem, spawn_app, spawn_app_with};
@@ -29,9 +30,9 @@ async fn lease_holders(app: &TestApp, name: &str) -> i64 {
 async fn two_processes_on_one_database_run_each_projection_once() {
     let app = spawn_app().await;
     // A second service on the same database, as a second process would be.
-    let second = Application::build(ServeArgs::local(&app.database.url), app.clock.clock())
-        .await
-        .unwrap();
+    let mut args = ServeArgs::local(&app.database.url);
+    args.admin_token = Some(AdminToken::parse(crate::helpers::ADMIN_TOKEN).unwrap());
+    let second = Application::build(args, app.clock.clock()).await.unwrap();
     let second_address = format!("http://{}", second.address);
     tokio::spawn(second.run_until_stopped());
 

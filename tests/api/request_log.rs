@@ -221,7 +221,7 @@ async fn secrets_sent_to_the_service_appear_nowhere_it_stores_or_logs() {
         ],
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::admin_client();
     let issued: Value = http
         .post(format!("{}/v1/licenses", service.address))
         .json(&json!({"owner": "acme", "tier": "pro"}))

@@ -41,6 +41,8 @@ impl RunningApp {
         let database = TestDatabase::create().await;
         let mut args = ServeArgs::local(&database.url);
         args.database.db_pool_size = 8;
+        args.admin_token =
+            Some(keyledger_api::principal::AdminToken::parse(crate::helpers::ADMIN_TOKEN).unwrap());
         configure(&mut args);
         let app = Application::build(args, TestClock::default().clock())
             .await
@@ -48,7 +50,7 @@ impl RunningApp {
         before_run(&app.supervisor);
         RunningApp {
             address: format!("http://{}", app.address),
-            http: reqwest::Client::new(),
+            http: crate::helpers::admin_client(),
             app_pool: app.pool.clone(),
             supervisor: app.supervisor.clone(),
             pool: database.pool(),

@@ -23,7 +23,7 @@ async fn the_raw_key_appears_nowhere_after_issuance() {
         ],
     )
     .await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::admin_client();
     let url = |path: &str| format!("{}{path}", service.address);
 
     let mut keys = Vec::new();

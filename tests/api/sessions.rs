@@ -71,7 +71,7 @@ async fn a_created_session_is_pending_and_readable_with_its_history() {
     assert_eq!(history[0]["from"], "pending");
     assert_eq!(history[0]["to"], "active");
     assert_eq!(history[0]["reason"], "test");
-    assert_eq!(history[0]["actor"], "api");
+    assert_eq!(history[0]["actor"], "admin_token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

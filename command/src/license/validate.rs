@@ -3,7 +3,7 @@
 //! usage stream; VALID ones count toward the daily quota.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::{ApiError, AppJson, RequestId};
@@ -27,7 +27,10 @@ const MAX_FEATURE_CHARS: usize = 128;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
-    pub key: String,
+    /// The key; may be left out when the caller authenticates with `Authorization: License
+    /// <key>`.
+    #[serde(default)]
+    pub key: Option<String>,
     #[serde(default)]
     pub feature: Option<String>,
     #[serde(default)]
@@ -106,8 +109,21 @@ pub async fn handle(
     State(state): State<CommandState>,
     request_id: RequestId,
     idempotency: Idempotency,
+    headers: HeaderMap,
     AppJson(request): AppJson<ValidateRequest>,
 ) -> Result<Response, ApiError> {
+    let presented = request.key.as_deref().or_else(|| {
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(keyledger_api::principal::license_key)
+    });
+    let Some(presented) = presented else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            keyledger_api::Code::ValInvalidBody,
+            "missing field `key` (or authenticate with `Authorization: License <key>`)",
+        ));
+    };
     let answer =
         |body: ValidateResponse| idempotency.reply_unstored(json_response(StatusCode::OK, &body));
     let feature = match request.feature {
@@ -125,7 +141,7 @@ pub async fn handle(
         .map(InstallationId::parse)
         .transpose()?;
     let metadata = parse_metadata(request.metadata)?;
-    let Some(key) = LicenseKey::parse(request.key.trim()) else {
+    let Some(key) = LicenseKey::parse(presented.trim()) else {
         return Ok(answer(ValidateResponse::rejected(
             ValidationCode::MalformedKey,
         )));
