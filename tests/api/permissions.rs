@@ -500,3 +500,29 @@ fn the_readme_shows_the_permission_table_as_enforced() {
          prints it:\n{table}"
     );
 }
+
+#[tokio::test]
+async fn the_license_page_shows_who_did_each_thing() {
+    let app = spawn_app().await;
+    let (license_id, key) = issue(&app).await;
+    let holder = crate::helpers::client_with(&format!("License {key}"));
+    let activated = holder
+        .post(app.url(&format!("/v1/licenses/{license_id}/installations")))
+        .json(&json!({"installation_id": "desk"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(activated.status(), 201);
+    let page = app
+        .get_at(&format!("/admin/licenses/{license_id}"), app.head().await)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let history = &page[page.find("id=\"history\"").expect("a history table")..];
+    assert!(history.contains("<td>admin_token</td>"), "{history}");
+    assert!(
+        history.contains(&format!("<td>license:{license_id}</td>")),
+        "{history}"
+    );
+}
