@@ -219,6 +219,7 @@ impl Application {
                     admin_token: args.admin_token.clone(),
                     pool: pool.clone(),
                     clock: clock.clone(),
+                    key_usage: Default::default(),
                 })
             }
             None => None,

@@ -251,6 +251,11 @@ pub const TABLE: &[Rule] = {
         // The event log.
         rule(GET, "/v1/events", Requires(EventsRead)),
         rule(GET, "/v1/streams/{stream_id}/events", Requires(EventsRead)),
+        // API keys for services.
+        rule(POST, "/v1/api-keys", Requires(ApiKeysManage)),
+        rule(GET, "/v1/api-keys", Requires(ApiKeysManage)),
+        rule(GET, "/v1/api-keys/{id}", Requires(ApiKeysManage)),
+        rule(DELETE, "/v1/api-keys/{id}", Requires(ApiKeysManage)),
         // The admin hub: each page needs what its API needs.
         rule(GET, "/admin", Authenticated),
         rule(GET, "/admin/licenses", Requires(LicensesRead)),

@@ -4,6 +4,7 @@
     clippy::expect_used,
     reason = "a test fails loudly on broken set-up"
 )]
+mod api_keys;
 mod auth;
 mod bad_input;
 mod crash;

@@ -254,6 +254,20 @@ async fn prepare(app: &TestApp, world: &World, rule: &Rule) -> Call {
             .await;
             (rule.path.replace("{id}", &record_id), None)
         }
+        ("POST", "/v1/api-keys") => (
+            rule.path.to_owned(),
+            Some(json!({"name": "matrix", "scopes": ["licenses:read"]})),
+        ),
+        (_, "/v1/api-keys/{id}") => {
+            let key = admin_ok(
+                app,
+                post.clone(),
+                "/v1/api-keys",
+                json!({"name": "matrix", "scopes": ["licenses:read"]}),
+            )
+            .await;
+            (rule.path.replace("{id}", key["id"].as_str().unwrap()), None)
+        }
         ("POST", "/v1/auth/login") => (
             rule.path.to_owned(),
             Some(json!({"email": "admin@example.com", "password": PASSWORD})),
