@@ -199,14 +199,17 @@ impl Application {
         let authenticator = match &store {
             Some(store) => {
                 let keys = Arc::new(load_jwt_keys(&args.jwt_key_file)?);
-                router = router.merge(keyledger_command::auth::router(AuthState {
+                let auth = AuthState {
                     store: store.clone(),
                     pool: pool.clone(),
                     clock: clock.clone(),
                     keys: keys.clone(),
                     limits: rate_limits.clone(),
                     secure_cookies: args.admin_cookie_secure,
-                }));
+                };
+                router = router
+                    .merge(keyledger_command::auth::router(auth.clone()))
+                    .merge(keyledger_command::user::routes::router(auth));
                 if args.admin_token.is_some() {
                     tracing::info!(
                         "KEYLEDGER_ADMIN_TOKEN is set: it is accepted as an admin bearer token"
@@ -217,6 +220,7 @@ impl Application {
                     admin_token: args.admin_token.clone(),
                     pool: pool.clone(),
                     clock: clock.clone(),
+                    key_usage: Default::default(),
                 })
             }
             None => None,

@@ -50,6 +50,12 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::users::UsersCommand,
     },
+    /// API keys for services: `api-keys create --name ci --scope licenses:write` (prints the
+    /// key, once), `api-keys revoke --id …`.
+    ApiKeys {
+        #[command(subcommand)]
+        command: crate::api_keys::ApiKeysCommand,
+    },
     /// Print which permission each route needs (the README's table).
     Permissions,
     /// Throughput of the service over HTTP next to pgbench on the same PostgreSQL (drops and
@@ -83,6 +89,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => crate::bench::run(args).await,
         Command::ImportLegacy(args) => crate::import::run(args).await,
         Command::Users { command } => crate::users::run(command).await,
+        Command::ApiKeys { command } => crate::api_keys::run(command).await,
         Command::Permissions => {
             print!("{}", keyledger_api::permission::markdown_table());
             Ok(())

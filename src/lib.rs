@@ -1,6 +1,7 @@
 //! keyledger's process wiring: configuration, telemetry, the `serve` application (HTTP,
 //! writer, projectors, relay) and the operator commands.
 
+pub mod api_keys;
 pub mod app;
 pub mod bench;
 

@@ -16,7 +16,7 @@ pub enum UsersCommand {
     /// Create a user; the password is read from standard input (one line) or, on a terminal,
     /// prompted for without echo. Prints the new user's id.
     Create(CreateArgs),
-    /// Disable a user: no more logins, refreshes or access tokens.
+    /// Disable a user: no more logins, refreshes or access tokens (their logins are revoked).
     Disable(DisableArgs),
 }
 
@@ -118,9 +118,15 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
                     .await?
                     .with_context(|| format!("no user has the email {email}"))?;
                 drop(client);
-                disable_user(&store, user.user_id, &cli_metadata(), chrono::Utc::now())
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot disable the user: {e:?}"))?;
+                disable_user(
+                    &store,
+                    &pool,
+                    user.user_id,
+                    &cli_metadata(),
+                    chrono::Utc::now(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot disable the user: {e}"))?;
                 println!("{} disabled", user.user_id);
                 Ok(())
             }

@@ -35,6 +35,10 @@ pub struct Claims {
     pub iat: i64,
     pub exp: i64,
     pub iss: String,
+    /// The user's token generation at issue: the token is refused once the user's generation
+    /// (`users.token_generation`) has moved past it.
+    #[serde(default, rename = "gen")]
+    pub generation: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,11 +170,13 @@ impl JwtKeys {
         crate::session::hmac_sha256(&self.seed, purpose.as_bytes())
     }
 
-    /// Signs an access token for `sub` with `role`, issued at `now`.
+    /// Signs an access token for `sub` with `role` in the user's token `generation`, issued
+    /// at `now`.
     pub fn issue(
         &self,
         sub: &str,
         role: Role,
+        generation: i64,
         now: DateTime<Utc>,
     ) -> Result<String, jsonwebtoken::errors::Error> {
         let iat = now.timestamp();
@@ -181,6 +187,7 @@ impl JwtKeys {
             iat,
             exp: iat + ACCESS_TOKEN_SECONDS,
             iss: ISSUER.to_owned(),
+            generation,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
@@ -242,12 +249,13 @@ mod tests {
     fn a_token_verifies_until_it_expires() {
         let keys = JwtKeys::from_seed([7; 32]);
         let now = Utc::now();
-        let token = keys.issue("u1", Role::Operator, now).unwrap();
+        let token = keys.issue("u1", Role::Operator, 3, now).unwrap();
         let claims = keys.verify(&token, now).unwrap();
         assert_eq!(claims.sub, "u1");
         assert_eq!(claims.role, Role::Operator);
         assert_eq!(claims.exp - claims.iat, ACCESS_TOKEN_SECONDS);
         assert_eq!(claims.iss, ISSUER);
+        assert_eq!(claims.generation, 3);
         let later = now + chrono::Duration::seconds(ACCESS_TOKEN_SECONDS);
         assert_eq!(keys.verify(&token, later), Err(TokenError::Expired));
     }
@@ -256,7 +264,7 @@ mod tests {
     fn a_token_of_another_key_is_invalid() {
         let ours = JwtKeys::from_seed([1; 32]);
         let theirs = JwtKeys::from_seed([2; 32]);
-        let token = theirs.issue("u1", Role::Admin, Utc::now()).unwrap();
+        let token = theirs.issue("u1", Role::Admin, 0, Utc::now()).unwrap();
         assert_eq!(ours.verify(&token, Utc::now()), Err(TokenError::Invalid));
     }
 
@@ -289,7 +297,7 @@ mod tests {
         #[test]
         fn any_change_to_a_signed_token_makes_it_invalid(index in 0usize..400, byte in 0u8..128) {
             let keys = JwtKeys::from_seed([4; 32]);
-            let token = keys.issue("u1", Role::Viewer, Utc::now()).unwrap();
+            let token = keys.issue("u1", Role::Viewer, 0, Utc::now()).unwrap();
             let mut bytes = token.clone().into_bytes();
             let index = index % bytes.len();
             prop_assume!(bytes[index] != byte);

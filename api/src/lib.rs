@@ -2,6 +2,7 @@
 //! stable `code`, JSON and path extractors whose rejections use that format, request ids,
 //! the consistency-position header; rate limits and the failed-login throttle.
 
+pub mod api_key;
 pub mod body_limit;
 mod error;
 mod extract;

@@ -116,6 +116,8 @@ pub enum Access {
     Public,
     /// Any authenticated caller.
     Authenticated,
+    /// A user signed in with a password (not the bootstrap token, an API key or a license).
+    SignedInUser,
     /// A caller holding the permission.
     Requires(Permission),
     /// A caller holding the permission, or the holder of the license the path's `{id}` names.
@@ -128,6 +130,7 @@ impl Access {
         match self {
             Access::Public => "anyone".to_owned(),
             Access::Authenticated => "any credentials".to_owned(),
+            Access::SignedInUser => "a signed-in user".to_owned(),
             Access::Requires(permission) => format!("`{permission}`"),
             Access::OwnLicense(permission) => {
                 format!("`{permission}`, or the license's own key")
@@ -187,6 +190,16 @@ pub const TABLE: &[Rule] = {
         rule(POST, "/v1/auth/refresh", Public),
         rule(POST, "/v1/auth/logout", Public),
         rule(GET, "/v1/auth/me", Authenticated),
+        rule(POST, "/v1/auth/password", SignedInUser),
+        // Users.
+        rule(POST, "/v1/users", Requires(UsersManage)),
+        rule(GET, "/v1/users", Requires(UsersManage)),
+        rule(GET, "/v1/users/{id}", Requires(UsersManage)),
+        rule(POST, "/v1/users/{id}/role", Requires(UsersManage)),
+        rule(POST, "/v1/users/{id}/password", Requires(UsersManage)),
+        rule(POST, "/v1/users/{id}/disable", Requires(UsersManage)),
+        rule(POST, "/v1/users/{id}/enable", Requires(UsersManage)),
+        rule(POST, "/v1/users/{id}/revoke-tokens", Requires(UsersManage)),
         // Licenses. Validation with the key in the body reveals nothing without the key.
         rule(POST, "/v1/licenses/validate", Public),
         rule(POST, "/v1/licenses", Requires(LicensesWrite)),
@@ -238,6 +251,11 @@ pub const TABLE: &[Rule] = {
         // The event log.
         rule(GET, "/v1/events", Requires(EventsRead)),
         rule(GET, "/v1/streams/{stream_id}/events", Requires(EventsRead)),
+        // API keys for services.
+        rule(POST, "/v1/api-keys", Requires(ApiKeysManage)),
+        rule(GET, "/v1/api-keys", Requires(ApiKeysManage)),
+        rule(GET, "/v1/api-keys/{id}", Requires(ApiKeysManage)),
+        rule(DELETE, "/v1/api-keys/{id}", Requires(ApiKeysManage)),
         // The admin hub: each page needs what its API needs.
         rule(GET, "/admin", Authenticated),
         // Logging in and out of the hub: the login form is for anyone; logout ends only the
@@ -300,6 +318,13 @@ pub fn decide(
             Err(Refusal::Unauthenticated)
         }
         Access::Authenticated => Ok(()),
+        Access::SignedInUser => match principal {
+            Principal::User { .. } => Ok(()),
+            Principal::Anonymous => Err(Refusal::Unauthenticated),
+            _ => Err(Refusal::Forbidden(
+                "only a user signed in with a password may call this".to_owned(),
+            )),
+        },
         Access::Requires(permission) => needs(permission),
         Access::OwnLicense(permission) => match principal {
             Principal::License { license_id } => {
@@ -456,6 +481,34 @@ mod tests {
                 rule.method,
                 rule.path
             );
+        }
+    }
+
+    #[test]
+    fn only_a_signed_in_user_reaches_a_route_for_users() {
+        let user = Principal::User {
+            id: Uuid::nil(),
+            role: Role::Viewer,
+        };
+        assert_eq!(decide(Access::SignedInUser, &user, None), Ok(()));
+        assert_eq!(
+            decide(Access::SignedInUser, &Principal::Anonymous, None),
+            Err(Refusal::Unauthenticated)
+        );
+        for other in [
+            Principal::Bootstrap,
+            Principal::License {
+                license_id: Uuid::nil(),
+            },
+            Principal::ApiKey {
+                id: Uuid::nil(),
+                scopes: Permission::ALL.to_vec(),
+            },
+        ] {
+            assert!(matches!(
+                decide(Access::SignedInUser, &other, None),
+                Err(Refusal::Forbidden(_))
+            ));
         }
     }
 

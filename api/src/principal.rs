@@ -1,14 +1,26 @@
 //! Who is calling: the `Principal` a request acts as, read from `Authorization: Bearer …` (an
-//! access token this service signed, or the bootstrap token `KEYLEDGER_ADMIN_TOKEN`) or, when
-//! there is no `Authorization` header, from the admin hub's session cookie (see `session`), by
-//! the `authenticate` middleware, which puts it in the request's extensions and in a task-local
-//! the command handlers read to stamp their events' `actor`.
+//! access token this service signed, an API key `klk_…`, or the bootstrap token
+//! `KEYLEDGER_ADMIN_TOKEN`) or, when there is no `Authorization` header, from the admin hub's
+//! session cookie (see `session`), by the `authenticate` middleware, which puts it in the
+//! request's extensions and in a task-local the command handlers read to stamp their events'
+//! `actor`.
 //!
 //! Credentials that are presented must be valid (401 `AUTH_INVALID_TOKEN` /
 //! `AUTH_TOKEN_EXPIRED` otherwise); whether the principal may call the route is
 //! `permission::authorize`'s decision.
+//!
+//! An access token is checked against the `users` table on every request, so what happens to
+//! its user takes effect on the very next request, not when the token expires:
+//! - disabling the user: every access token of theirs is refused at once (401);
+//! - a password change or `POST /v1/users/{id}/revoke-tokens`: every access token issued before
+//!   it is refused at once (the user's `token_generation` moves past the one the token
+//!   carries); tokens issued afterwards work;
+//! - a role change: the next request acts with the new role (the role is read from the table,
+//!   never from the token), with the same token.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderValue, header, request::Parts};
@@ -21,7 +33,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
+use crate::api_key::{self, ApiKeySecret};
 use crate::jwt::{JwtKeys, TokenError};
+use crate::permission::Permission;
 use crate::session::CookieSession;
 use crate::{ApiError, Code};
 
@@ -132,6 +146,40 @@ pub struct Authenticator {
     /// The primary: a token's user is looked up in the inline `users` table.
     pub pool: Pool,
     pub clock: Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>,
+    /// When each API key's use was last written to `api_keys.last_used_at`.
+    pub key_usage: KeyUsage,
+}
+
+/// How often, at most, one API key's `last_used_at` is written.
+pub const KEY_USAGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The in-memory throttle of `api_keys.last_used_at` writes: at most one per key per
+/// `KEY_USAGE_INTERVAL` from this process.
+///
+/// `last_used_at` is a column of the read table, not an event: usage is not history, and an
+/// event per request would grow the log with every call a service makes.
+#[derive(Clone, Default)]
+pub struct KeyUsage(Arc<Mutex<HashMap<Uuid, Instant>>>);
+
+impl KeyUsage {
+    /// Keys remembered before the stale ones are dropped.
+    const PRUNE_ABOVE: usize = 10_000;
+
+    /// Whether a use of `key` at `now` is to be written; if so, it counts as written.
+    pub fn due(&self, key: Uuid, now: Instant) -> bool {
+        let mut written = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if written
+            .get(&key)
+            .is_some_and(|at| now.saturating_duration_since(*at) < KEY_USAGE_INTERVAL)
+        {
+            return false;
+        }
+        written.insert(key, now);
+        if written.len() > Self::PRUNE_ABOVE {
+            written.retain(|_, at| now.saturating_duration_since(*at) < KEY_USAGE_INTERVAL);
+        }
+        true
+    }
 }
 
 /// Middleware: settles the request's principal, or answers 401 for a bad bearer token.
@@ -195,6 +243,9 @@ async fn principal_of(
     {
         return Ok(Principal::Bootstrap);
     }
+    if token.starts_with(api_key::PREFIX) {
+        return api_key_principal(auth, token).await;
+    }
     let claims = auth
         .keys
         .verify(token, (auth.clock)())
@@ -217,7 +268,17 @@ async fn principal_of(
     let id = Uuid::parse_str(&claims.sub).map_err(|_| invalid())?;
     let client = auth.pool.get().await.map_err(AuthFailure::other)?;
     match user_status(&client, id).await.map_err(AuthFailure::other)? {
-        Some((role, false)) => Ok(Principal::User { id, role }),
+        Some(user) if !user.disabled && claims.generation >= user.token_generation => {
+            Ok(Principal::User {
+                id,
+                role: user.role,
+            })
+        }
+        Some(user) if !user.disabled => Err(AuthFailure::token(
+            Code::AuthInvalidToken,
+            "the access token was revoked (a password change or a revocation of the user's \
+             tokens); log in again",
+        )),
         _ => Err(invalid()),
     }
 }
@@ -247,6 +308,82 @@ async fn session_principal(
             },
         )
     }))
+}
+
+/// The principal of an API key: one lookup by the key's hash. An unknown or revoked key is
+/// 401 `AUTH_INVALID_TOKEN`.
+async fn api_key_principal(auth: &Authenticator, token: &str) -> Result<Principal, AuthFailure> {
+    let invalid = || {
+        AuthFailure::token(
+            Code::AuthInvalidToken,
+            "the API key is not valid, or it has been revoked",
+        )
+    };
+    let key = ApiKeySecret::parse(token).ok_or_else(invalid)?;
+    let client = auth.pool.get().await.map_err(AuthFailure::other)?;
+    let (id, scopes) = api_key_status(&client, &key.hash())
+        .await
+        .map_err(AuthFailure::other)?
+        .filter(|status| !status.revoked)
+        .map(|status| (status.id, status.scopes))
+        .ok_or_else(invalid)?;
+    drop(client);
+    record_key_use(auth, id);
+    Ok(Principal::ApiKey { id, scopes })
+}
+
+/// What authentication needs of an API key.
+pub struct ApiKeyStatus {
+    pub id: Uuid,
+    /// The key's scopes this code knows (a name it does not know grants nothing).
+    pub scopes: Vec<Permission>,
+    pub revoked: bool,
+}
+
+/// The key with this hash (one lookup on the unique `key_hash`).
+pub async fn api_key_status(
+    client: &impl GenericClient,
+    key_hash: &str,
+) -> Result<Option<ApiKeyStatus>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT api_key_id, scopes, revoked_at IS NOT NULL FROM api_keys WHERE key_hash = $1",
+        )
+        .await?;
+    let Some(row) = client.query_opt(&statement, &[&key_hash]).await? else {
+        return Ok(None);
+    };
+    let scopes: Vec<String> = row.try_get(1)?;
+    Ok(Some(ApiKeyStatus {
+        id: row.try_get(0)?,
+        scopes: scopes.iter().filter_map(|s| Permission::parse(s)).collect(),
+        revoked: row.try_get(2)?,
+    }))
+}
+
+/// Stamps the key's `last_used_at`, at most once a minute per key, off the request path: a
+/// failure is logged and the request goes on.
+fn record_key_use(auth: &Authenticator, id: Uuid) {
+    if !auth.key_usage.due(id, Instant::now()) {
+        return;
+    }
+    let (pool, at) = (auth.pool.clone(), (auth.clock)());
+    tokio::spawn(async move {
+        let written = async {
+            let client = pool.get().await.map_err(|e| e.to_string())?;
+            client
+                .execute(
+                    "UPDATE api_keys SET last_used_at = $2 \
+                     WHERE api_key_id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+                    &[&id, &at],
+                )
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(error) = written.await {
+            tracing::warn!(api_key.id = %id, error = %error, "cannot record an API key's use");
+        }
+    });
 }
 
 /// The holder of a license key: the license whose key hashes to the presented one.
@@ -292,21 +429,36 @@ fn bearer_token(value: &HeaderValue) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-/// A user's role and whether they are disabled (one primary-key lookup).
+/// What a request needs to know of a token's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserStatus {
+    pub role: Role,
+    pub disabled: bool,
+    /// Access tokens of an earlier generation are refused.
+    pub token_generation: i64,
+}
+
+/// A user's role, whether they are disabled, and their token generation (one primary-key
+/// lookup).
 pub async fn user_status(
     client: &impl GenericClient,
     user_id: Uuid,
-) -> Result<Option<(Role, bool)>, tokio_postgres::Error> {
+) -> Result<Option<UserStatus>, tokio_postgres::Error> {
     let statement = client
-        .prepare_cached("SELECT role, disabled FROM users WHERE user_id = $1")
+        .prepare_cached("SELECT role, disabled, token_generation FROM users WHERE user_id = $1")
         .await?;
     let Some(row) = client.query_opt(&statement, &[&user_id]).await? else {
         return Ok(None);
     };
     let role: String = row.try_get(0)?;
     let disabled: bool = row.try_get(1)?;
+    let token_generation: i64 = row.try_get(2)?;
     // A role the code does not know is not a role anyone has.
-    Ok(Role::parse(&role).map(|role| (role, disabled)))
+    Ok(Role::parse(&role).map(|role| UserStatus {
+        role,
+        disabled,
+        token_generation,
+    }))
 }
 
 struct AuthFailure(ApiError, bool);
@@ -393,6 +545,17 @@ mod tests {
         assert!(token.matches(&"s".repeat(40)));
         assert!(!token.matches(&"s".repeat(41)));
         assert!(!format!("{token:?}").contains('s'));
+    }
+
+    #[test]
+    fn an_api_key_use_is_written_at_most_once_a_minute_per_key() {
+        let usage = KeyUsage::default();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let start = Instant::now();
+        assert!(usage.due(a, start));
+        assert!(!usage.due(a, start + Duration::from_secs(59)));
+        assert!(usage.due(b, start + Duration::from_secs(59)));
+        assert!(usage.due(a, start + KEY_USAGE_INTERVAL));
     }
 
     #[test]

@@ -1,10 +1,12 @@
-//! Redaction before anything is stored or logged: license keys in free text become their
-//! display prefix followed by `…`; JSON members named like a secret (key, password, token,
+//! Redaction before anything is stored or logged: license keys and API keys in free text become
+//! their display prefix followed by `…`; JSON members named like a secret (key, password, token,
 //! secret, authorization) become `"[REDACTED]"`; bodies are truncated to a bound.
 
 use std::borrow::Cow;
 
-const KEY_PREFIX: &str = "lic_";
+/// License keys (`lic_`) and API keys (`klk_`): a prefix and a base58 body.
+const KEY_PREFIXES: [&str; 2] = ["lic_", crate::api_key::PREFIX];
+const KEY_PREFIX_LEN: usize = 4;
 /// Characters of the key body kept, as in the stored display prefix.
 const KEPT: usize = 8;
 /// Shorter runs are not keys (a key body is about 49 characters).
@@ -14,9 +16,9 @@ fn is_base58(b: u8) -> bool {
     b.is_ascii_alphanumeric() && !matches!(b, b'0' | b'O' | b'I' | b'l')
 }
 
-/// Replaces every `lic_…` key in `text` with its display prefix.
+/// Replaces every `lic_…` and `klk_…` key in `text` with its display prefix.
 pub fn redact_license_keys(text: &str) -> Cow<'_, str> {
-    if !text.contains(KEY_PREFIX) {
+    if !KEY_PREFIXES.iter().any(|prefix| text.contains(prefix)) {
         return Cow::Borrowed(text);
     }
     let bytes = text.as_bytes();
@@ -24,8 +26,11 @@ pub fn redact_license_keys(text: &str) -> Cow<'_, str> {
     let mut i = 0;
     let mut changed = false;
     while i < bytes.len() {
-        if text[i..].starts_with(KEY_PREFIX) {
-            let body_start = i + KEY_PREFIX.len();
+        if KEY_PREFIXES
+            .iter()
+            .any(|prefix| text[i..].starts_with(prefix))
+        {
+            let body_start = i + KEY_PREFIX_LEN;
             let body_len = bytes[body_start..]
                 .iter()
                 .take_while(|b| is_base58(**b))
@@ -442,6 +447,12 @@ mod tests {
         assert_eq!(
             redact_license_keys(&text),
             "unknown variant `lic_4vJ9hGq2…`, expected one of"
+        );
+        let api_key = crate::api_key::ApiKeySecret::generate().unwrap();
+        let text = format!("Bearer {}", api_key.expose());
+        assert_eq!(
+            redact_text(&text),
+            format!("Bearer {}…", api_key.display_prefix())
         );
     }
 

@@ -1,6 +1,7 @@
 //! The write side: pure aggregates (decide/apply), the command execution loop with optimistic
 //! concurrency, and the HTTP command routes.
 
+pub mod api_key;
 pub mod auth;
 pub mod execute;
 pub mod idempotency;
@@ -84,5 +85,7 @@ pub fn router(state: CommandState) -> Routes {
                 ))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT))
         })
-        .with_state(state)
+        .with_state(state.clone())
+        // Outside the Idempotency-Key layer: a new key's answer must not be stored.
+        .merge(api_key::router(state))
 }

@@ -1,6 +1,7 @@
 //! The event log: event types, envelopes, the PostgreSQL event store with group commit, the
 //! ordered `$all` reader, the hash chain and its verifier, and the NATS JetStream relay.
 
+pub mod api_key;
 pub mod chain;
 pub mod db;
 pub mod envelope;

@@ -53,6 +53,10 @@ pub enum UserEvent {
     UserRoleChanged(UserRoleChanged),
     UserPasswordChanged(UserPasswordChanged),
     UserDisabled(UserDisabled),
+    UserEnabled(UserEnabled),
+    /// Every access token issued to the user before this event is refused from here on (their
+    /// refresh families are revoked by events of their own).
+    UserTokensRevoked(UserTokensRevoked),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,12 +92,26 @@ pub struct UserDisabled {
     pub at: DateTime<Utc>,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserEnabled {
+    pub user_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserTokensRevoked {
+    pub user_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+
 impl EventPayload for UserEvent {
     const EVENT_TYPES: &'static [&'static str] = &[
         "UserCreated",
         "UserRoleChanged",
         "UserPasswordChanged",
         "UserDisabled",
+        "UserEnabled",
+        "UserTokensRevoked",
     ];
 
     fn event_type(&self) -> &'static str {
@@ -102,6 +120,8 @@ impl EventPayload for UserEvent {
             UserEvent::UserRoleChanged(_) => "UserRoleChanged",
             UserEvent::UserPasswordChanged(_) => "UserPasswordChanged",
             UserEvent::UserDisabled(_) => "UserDisabled",
+            UserEvent::UserEnabled(_) => "UserEnabled",
+            UserEvent::UserTokensRevoked(_) => "UserTokensRevoked",
         }
     }
 }
@@ -113,8 +133,11 @@ pub enum RevokeReason {
     /// A token already rotated was presented again (RFC 9700 reuse detection).
     Reuse,
     Logout,
+    /// An admin ended the user's sessions (`POST /v1/users/{id}/revoke-tokens`).
     Admin,
     UserDisabled,
+    /// The user's password changed: every login made with the old one ends.
+    PasswordChanged,
 }
 
 impl RevokeReason {
@@ -124,6 +147,7 @@ impl RevokeReason {
             RevokeReason::Logout => "logout",
             RevokeReason::Admin => "admin",
             RevokeReason::UserDisabled => "user_disabled",
+            RevokeReason::PasswordChanged => "password_changed",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The read side's builders: the projector runtime (checkpoints, leases, wake-ups, rebuilds),
 //! consistency waits, and each projection of the log.
 
+pub mod api_key;
 pub mod consistency;
 pub mod license;
 pub mod rebuild;
@@ -18,6 +19,7 @@ pub fn inline() -> Vec<Arc<dyn Projection>> {
     vec![
         Arc::new(license::validation::LicenseValidation),
         Arc::new(user::Users),
+        Arc::new(api_key::ApiKeys),
     ]
 }
 

@@ -1,6 +1,10 @@
 //! `users` (who may log in, with which role) and `refresh_tokens` (token hash → family and
 //! state), maintained inline in the append transaction: a user created can log in at once,
 //! and a rotated or revoked refresh token is refused by the very next request.
+//!
+//! `users.token_generation` moves on with each event that ends a user's access tokens
+//! (`UserPasswordChanged`, `UserTokensRevoked`, `UserDisabled`); an access token carries the
+//! generation it was issued in.
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
@@ -16,6 +20,8 @@ const EVENT_TYPES: &[&str] = &[
     "UserRoleChanged",
     "UserPasswordChanged",
     "UserDisabled",
+    "UserEnabled",
+    "UserTokensRevoked",
     "RefreshFamilyStarted",
     "RefreshTokenRotated",
     "RefreshFamilyRevoked",
@@ -95,7 +101,8 @@ async fn apply_user(
         UserEvent::UserPasswordChanged(e) => {
             let statement = tx
                 .prepare_cached(
-                    "UPDATE users SET password_hash = $2, updated_at = $3, position = $4 \
+                    "UPDATE users SET password_hash = $2, updated_at = $3, position = $4, \
+                                      token_generation = token_generation + 1 \
                      WHERE user_id = $1",
                 )
                 .await?;
@@ -108,7 +115,29 @@ async fn apply_user(
         UserEvent::UserDisabled(e) => {
             let statement = tx
                 .prepare_cached(
-                    "UPDATE users SET disabled = true, updated_at = $2, position = $3 \
+                    "UPDATE users SET disabled = true, updated_at = $2, position = $3, \
+                                      token_generation = token_generation + 1 \
+                     WHERE user_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.user_id, &e.at, &position])
+                .await?;
+        }
+        UserEvent::UserEnabled(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE users SET disabled = false, updated_at = $2, position = $3 \
+                     WHERE user_id = $1",
+                )
+                .await?;
+            tx.execute(&statement, &[&e.user_id, &e.at, &position])
+                .await?;
+        }
+        UserEvent::UserTokensRevoked(e) => {
+            let statement = tx
+                .prepare_cached(
+                    "UPDATE users SET updated_at = $2, position = $3, \
+                                      token_generation = token_generation + 1 \
                      WHERE user_id = $1",
                 )
                 .await?;
@@ -213,6 +242,8 @@ pub struct LoginRow {
     pub role: String,
     pub password_hash: String,
     pub disabled: bool,
+    /// The generation an access token issued now carries.
+    pub token_generation: i64,
 }
 
 /// The user with this (lower-cased) email.
@@ -221,7 +252,10 @@ pub async fn user_by_email(
     email: &str,
 ) -> Result<Option<LoginRow>, tokio_postgres::Error> {
     let statement = client
-        .prepare_cached("SELECT user_id, role, password_hash, disabled FROM users WHERE email = $1")
+        .prepare_cached(
+            "SELECT user_id, role, password_hash, disabled, token_generation \
+             FROM users WHERE email = $1",
+        )
         .await?;
     let row = client.query_opt(&statement, &[&email]).await?;
     row.map(|row| {
@@ -230,7 +264,94 @@ pub async fn user_by_email(
             role: row.try_get(1)?,
             password_hash: row.try_get(2)?,
             disabled: row.try_get(3)?,
+            token_generation: row.try_get(4)?,
         })
     })
     .transpose()
+}
+
+/// The families with a live refresh token of a user.
+pub async fn live_families(
+    client: &impl deadpool_postgres::GenericClient,
+    user_id: uuid::Uuid,
+) -> Result<Vec<uuid::Uuid>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT DISTINCT family_id FROM refresh_tokens \
+             WHERE user_id = $1 AND state = 'current'",
+        )
+        .await?;
+    client
+        .query(&statement, &[&user_id])
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect()
+}
+
+/// A user as the API shows them (never the password's hash).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UserRow {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub role: String,
+    pub disabled: bool,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+const USER_COLUMNS: &str = "user_id, email, role, disabled, created_at";
+
+fn user_row(row: &tokio_postgres::Row) -> Result<UserRow, tokio_postgres::Error> {
+    Ok(UserRow {
+        id: row.try_get(0)?,
+        email: row.try_get(1)?,
+        role: row.try_get(2)?,
+        disabled: row.try_get(3)?,
+        created_at: row.try_get(4)?,
+    })
+}
+
+/// Every user, oldest first.
+pub async fn users(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<Vec<UserRow>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY created_at, user_id"
+        ))
+        .await?;
+    client
+        .query(&statement, &[])
+        .await?
+        .iter()
+        .map(user_row)
+        .collect()
+}
+
+/// One user by id.
+pub async fn user(
+    client: &impl deadpool_postgres::GenericClient,
+    user_id: uuid::Uuid,
+) -> Result<Option<UserRow>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE user_id = $1"
+        ))
+        .await?;
+    client
+        .query_opt(&statement, &[&user_id])
+        .await?
+        .as_ref()
+        .map(user_row)
+        .transpose()
+}
+
+/// How many users are admins and not disabled.
+pub async fn enabled_admins(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<i64, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached("SELECT count(*) FROM users WHERE role = 'admin' AND NOT disabled")
+        .await?;
+    client.query_one(&statement, &[]).await?.try_get(0)
 }

@@ -38,6 +38,20 @@ pub struct EventView {
     pub hash: String,
 }
 
+impl EventView {
+    /// Who caused the event (`user:<id>`, `api_key:<id>`, `license:<id>`, `system`, …), from
+    /// its metadata.
+    pub fn actor(&self) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Actor {
+            actor: Option<String>,
+        }
+        serde_json::from_str::<Actor>(self.metadata.get())
+            .ok()
+            .and_then(|m| m.actor)
+    }
+}
+
 /// The columns an `EventView` is read from, in `event_view` order.
 pub(crate) const EVENT_COLUMNS: &str = "position, event_id, stream_id, version, event_type, \
     schema_version, data, metadata, recorded_at, hash";

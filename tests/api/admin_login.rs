@@ -447,3 +447,29 @@ async fn logging_in_as_someone_else_ends_the_session_the_browser_had() {
     );
     assert_eq!(page(&app, &first, "/admin").await.status(), 303);
 }
+
+#[tokio::test]
+async fn revoking_a_users_tokens_or_disabling_them_ends_their_hub_session() {
+    let app = app().await;
+    let ops = create_user(&app.database.url, "ops@example.com", Role::Operator).await;
+    let viewer = create_user(&app.database.url, "viewer@example.com", Role::Viewer).await;
+    let ops_session = log_in(&app, "ops@example.com").await;
+    let viewer_session = log_in(&app, "viewer@example.com").await;
+    assert_eq!(page(&app, &ops_session, "/admin").await.status(), 200);
+    assert_eq!(page(&app, &viewer_session, "/admin").await.status(), 200);
+
+    let revoked = app
+        .post(&format!("/v1/users/{ops}/revoke-tokens"), &json!({}))
+        .await;
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    let disabled = app
+        .post(&format!("/v1/users/{viewer}/disable"), &json!({}))
+        .await;
+    assert!(disabled.status().is_success(), "{}", disabled.status());
+
+    for session in [&ops_session, &viewer_session] {
+        let response = page(&app, session, "/admin").await;
+        assert_eq!(response.status(), 303);
+        assert!(location(&response).starts_with("/admin/login"));
+    }
+}

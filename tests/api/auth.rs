@@ -20,12 +20,12 @@ use crate::helpers::{
 async fn disable_user(database_url: &str, user_id: Uuid) {
     let pool = keyledger_events::db::pool(database_url, 2).unwrap();
     let (store, writer) = PgEventStore::start(
-        pool,
+        pool.clone(),
         WriterConfig::default(),
         keyledger_projections::inline(),
         Notifier::default(),
     );
-    keyledger_command::user::disable_user(&store, user_id, &system(), Utc::now())
+    keyledger_command::user::disable_user(&store, &pool, user_id, &system(), Utc::now())
         .await
         .unwrap();
     writer.abort();

@@ -5,6 +5,7 @@
     reason = "a test fails loudly on broken set-up"
 )]
 mod admin_login;
+mod api_keys;
 mod auth;
 mod bad_input;
 mod crash;
@@ -26,3 +27,4 @@ mod request_log;
 mod resilience;
 mod secrets;
 mod sessions;
+mod users;

@@ -88,6 +88,8 @@ fn expected(access: Access, caller: Caller) -> Outcome {
         (Access::Public, _) => Outcome::Allowed,
         (_, Caller::Anonymous) => Outcome::Unauthenticated,
         (Access::Authenticated, _) => Outcome::Allowed,
+        (Access::SignedInUser, Caller::User(_)) => Outcome::Allowed,
+        (Access::SignedInUser, _) => Outcome::Forbidden,
         (Access::OwnLicense(_), Caller::License { own: true }) => Outcome::Allowed,
         (Access::Requires(p) | Access::OwnLicense(p), _) if holds(p) => Outcome::Allowed,
         _ => Outcome::Forbidden,
@@ -255,6 +257,20 @@ async fn prepare(app: &TestApp, world: &World, rule: &Rule) -> Call {
             .await;
             (rule.path.replace("{id}", &record_id), None)
         }
+        ("POST", "/v1/api-keys") => (
+            rule.path.to_owned(),
+            Some(json!({"name": "matrix", "scopes": ["licenses:read"]})),
+        ),
+        (_, "/v1/api-keys/{id}") => {
+            let key = admin_ok(
+                app,
+                post.clone(),
+                "/v1/api-keys",
+                json!({"name": "matrix", "scopes": ["licenses:read"]}),
+            )
+            .await;
+            (rule.path.replace("{id}", key["id"].as_str().unwrap()), None)
+        }
         ("POST", "/v1/auth/login") => (
             rule.path.to_owned(),
             Some(json!({"email": "admin@example.com", "password": PASSWORD})),
@@ -277,6 +293,41 @@ async fn prepare(app: &TestApp, world: &World, rule: &Rule) -> Call {
             form = Some(vec![]);
             (rule.path.to_owned(), None)
         }
+        ("POST", "/v1/users") => (
+            rule.path.to_owned(),
+            Some(json!({
+                "email": format!("m-{}@example.com", uuid::Uuid::new_v4().simple()),
+                "password": PASSWORD,
+                "role": "viewer",
+            })),
+        ),
+        (method, path) if path.starts_with("/v1/users/{id}") => {
+            // A user of its own for each call that changes one.
+            let user = admin_ok(
+                app,
+                post.clone(),
+                "/v1/users",
+                json!({
+                    "email": format!("m-{}@example.com", uuid::Uuid::new_v4().simple()),
+                    "password": PASSWORD,
+                    "role": "viewer",
+                }),
+            )
+            .await;
+            let path = path.replace("{id}", user["id"].as_str().unwrap());
+            let body = match path.rsplit('/').next() {
+                Some("role") => Some(json!({"role": "auditor"})),
+                Some("password") => Some(json!({"password": "another horse battery"})),
+                _ if method == "POST" => Some(json!({})),
+                _ => None,
+            };
+            (path, body)
+        }
+        // The caller's own password, set to what it was (the callers log in again after).
+        ("POST", "/v1/auth/password") => (
+            rule.path.to_owned(),
+            Some(json!({"current_password": PASSWORD, "new_password": PASSWORD})),
+        ),
         ("GET", "/v1/streams/{stream_id}/events") => (
             rule.path
                 .replace("{stream_id}", &format!("license-{license_id}")),
@@ -388,6 +439,13 @@ async fn each_route_answers_each_caller_as_the_permission_table_says() {
                     "{} {} as {caller:?}: expected {outcome:?}, got {status} {code:?}",
                     rule.method, rule.path
                 ));
+            }
+        }
+        if rule.path == "/v1/auth/password" {
+            // A password change ends the user's tokens: the routes after it get new ones.
+            for (role, token) in tokens.iter_mut() {
+                let login = login(&app, &format!("{}@example.com", role.as_str())).await;
+                *token = login["access_token"].as_str().unwrap().to_owned();
             }
         }
     }
@@ -506,5 +564,31 @@ fn the_readme_shows_the_permission_table_as_enforced() {
         readme.contains(&table),
         "README.md's permission table differs from the enforced one; `keyledger permissions` \
          prints it:\n{table}"
+    );
+}
+
+#[tokio::test]
+async fn the_license_page_shows_who_did_each_thing() {
+    let app = spawn_app().await;
+    let (license_id, key) = issue(&app).await;
+    let holder = crate::helpers::client_with(&format!("License {key}"));
+    let activated = holder
+        .post(app.url(&format!("/v1/licenses/{license_id}/installations")))
+        .json(&json!({"installation_id": "desk"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(activated.status(), 201);
+    let page = app
+        .get_at(&format!("/admin/licenses/{license_id}"), app.head().await)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let history = &page[page.find("id=\"history\"").expect("a history table")..];
+    assert!(history.contains("<td>admin_token</td>"), "{history}");
+    assert!(
+        history.contains(&format!("<td>license:{license_id}</td>")),
+        "{history}"
     );
 }

@@ -133,7 +133,7 @@ fn invalid_refresh_token() -> ApiError {
     )
 }
 
-fn family_error(error: CommandError<FamilyError>) -> ApiError {
+pub(crate) fn family_error(error: CommandError<FamilyError>) -> ApiError {
     match error {
         CommandError::Domain(FamilyError::Expired) => ApiError::unauthorized(
             Code::AuthTokenExpired,
@@ -162,10 +162,31 @@ fn access_token(
     keys: &JwtKeys,
     user_id: Uuid,
     role: Role,
+    generation: i64,
     now: DateTime<Utc>,
 ) -> Result<String, ApiError> {
-    keys.issue(&user_id.to_string(), role, now)
+    keys.issue(&user_id.to_string(), role, generation, now)
         .map_err(|e| ApiError::internal(format!("signing an access token: {e}")))
+}
+
+/// The failed-password budget of an account: known or not, an account is throttled alike (by
+/// a hash of the lower-cased email: no email is kept in memory).
+pub(crate) fn throttle_account(email: &str) -> String {
+    hex::encode(Sha256::digest(email.as_bytes()))
+}
+
+/// The failed-password budget of the client's address.
+pub(crate) fn throttle_ip(
+    limits: &RateLimits,
+    headers: &HeaderMap,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+) -> std::net::IpAddr {
+    limits
+        .client_ip(
+            headers,
+            peer.map(|axum::Extension(ConnectInfo(address))| address),
+        )
+        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 
 /// A successful login: a new refresh family and the tokens of it.
@@ -191,8 +212,7 @@ pub async fn log_in(
     lifetime: chrono::Duration,
 ) -> Result<LoggedIn, ApiError> {
     let email = email.trim().to_lowercase();
-    // Known or not, an account is throttled alike (by a hash: no email is kept in memory).
-    let account = hex::encode(Sha256::digest(email.as_bytes()));
+    let account = throttle_account(&email);
     let throttle = state.limits.login_throttle();
     throttle
         .check(&account, ip)
@@ -238,11 +258,32 @@ pub async fn log_in(
     )
     .await
     .map_err(family_error)?;
+    // A password change (or a revocation of the user's tokens) that committed while this
+    // login ran may have listed the user's families before this one began: then it ends here.
+    let generation = {
+        let client = state.pool.get().await?;
+        keyledger_api::principal::user_status(&client, user.user_id).await?
+    };
+    if generation.is_none_or(|now| now.disabled || now.token_generation != user.token_generation) {
+        execute::<RefreshFamily>(
+            state.store.as_ref(),
+            &refresh_family_stream(family_id),
+            &FamilyCommand::Revoke {
+                reason: RevokeReason::PasswordChanged,
+                at: now,
+            },
+            &metadata(request_id, user.user_id),
+            &|_, _| None,
+        )
+        .await
+        .map_err(family_error)?;
+        return Err(invalid_credentials());
+    }
     Ok(LoggedIn {
         user_id: user.user_id,
         role,
         family_id,
-        access_token: access_token(&state.keys, user.user_id, role, now)?,
+        access_token: access_token(&state.keys, user.user_id, role, user.token_generation, now)?,
         refresh_token,
     })
 }
@@ -253,13 +294,7 @@ pub fn client_ip(
     headers: &HeaderMap,
     peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
 ) -> std::net::IpAddr {
-    state
-        .limits
-        .client_ip(
-            headers,
-            peer.map(|axum::Extension(ConnectInfo(address))| address),
-        )
-        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+    throttle_ip(&state.limits, headers, peer)
 }
 
 /// `POST /v1/auth/login {email, password}`: see [`log_in`].
@@ -321,8 +356,8 @@ pub async fn refresh(
         let client = state.pool.get().await?;
         keyledger_api::principal::user_status(&client, user_id).await?
     };
-    let role = match status {
-        Some((role, false)) => role,
+    let user = match status {
+        Some(user) if !user.disabled => user,
         _ => {
             execute::<RefreshFamily>(
                 state.store.as_ref(),
@@ -355,7 +390,13 @@ pub async fn refresh(
             .map_err(family_error)?;
     match executed.events.as_slice() {
         [RefreshFamilyEvent::RefreshTokenRotated(_)] => Ok(token_reply(&TokenResponse {
-            access_token: access_token(&state.keys, user_id, role, now)?,
+            access_token: access_token(
+                &state.keys,
+                user_id,
+                user.role,
+                user.token_generation,
+                now,
+            )?,
             token_type: "Bearer",
             expires_in: ACCESS_TOKEN_SECONDS,
             refresh_token,

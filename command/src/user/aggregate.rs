@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use keyledger_events::user::{
-    Role, UserCreated, UserDisabled, UserEvent, UserPasswordChanged, UserRoleChanged,
+    Role, UserCreated, UserDisabled, UserEnabled, UserEvent, UserPasswordChanged, UserRoleChanged,
+    UserTokensRevoked,
 };
 use uuid::Uuid;
 
@@ -43,13 +44,21 @@ pub enum UserCommand {
     Disable {
         at: DateTime<Utc>,
     },
+    Enable {
+        at: DateTime<Utc>,
+    },
+    /// Ends the access tokens issued so far (the refresh families are revoked on their own
+    /// streams).
+    RevokeTokens {
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UserError {
     NotFound,
     AlreadyExists,
-    /// A disabled user changes no more.
+    /// A disabled user's role and password stay as they are until the user is enabled.
     Disabled,
 }
 
@@ -93,6 +102,20 @@ impl Aggregate for User {
                 email,
                 role,
                 disabled: true,
+            },
+            (
+                User::Existing {
+                    user_id,
+                    email,
+                    role,
+                    ..
+                },
+                UserEvent::UserEnabled(_),
+            ) => User::Existing {
+                user_id,
+                email,
+                role,
+                disabled: false,
             },
             (state, _) => state,
         }
@@ -139,6 +162,17 @@ impl Aggregate for User {
                 user_id,
                 at: *at,
             })]),
+            UserCommand::Enable { .. } if !disabled => Ok(vec![]),
+            UserCommand::Enable { at } => Ok(vec![UserEvent::UserEnabled(UserEnabled {
+                user_id,
+                at: *at,
+            })]),
+            UserCommand::RevokeTokens { at } => {
+                Ok(vec![UserEvent::UserTokensRevoked(UserTokensRevoked {
+                    user_id,
+                    at: *at,
+                })])
+            }
             _ if disabled => Err(UserError::Disabled),
             UserCommand::ChangeRole { role, .. } if *role == current_role => Ok(vec![]),
             UserCommand::ChangeRole { role, at } => {
@@ -258,6 +292,55 @@ mod tests {
                 at: at()
             }),
             Err(UserError::Disabled)
+        );
+    }
+
+    #[test]
+    fn given_a_disabled_user_when_enabled_then_they_can_change_again() {
+        let disabled_event = UserEvent::UserDisabled(UserDisabled {
+            user_id: Uuid::nil(),
+            at: at(),
+        });
+        let events = given(&[created(), disabled_event.clone()])
+            .decide(&UserCommand::Enable { at: at() })
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![UserEvent::UserEnabled(UserEnabled {
+                user_id: Uuid::nil(),
+                at: at()
+            })]
+        );
+        let enabled = given(&[created(), disabled_event, events[0].clone()]);
+        assert_eq!(
+            enabled.decide(&UserCommand::Enable { at: at() }),
+            Ok(vec![])
+        );
+        assert!(
+            enabled
+                .decide(&UserCommand::ChangeRole {
+                    role: Role::Viewer,
+                    at: at()
+                })
+                .is_ok_and(|events| events.len() == 1)
+        );
+    }
+
+    #[test]
+    fn given_a_user_when_tokens_are_revoked_then_each_revocation_is_an_event() {
+        let state = given(&[created()]);
+        for _ in 0..2 {
+            assert_eq!(
+                state.decide(&UserCommand::RevokeTokens { at: at() }),
+                Ok(vec![UserEvent::UserTokensRevoked(UserTokensRevoked {
+                    user_id: Uuid::nil(),
+                    at: at()
+                })])
+            );
+        }
+        assert_eq!(
+            given(&[]).decide(&UserCommand::RevokeTokens { at: at() }),
+            Err(UserError::NotFound)
         );
     }
 

@@ -1,17 +1,42 @@
-//! Users (operators): the aggregate, emails, argon2id password hashing, and the commands the
-//! CLI and the API run to create and disable users.
+//! Users (operators): the aggregate, emails, argon2id password hashing, the commands the CLI
+//! and the API run to manage users and end their access, and the `/v1/users` routes.
+//!
+//! Ending a user's access is two kinds of events: one on the user's stream (`UserDisabled`,
+//! `UserPasswordChanged`, `UserTokensRevoked`), which refuses their access tokens from the next
+//! request on, then one `RefreshFamilyRevoked` per live login, which ends their refresh tokens.
 
 pub mod aggregate;
 pub mod password;
+pub mod routes;
 
 use chrono::{DateTime, Utc};
-use keyledger_api::Role;
-use keyledger_events::user::user_stream;
+use deadpool_postgres::Pool;
+use keyledger_api::{ApiError, Code, Role};
+use keyledger_events::user::{RevokeReason, refresh_family_stream, user_stream};
 use keyledger_events::{EventStore, Metadata};
 use uuid::Uuid;
 
+use crate::auth::family::{FamilyCommand, RefreshFamily};
 use crate::execute::{CommandError, execute, execute_on_new_stream};
 use aggregate::{User, UserCommand, UserError};
+
+impl From<CommandError<UserError>> for ApiError {
+    fn from(error: CommandError<UserError>) -> Self {
+        match error {
+            CommandError::Domain(UserError::NotFound) => {
+                ApiError::not_found(Code::ResUserNotFound, "no user has this id")
+            }
+            CommandError::Domain(UserError::AlreadyExists) => {
+                ApiError::conflict(Code::BizUserExists, "a user with this id already exists")
+            }
+            CommandError::Domain(UserError::Disabled) => ApiError::conflict(
+                Code::BizUserDisabled,
+                "the user is disabled; enable them first",
+            ),
+            CommandError::Conflict(cause) | CommandError::Store(cause) => ApiError::store(cause),
+        }
+    }
+}
 
 /// Longest email accepted (RFC 5321's path limit).
 const MAX_EMAIL_CHARS: usize = 254;
@@ -105,22 +130,155 @@ pub async fn create_user(
     Ok(user_id)
 }
 
-/// Disables a user: they can no longer log in, refresh, or use their access tokens.
+/// Runs a command on a user's stream; returns how many events it appended.
+async fn on_user(
+    store: &dyn EventStore,
+    user_id: Uuid,
+    command: UserCommand,
+    metadata: &Metadata,
+) -> Result<usize, ApiError> {
+    let executed = execute::<User>(store, &user_stream(user_id), &command, metadata, &|_, _| {
+        None
+    })
+    .await?;
+    Ok(executed.events.len())
+}
+
+/// Revokes every live refresh family of a user, one `RefreshFamilyRevoked` each; returns how
+/// many were live.
+pub async fn revoke_families(
+    store: &dyn EventStore,
+    pool: &Pool,
+    user_id: Uuid,
+    reason: RevokeReason,
+    metadata: &Metadata,
+    now: DateTime<Utc>,
+) -> Result<usize, ApiError> {
+    let families = {
+        let client = pool.get().await?;
+        keyledger_projections::user::live_families(&client, user_id).await?
+    };
+    let mut revoked = 0;
+    for family_id in families {
+        let executed = execute::<RefreshFamily>(
+            store,
+            &refresh_family_stream(family_id),
+            &FamilyCommand::Revoke { reason, at: now },
+            metadata,
+            &|_, _| None,
+        )
+        .await
+        .map_err(crate::auth::family_error)?;
+        revoked += executed.events.len();
+    }
+    Ok(revoked)
+}
+
+/// Disables a user: they can no longer log in, their access tokens are refused at once, and
+/// their logins are revoked (so enabling them again revives none of them).
 pub async fn disable_user(
+    store: &dyn EventStore,
+    pool: &Pool,
+    user_id: Uuid,
+    metadata: &Metadata,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    on_user(store, user_id, UserCommand::Disable { at: now }, metadata).await?;
+    revoke_families(
+        store,
+        pool,
+        user_id,
+        RevokeReason::UserDisabled,
+        metadata,
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Enables a disabled user: they can log in again (with a new login: their old tokens stay
+/// dead).
+pub async fn enable_user(
     store: &dyn EventStore,
     user_id: Uuid,
     metadata: &Metadata,
     now: DateTime<Utc>,
-) -> Result<(), CommandError<UserError>> {
-    execute::<User>(
+) -> Result<(), ApiError> {
+    on_user(store, user_id, UserCommand::Enable { at: now }, metadata).await?;
+    Ok(())
+}
+
+/// Changes a user's role; it takes effect on the user's next request.
+pub async fn change_role(
+    store: &dyn EventStore,
+    user_id: Uuid,
+    role: Role,
+    metadata: &Metadata,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    on_user(
         store,
-        &user_stream(user_id),
-        &UserCommand::Disable { at: now },
+        user_id,
+        UserCommand::ChangeRole { role, at: now },
         metadata,
-        &|_, _| None,
     )
-    .await
-    .map(|_| ())
+    .await?;
+    Ok(())
+}
+
+/// Sets a new password (checked like a new user's): the old one no longer logs in, the access
+/// tokens issued so far are refused, and every login of the user is revoked.
+pub async fn change_password(
+    store: &dyn EventStore,
+    pool: &Pool,
+    user_id: Uuid,
+    new_password: String,
+    metadata: &Metadata,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    password::check_new(&new_password).map_err(|e| ApiError::invalid_field("password", e))?;
+    let password_hash = password::hash(new_password)
+        .await
+        .map_err(ApiError::internal)?;
+    on_user(
+        store,
+        user_id,
+        UserCommand::ChangePassword {
+            password_hash,
+            at: now,
+        },
+        metadata,
+    )
+    .await?;
+    revoke_families(
+        store,
+        pool,
+        user_id,
+        RevokeReason::PasswordChanged,
+        metadata,
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Ends every token of a user: their access tokens are refused from the next request on and
+/// their logins are revoked. Returns how many logins were live.
+pub async fn revoke_tokens(
+    store: &dyn EventStore,
+    pool: &Pool,
+    user_id: Uuid,
+    metadata: &Metadata,
+    now: DateTime<Utc>,
+) -> Result<usize, ApiError> {
+    on_user(
+        store,
+        user_id,
+        UserCommand::RevokeTokens { at: now },
+        metadata,
+    )
+    .await?;
+    revoke_families(store, pool, user_id, RevokeReason::Admin, metadata, now).await
 }
 
 #[cfg(test)]

@@ -266,11 +266,12 @@ pub async fn detail(
             h2 { "History" }
             div.table-wrap {
                 table #history {
-                    thead { tr { th { "Position" } th { "Event" } th { "When" } th { "Data" } } }
+                    thead { tr { th { "Position" } th { "Event" } th { "When" } th { "By" } th { "Data" } } }
                     tbody {
                         @for e in &history {
                             tr {
                                 td { (e.position) } td { (e.event_type) } td { (time(e.recorded_at)) }
+                                td { (e.actor().unwrap_or_default()) }
                                 td.wrap { details { summary { "JSON" } pre { (pretty_stored(&e.data)) } } }
                             }
                         }

@@ -1,0 +1,175 @@
+//! The API key aggregate: pure decide/apply. The handler brings the id, the time, the key's
+//! hash and prefix, and the actor in the command.
+
+use chrono::{DateTime, Utc};
+use keyledger_events::api_key::{ApiKeyCreated, ApiKeyEvent, ApiKeyRevoked};
+use uuid::Uuid;
+
+use crate::execute::Aggregate;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum ApiKey {
+    #[default]
+    Absent,
+    Existing {
+        api_key_id: Uuid,
+        revoked: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiKeyCommand {
+    Create {
+        api_key_id: Uuid,
+        /// Already validated.
+        name: String,
+        prefix: String,
+        key_hash: String,
+        /// Known permission names, without duplicates.
+        scopes: Vec<String>,
+        created_by: String,
+        at: DateTime<Utc>,
+    },
+    Revoke {
+        by: String,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiKeyError {
+    NotFound,
+    AlreadyExists,
+}
+
+impl Aggregate for ApiKey {
+    type Event = ApiKeyEvent;
+    type Command = ApiKeyCommand;
+    type Error = ApiKeyError;
+
+    fn apply(self, event: &ApiKeyEvent) -> ApiKey {
+        match (self, event) {
+            (_, ApiKeyEvent::ApiKeyCreated(e)) => ApiKey::Existing {
+                api_key_id: e.api_key_id,
+                revoked: false,
+            },
+            (ApiKey::Existing { api_key_id, .. }, ApiKeyEvent::ApiKeyRevoked(_)) => {
+                ApiKey::Existing {
+                    api_key_id,
+                    revoked: true,
+                }
+            }
+            (state, _) => state,
+        }
+    }
+
+    fn decide(&self, command: &ApiKeyCommand) -> Result<Vec<ApiKeyEvent>, ApiKeyError> {
+        match (self, command) {
+            (
+                ApiKey::Absent,
+                ApiKeyCommand::Create {
+                    api_key_id,
+                    name,
+                    prefix,
+                    key_hash,
+                    scopes,
+                    created_by,
+                    at,
+                },
+            ) => Ok(vec![ApiKeyEvent::ApiKeyCreated(ApiKeyCreated {
+                api_key_id: *api_key_id,
+                name: name.clone(),
+                prefix: prefix.clone(),
+                key_hash: key_hash.clone(),
+                scopes: scopes.clone(),
+                created_by: created_by.clone(),
+                at: *at,
+            })]),
+            (ApiKey::Existing { .. }, ApiKeyCommand::Create { .. }) => {
+                Err(ApiKeyError::AlreadyExists)
+            }
+            (ApiKey::Absent, ApiKeyCommand::Revoke { .. }) => Err(ApiKeyError::NotFound),
+            // Revoking a revoked key changes nothing.
+            (ApiKey::Existing { revoked: true, .. }, ApiKeyCommand::Revoke { .. }) => Ok(vec![]),
+            (
+                ApiKey::Existing {
+                    api_key_id,
+                    revoked: false,
+                },
+                ApiKeyCommand::Revoke { by, at },
+            ) => Ok(vec![ApiKeyEvent::ApiKeyRevoked(ApiKeyRevoked {
+                api_key_id: *api_key_id,
+                by: by.clone(),
+                at: *at,
+            })]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn given(events: &[ApiKeyEvent]) -> ApiKey {
+        events.iter().fold(ApiKey::default(), |s, e| s.apply(e))
+    }
+
+    fn create() -> ApiKeyCommand {
+        ApiKeyCommand::Create {
+            api_key_id: Uuid::nil(),
+            name: "llm-service".into(),
+            prefix: "klk_7Hq2Xv9R".into(),
+            key_hash: "ab".repeat(32),
+            scopes: vec!["requests:write".into()],
+            created_by: "admin_token".into(),
+            at: at(),
+        }
+    }
+
+    fn revoke() -> ApiKeyCommand {
+        ApiKeyCommand::Revoke {
+            by: "user:x".into(),
+            at: at(),
+        }
+    }
+
+    #[test]
+    fn given_nothing_when_created_then_the_key_exists_with_its_hash_only() {
+        let events = given(&[]).decide(&create()).unwrap();
+        let [ApiKeyEvent::ApiKeyCreated(e)] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(e.key_hash, "ab".repeat(32));
+        assert_eq!(e.prefix, "klk_7Hq2Xv9R");
+        assert_eq!(e.created_by, "admin_token");
+        assert_eq!(
+            given(&events).decide(&create()),
+            Err(ApiKeyError::AlreadyExists)
+        );
+    }
+
+    #[test]
+    fn given_a_key_when_revoked_then_once_and_never_again() {
+        let created = given(&[]).decide(&create()).unwrap();
+        let revoked = given(&created).decide(&revoke()).unwrap();
+        assert_eq!(
+            revoked,
+            vec![ApiKeyEvent::ApiKeyRevoked(ApiKeyRevoked {
+                api_key_id: Uuid::nil(),
+                by: "user:x".into(),
+                at: at(),
+            })]
+        );
+        let history: Vec<ApiKeyEvent> = created.into_iter().chain(revoked).collect();
+        assert_eq!(given(&history).decide(&revoke()), Ok(vec![]));
+    }
+
+    #[test]
+    fn given_no_key_when_revoked_then_not_found() {
+        assert_eq!(given(&[]).decide(&revoke()), Err(ApiKeyError::NotFound));
+    }
+}

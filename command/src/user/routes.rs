@@ -1,0 +1,404 @@
+//! Managing users over the API (`users:manage`): `POST /v1/users`, `GET /v1/users`,
+//! `GET /v1/users/{id}`, and `POST /v1/users/{id}/role|password|disable|enable|revoke-tokens`;
+//! and a user's own `POST /v1/auth/password`.
+//!
+//! These routes sit outside the Idempotency-Key layer, as login does: their bodies hold
+//! passwords, and not even a hash of a body holding a password is stored. Each change is
+//! recorded with the caller as the events' actor.
+//!
+//! The last enabled admin can be neither disabled nor demoted, by anyone (409
+//! `BIZ_LAST_ADMIN`): the checks and changes of admins take turns on an advisory lock, so two
+//! admins demoting each other at once cannot leave none.
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use deadpool_postgres::GenericClient;
+use keyledger_api::{ApiError, AppJson, AppPath, Code, Principal, RequestId, Role, Routes};
+use keyledger_events::Metadata;
+use keyledger_projections::user::UserRow;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{CreateUserError, Email, create_user, password};
+use crate::auth::{AuthState, throttle_account, throttle_ip};
+
+/// The advisory lock the changes that may remove an admin take turns on.
+const ADMINS_LOCK: i64 = 0x6b6c_6164_6d69_6e73; // "kladmins"
+
+pub fn router(state: AuthState) -> Routes {
+    Routes::new()
+        .post("/v1/users", create)
+        .get("/v1/users", list)
+        .get("/v1/users/{id}", show)
+        .post("/v1/users/{id}/role", change_role)
+        .post("/v1/users/{id}/password", set_password)
+        .post("/v1/users/{id}/disable", disable)
+        .post("/v1/users/{id}/enable", enable)
+        .post("/v1/users/{id}/revoke-tokens", revoke_tokens)
+        .post("/v1/auth/password", change_own_password)
+        .map(|router| router.layer(DefaultBodyLimit::max(crate::BODY_LIMIT)))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub email: String,
+    pub password: String,
+    pub role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleRequest {
+    pub role: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    pub password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnPasswordRequest {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+#[derive(Serialize)]
+pub struct UserList {
+    pub items: Vec<UserRow>,
+}
+
+#[derive(Serialize)]
+pub struct RevokedTokens {
+    pub id: Uuid,
+    /// How many logins (refresh families) were live and are now revoked.
+    pub revoked_logins: usize,
+}
+
+fn metadata(request_id: &RequestId, principal: &Principal) -> Metadata {
+    Metadata {
+        correlation_id: Some(request_id.0.clone()),
+        causation_id: Some(request_id.0.clone()),
+        actor: Some(principal.actor()),
+        idempotency_key: None,
+    }
+}
+
+fn now(state: &AuthState) -> chrono::DateTime<chrono::Utc> {
+    keyledger_events::chain::to_micros((state.clock)())
+}
+
+fn parse_role(text: &str) -> Result<Role, ApiError> {
+    Role::parse(text)
+        .ok_or_else(|| ApiError::invalid_field("role", "one of admin, operator, auditor, viewer"))
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::not_found(Code::ResUserNotFound, "no user has this id")
+}
+
+/// The user as the table holds them now (the inline projection has applied every change).
+async fn current(state: &AuthState, user_id: Uuid) -> Result<UserRow, ApiError> {
+    let client = state.pool.get().await?;
+    keyledger_projections::user::user(&client, user_id)
+        .await?
+        .ok_or_else(user_not_found)
+}
+
+/// Runs `change`, which may leave `user_id` without the admin role or disabled, unless the
+/// user is the last enabled admin.
+async fn unless_last_admin<T>(
+    state: &AuthState,
+    user_id: Uuid,
+    change: impl AsyncFnOnce() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut client = state.pool.get().await?;
+    // Dropped unfinished (a cancelled request), the transaction rolls back and the lock goes.
+    let transaction = client.transaction().await?;
+    transaction
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&ADMINS_LOCK])
+        .await?;
+    let target = keyledger_projections::user::user(&transaction, user_id)
+        .await?
+        .ok_or_else(user_not_found)?;
+    if target.role == Role::Admin.as_str()
+        && !target.disabled
+        && keyledger_projections::user::enabled_admins(&transaction).await? <= 1
+    {
+        return Err(ApiError::conflict(
+            Code::BizLastAdmin,
+            "this is the last enabled admin: make another user an admin first",
+        ));
+    }
+    let result = change().await;
+    transaction.commit().await?;
+    result
+}
+
+/// `POST /v1/users {email, password, role}` → 201 with the user (never the password's hash).
+pub async fn create(
+    State(state): State<AuthState>,
+    principal: Principal,
+    request_id: RequestId,
+    AppJson(request): AppJson<CreateRequest>,
+) -> Result<Response, ApiError> {
+    let role = parse_role(&request.role)?;
+    let email = Email::parse(&request.email).map_err(|e| ApiError::invalid_field("email", e))?;
+    password::check_new(&request.password).map_err(|e| ApiError::invalid_field("password", e))?;
+    let taken = {
+        let client = state.pool.get().await?;
+        keyledger_projections::user::user_by_email(&client, email.as_str())
+            .await?
+            .is_some()
+    };
+    let user_id = create_user(
+        state.store.as_ref(),
+        email.as_str(),
+        request.password,
+        role,
+        taken,
+        &metadata(&request_id, &principal),
+        now(&state),
+    )
+    .await
+    .map_err(|error| match error {
+        CreateUserError::Email(e) => ApiError::invalid_field("email", e),
+        CreateUserError::Password(e) => ApiError::invalid_field("password", e),
+        CreateUserError::EmailTaken => {
+            ApiError::conflict(Code::BizUserExists, "a user with this email exists")
+        }
+        CreateUserError::Store(cause) => ApiError::internal(cause),
+    })?;
+    let user = current(&state, user_id).await?;
+    let mut response = (StatusCode::CREATED, axum::Json(user)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/users/{user_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// `GET /v1/users`: every user, oldest first.
+pub async fn list(State(state): State<AuthState>) -> Result<Response, ApiError> {
+    let client = state.pool.get().await?;
+    let items = keyledger_projections::user::users(&client).await?;
+    Ok(axum::Json(UserList { items }).into_response())
+}
+
+/// `GET /v1/users/{id}`.
+pub async fn show(
+    State(state): State<AuthState>,
+    AppPath(user_id): AppPath<Uuid>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(current(&state, user_id).await?).into_response())
+}
+
+/// `POST /v1/users/{id}/role {role}`: the user's next request acts with the new role.
+pub async fn change_role(
+    State(state): State<AuthState>,
+    principal: Principal,
+    request_id: RequestId,
+    AppPath(user_id): AppPath<Uuid>,
+    AppJson(request): AppJson<RoleRequest>,
+) -> Result<Response, ApiError> {
+    let role = parse_role(&request.role)?;
+    let meta = metadata(&request_id, &principal);
+    let change =
+        async || super::change_role(state.store.as_ref(), user_id, role, &meta, now(&state)).await;
+    if role == Role::Admin {
+        change().await?;
+    } else {
+        unless_last_admin(&state, user_id, change).await?;
+    }
+    Ok(axum::Json(current(&state, user_id).await?).into_response())
+}
+
+/// `POST /v1/users/{id}/password {password}`: sets a user's password; their access tokens are
+/// refused and their logins revoked.
+pub async fn set_password(
+    State(state): State<AuthState>,
+    principal: Principal,
+    request_id: RequestId,
+    AppPath(user_id): AppPath<Uuid>,
+    AppJson(request): AppJson<PasswordRequest>,
+) -> Result<Response, ApiError> {
+    super::change_password(
+        state.store.as_ref(),
+        &state.pool,
+        user_id,
+        request.password,
+        &metadata(&request_id, &principal),
+        now(&state),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1/users/{id}/disable`: no more logins; access tokens refused at once; logins
+/// revoked.
+pub async fn disable(
+    State(state): State<AuthState>,
+    principal: Principal,
+    request_id: RequestId,
+    AppPath(user_id): AppPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let meta = metadata(&request_id, &principal);
+    unless_last_admin(&state, user_id, async || {
+        super::disable_user(
+            state.store.as_ref(),
+            &state.pool,
+            user_id,
+            &meta,
+            now(&state),
+        )
+        .await
+    })
+    .await?;
+    Ok(axum::Json(current(&state, user_id).await?).into_response())
+}
+
+/// `POST /v1/users/{id}/enable`: the user may log in again.
+pub async fn enable(
+    State(state): State<AuthState>,
+    principal: Principal,
+    request_id: RequestId,
+    AppPath(user_id): AppPath<Uuid>,
+) -> Result<Response, ApiError> {
+    super::enable_user(
+        state.store.as_ref(),
+        user_id,
+        &metadata(&request_id, &principal),
+        now(&state),
+    )
+    .await?;
+    Ok(axum::Json(current(&state, user_id).await?).into_response())
+}
+
+/// `POST /v1/users/{id}/revoke-tokens`: ends every access token and login of the user.
+pub async fn revoke_tokens(
+    State(state): State<AuthState>,
+    principal: Principal,
+    request_id: RequestId,
+    AppPath(user_id): AppPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let revoked_logins = super::revoke_tokens(
+        state.store.as_ref(),
+        &state.pool,
+        user_id,
+        &metadata(&request_id, &principal),
+        now(&state),
+    )
+    .await?;
+    Ok(axum::Json(RevokedTokens {
+        id: user_id,
+        revoked_logins,
+    })
+    .into_response())
+}
+
+/// `POST /v1/auth/password {current_password, new_password}`: a signed-in user changes their
+/// own password. A wrong current password is 403 `AUTH_WRONG_PASSWORD`, throttled like a
+/// failed login. On success every token of the user ends, this request's too: they log in
+/// again with the new password.
+pub async fn change_own_password(
+    State(state): State<AuthState>,
+    principal: Principal,
+    request_id: RequestId,
+    peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    AppJson(request): AppJson<OwnPasswordRequest>,
+) -> Result<Response, ApiError> {
+    // The permission table lets only users here; the handler does not rely on it.
+    let Principal::User { id: user_id, .. } = principal else {
+        return Err(ApiError::forbidden(
+            "only a user signed in with a password may call this",
+        ));
+    };
+    password::check_new(&request.new_password)
+        .map_err(|e| ApiError::invalid_field("new_password", e))?;
+    let login = {
+        let client = state.pool.get().await?;
+        login_of(&client, user_id).await?
+    };
+    let account = throttle_account(&login.email);
+    let ip = throttle_ip(&state.limits, &headers, peer);
+    let throttle = state.limits.login_throttle();
+    throttle
+        .check(&account, ip)
+        .map_err(|wait| wait.problem())?;
+    let matches = password::verify(request.current_password, login.password_hash)
+        .await
+        .map_err(ApiError::internal)?;
+    if !matches {
+        throttle.record_failure(&account, ip);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            Code::AuthWrongPassword,
+            "the current password is wrong",
+        ));
+    }
+    throttle.record_success(&account, ip);
+    super::change_password(
+        state.store.as_ref(),
+        &state.pool,
+        user_id,
+        request.new_password,
+        &metadata(&request_id, &principal),
+        now(&state),
+    )
+    .await
+    .map_err(|error| match error.code {
+        // The new password's field has its own name here.
+        Code::ValInvalidField => ApiError::invalid_field(
+            "new_password",
+            error.detail.trim_start_matches("password: "),
+        ),
+        _ => error,
+    })?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+struct Login {
+    email: String,
+    password_hash: String,
+}
+
+async fn login_of(client: &impl GenericClient, user_id: Uuid) -> Result<Login, ApiError> {
+    let user = keyledger_projections::user::user(client, user_id)
+        .await?
+        .ok_or_else(user_not_found)?;
+    let row = keyledger_projections::user::user_by_email(client, &user.email)
+        .await?
+        .ok_or_else(user_not_found)?;
+    Ok(Login {
+        email: user.email,
+        password_hash: row.password_hash,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn only_the_four_role_names_are_roles(text in "\\PC{0,20}") {
+            let parsed = parse_role(&text);
+            let known = ["admin", "operator", "auditor", "viewer"].contains(&text.as_str());
+            prop_assert_eq!(parsed.is_ok(), known);
+            if let Err(error) = parsed {
+                // The refusal names the choices, never echoes the input.
+                prop_assert_eq!(error.code, Code::ValInvalidField);
+                prop_assert_eq!(
+                    error.detail,
+                    "role: one of admin, operator, auditor, viewer"
+                );
+            }
+        }
+    }
+}
