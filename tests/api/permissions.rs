@@ -67,6 +67,11 @@ enum Caller {
     License {
         own: bool,
     },
+    /// An API key whose scopes are the route's permission alone (`scoped`), or every
+    /// permission but that one.
+    ApiKey {
+        scoped: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +87,7 @@ fn expected(access: Access, caller: Caller) -> Outcome {
     let holds = |permission| match caller {
         Caller::Bootstrap => true,
         Caller::User(role) => role_has(role, permission),
+        Caller::ApiKey { scoped } => scoped,
         Caller::Anonymous | Caller::License { .. } => false,
     };
     match (access, caller) {
@@ -259,7 +265,8 @@ async fn prepare(app: &TestApp, world: &World, rule: &Rule) -> Call {
         }
         ("POST", "/v1/api-keys") => (
             rule.path.to_owned(),
-            Some(json!({"name": "matrix", "scopes": ["licenses:read"]})),
+            // A key may grant only what its creator holds: the scope the route asks for.
+            Some(json!({"name": "matrix", "scopes": ["api_keys:manage"]})),
         ),
         (_, "/v1/api-keys/{id}") => {
             let key = admin_ok(
@@ -371,6 +378,32 @@ async fn each_route_answers_each_caller_as_the_permission_table_says() {
         Caller::License { own: false },
     ];
     callers.extend(Role::ALL.map(Caller::User));
+    callers.extend([
+        Caller::ApiKey { scoped: true },
+        Caller::ApiKey { scoped: false },
+    ]);
+    // For each permission, a key with it alone and a key with every other.
+    let mut api_keys = std::collections::HashMap::new();
+    for permission in Permission::ALL {
+        let mut keys = Vec::new();
+        for scopes in [
+            vec![permission],
+            Permission::ALL
+                .into_iter()
+                .filter(|p| *p != permission)
+                .collect(),
+        ] {
+            let created = admin_ok(
+                &app,
+                reqwest::Method::POST,
+                "/v1/api-keys",
+                json!({"name": format!("matrix {permission}"), "scopes": scopes}),
+            )
+            .await;
+            keys.push(created["key"].as_str().unwrap().to_owned());
+        }
+        api_keys.insert(permission, keys);
+    }
 
     // An admin page answers an anonymous browser with a redirect: seen, not followed.
     let no_redirects = reqwest::Client::builder()
@@ -387,6 +420,14 @@ async fn each_route_answers_each_caller_as_the_permission_table_says() {
                 Caller::User(role) => {
                     let (_, token) = tokens.iter().find(|(r, _)| *r == role).unwrap();
                     Some(format!("Bearer {token}"))
+                }
+                Caller::ApiKey { scoped } => {
+                    let permission = match rule.access {
+                        Access::Requires(p) | Access::OwnLicense(p) => p,
+                        _ => Permission::LicensesRead,
+                    };
+                    let keys = &api_keys[&permission];
+                    Some(format!("Bearer {}", keys[if scoped { 0 } else { 1 }]))
                 }
                 Caller::License { own } => Some(format!(
                     "License {}",

@@ -361,7 +361,44 @@ async fn credentials_workload(caller: &Caller<'_>) -> Secrets {
         200
     );
 
-    // API keys the workload creates are added here, as `api_key`.
+    // An API key: created, used (issues, and is looked up on every call), then revoked.
+    let created: Value = caller
+        .post(
+            Some(access(&admin)),
+            "/v1/api-keys",
+            json!({"name": "ci", "scopes": ["licenses:write"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let key = created["key"].as_str().unwrap().to_owned();
+    secrets.add("api_key", &key);
+    let issued = caller
+        .post(
+            Some(&key),
+            "/v1/licenses",
+            json!({"owner": "ci", "tier": "pro"}),
+        )
+        .await;
+    assert_eq!(issued.status(), 201);
+    let id = created["id"].as_str().unwrap();
+    let revoked = caller
+        .http
+        .delete(format!("{}/v1/api-keys/{id}", caller.service.address))
+        .bearer_auth(access(&admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let refused = caller
+        .post(
+            Some(&key),
+            "/v1/licenses",
+            json!({"owner": "ci", "tier": "pro"}),
+        )
+        .await;
+    assert_eq!(refused.status(), 401);
     secrets
 }
 
