@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdirSync, openSync, readFileSync } from "node:fs";
 import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
@@ -84,6 +85,8 @@ before(async () => {
   const env = {
     ...process.env, DATABASE_URL: databaseUrl, BIND: `127.0.0.1:${port}`, RUST_LOG: "info",
     KEYLEDGER_ADMIN_TOKEN: adminToken,
+    // The signing key lives outside the working tree.
+    JWT_KEY_FILE: path.join(os.tmpdir(), "keyledger-browser-jwt.key"),
   };
   delete env.NATS_URL;
   // The first admin, as an operator creates one: the password on standard input.
