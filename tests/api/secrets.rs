@@ -12,11 +12,10 @@ use crate::helpers::{
     ADMIN_TOKEN, ServiceProcess, TestDatabase, TestStream, checkpoint, eventually,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_raw_key_appears_nowhere_after_issuance() {
-    let database = TestDatabase::create().await;
-    let stream = TestStream::create().await;
-    let service = ServiceProcess::start(
+/// The real binary publishing to `stream`, logging everything at debug level: every place a
+/// secret could leak to is there to search.
+async fn watched_service(database: &TestDatabase, stream: &TestStream) -> ServiceProcess {
+    ServiceProcess::start(
         &database.url,
         &[
             ("NATS_URL", crate::helpers::NATS),
@@ -26,7 +25,14 @@ async fn the_raw_key_appears_nowhere_after_issuance() {
             ("LOG_FORMAT", "json"),
         ],
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raw_key_appears_nowhere_after_issuance() {
+    let database = TestDatabase::create().await;
+    let stream = TestStream::create().await;
+    let service = watched_service(&database, &stream).await;
     let http = crate::helpers::admin_client();
     let url = |path: &str| format!("{}{path}", service.address);
 
@@ -406,17 +412,7 @@ async fn credentials_workload(caller: &Caller<'_>) -> Secrets {
 async fn no_password_or_token_appears_in_the_database_the_log_or_nats() {
     let database = TestDatabase::create().await;
     let stream = TestStream::create().await;
-    let service = ServiceProcess::start(
-        &database.url,
-        &[
-            ("NATS_URL", crate::helpers::NATS),
-            ("NATS_STREAM", &stream.config.stream),
-            ("NATS_SUBJECT_PREFIX", &stream.config.subject_prefix),
-            ("RUST_LOG", "debug"),
-            ("LOG_FORMAT", "json"),
-        ],
-    )
-    .await;
+    let service = watched_service(&database, &stream).await;
     let caller = Caller {
         http: reqwest::Client::new(),
         service: &service,
