@@ -235,7 +235,7 @@ async fn principal_of(
                 Code::AuthInvalidToken,
                 "the Authorization scheme must be `Bearer` or `License`",
             ),
-            true,
+            Some(BEARER_CHALLENGE),
         ));
     };
     if let Some(admin) = &auth.admin_token
@@ -407,7 +407,7 @@ async fn license_holder(auth: &Authenticator, key: &str) -> Result<Principal, Au
                 Code::AuthInvalidToken,
                 "the license key is not a key of this service",
             ),
-            true,
+            Some(LICENSE_CHALLENGE),
         )),
     }
 }
@@ -461,15 +461,20 @@ pub async fn user_status(
     }))
 }
 
-struct AuthFailure(ApiError, bool);
+/// The challenge sent with a refused bearer token, and with a refused license key.
+const BEARER_CHALLENGE: &str = r#"Bearer realm="keyledger", error="invalid_token""#;
+const LICENSE_CHALLENGE: &str = r#"License realm="keyledger", error="invalid_token""#;
+
+/// A refusal, with the `WWW-Authenticate` challenge it carries (none for a failure of ours).
+struct AuthFailure(ApiError, Option<&'static str>);
 
 impl AuthFailure {
     fn token(code: Code, detail: &str) -> Self {
-        AuthFailure(ApiError::unauthorized(code, detail), true)
+        AuthFailure(ApiError::unauthorized(code, detail), Some(BEARER_CHALLENGE))
     }
 
     fn other(error: impl Into<ApiError>) -> Self {
-        AuthFailure(error.into(), false)
+        AuthFailure(error.into(), None)
     }
 }
 
@@ -477,10 +482,10 @@ impl IntoResponse for AuthFailure {
     fn into_response(self) -> Response {
         let AuthFailure(error, challenge) = self;
         let mut response = error.into_response();
-        if challenge {
+        if let Some(challenge) = challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer error="invalid_token""#),
+                HeaderValue::from_static(challenge),
             );
         }
         response

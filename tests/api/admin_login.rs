@@ -473,3 +473,41 @@ async fn revoking_a_users_tokens_or_disabling_them_ends_their_hub_session() {
         assert!(location(&response).starts_with("/admin/login"));
     }
 }
+
+#[tokio::test]
+async fn a_login_posted_from_another_site_is_refused_and_sets_no_cookie() {
+    let app = app().await;
+    create_user(&app.database.url, "ops@example.com", Role::Operator).await;
+    let own_origin = app.address.clone();
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let response = browser()
+            .post(app.url("/admin/login"))
+            .header(name, value)
+            .form(&[("email", "ops@example.com"), ("password", PASSWORD)])
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            set_cookies(response.headers()).is_empty(),
+            "{name}: {value}"
+        );
+        assert_eq!(
+            problem(response, 403).await["code"],
+            "AUTH_FORBIDDEN",
+            "{name}: {value}"
+        );
+    }
+    // The login page's own post (same origin) works.
+    let response = browser()
+        .post(app.url("/admin/login"))
+        .header("origin", own_origin)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("email", "ops@example.com"), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+}

@@ -171,7 +171,7 @@ async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes
     let response = issue_license(&app, key).await;
     assert_eq!(
         response.headers()["www-authenticate"],
-        r#"Bearer error="invalid_token""#
+        r#"Bearer realm="keyledger", error="invalid_token""#
     );
     assert_eq!(problem(response, 401).await["code"], "AUTH_INVALID_TOKEN");
 

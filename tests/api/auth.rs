@@ -303,7 +303,7 @@ async fn a_tampered_or_expired_access_token_is_refused_with_a_bearer_challenge()
         let response = me(&app, bad).await;
         assert_eq!(
             response.headers()["www-authenticate"],
-            r#"Bearer error="invalid_token""#
+            r#"Bearer realm="keyledger", error="invalid_token""#
         );
         assert_eq!(problem(response, 401).await["code"], "AUTH_INVALID_TOKEN");
     }
@@ -312,7 +312,7 @@ async fn a_tampered_or_expired_access_token_is_refused_with_a_bearer_challenge()
     let response = me(&app, access).await;
     assert_eq!(
         response.headers()["www-authenticate"],
-        r#"Bearer error="invalid_token""#
+        r#"Bearer realm="keyledger", error="invalid_token""#
     );
     assert_eq!(problem(response, 401).await["code"], "AUTH_TOKEN_EXPIRED");
 }

@@ -579,7 +579,10 @@ async fn a_key_that_is_no_license_key_of_this_service_is_refused_with_a_challeng
         .send()
         .await
         .unwrap();
-    assert!(response.headers().contains_key("www-authenticate"));
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        r#"License realm="keyledger", error="invalid_token""#
+    );
     assert_eq!(
         crate::helpers::problem(response, 401).await["code"],
         "AUTH_INVALID_TOKEN"

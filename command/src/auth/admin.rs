@@ -80,6 +80,33 @@ fn login_page(next: &str, email: &str, error: Option<&str>, csrf: Option<&str>) 
     }
 }
 
+/// Whether a form post comes from another site: the browser says so in `Sec-Fetch-Site`, or
+/// its `Origin` names another host than the one it is posting to. Refusing those stops a hostile
+/// page from logging a browser into an account of the attacker's (login CSRF); a post without
+/// either header (curl, old browsers) is let through. Behind a proxy that rewrites `Host`, the
+/// `X-Forwarded-Host` it sets counts as the host (every current browser sends
+/// `Sec-Fetch-Site`, which is read first).
+fn from_another_site(headers: &HeaderMap) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = text("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = text("origin") else {
+        return false;
+    };
+    let authority = origin
+        .split_once("://")
+        .map_or(origin, |(_, authority)| authority);
+    ![text("host"), text("x-forwarded-host")]
+        .into_iter()
+        .flatten()
+        .any(|host| authority.eq_ignore_ascii_case(host))
+}
+
 fn redirect(location: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     let value = HeaderValue::from_str(location).unwrap_or(HeaderValue::from_static("/admin"));
@@ -113,6 +140,11 @@ pub async fn submit(
     request_id: RequestId,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    if from_another_site(&headers) {
+        return Err(ApiError::forbidden(
+            "the login form accepts posts from its own pages only",
+        ));
+    }
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
         let page = login_page("/admin", "", Some("Enter an email and a password."), None);
         return Ok((StatusCode::BAD_REQUEST, page).into_response());
@@ -192,4 +224,48 @@ pub async fn logout(
         cleared_cookie(wants_secure(&headers, state.secure_cookies)),
     );
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_post_from_another_site_is_told_apart_from_one_from_the_login_page() {
+        let own = [("host", "keys.example.com:8080")];
+        assert!(!from_another_site(&headers(&own)));
+        assert!(!from_another_site(&headers(&[
+            own[0],
+            ("origin", "https://keys.example.com:8080")
+        ])));
+        assert!(!from_another_site(&headers(&[
+            own[0],
+            ("sec-fetch-site", "same-origin")
+        ])));
+        assert!(from_another_site(&headers(&[
+            own[0],
+            ("origin", "https://evil.example")
+        ])));
+        assert!(from_another_site(&headers(&[own[0], ("origin", "null")])));
+        assert!(!from_another_site(&headers(&[
+            ("host", "backend:8080"),
+            ("x-forwarded-host", "keys.example.com"),
+            ("origin", "https://keys.example.com")
+        ])));
+        for site in ["cross-site", "same-site"] {
+            assert!(from_another_site(&headers(&[
+                own[0],
+                ("origin", "https://keys.example.com:8080"),
+                ("sec-fetch-site", site)
+            ])));
+        }
+    }
 }
