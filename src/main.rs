@@ -2,6 +2,11 @@
 
 use clap::Parser;
 
+/// mimalloc instead of glibc's malloc: a profile of the issue and validate paths under load
+/// spent a quarter of the service's CPU in glibc's malloc and free (docs/ARCHITECTURE.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     keyledger::cli::run(keyledger::cli::Cli::parse()).await
