@@ -375,30 +375,24 @@ pub async fn authorize(request: Request, next: Next) -> Response {
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
+    let (mut parts, body) = request.into_parts();
     let license_in_path = match rule.access {
-        Access::OwnLicense(_) => {
-            let (mut parts, body) = request.into_parts();
-            let id = RawPathParams::from_request_parts(&mut parts, &())
-                .await
-                .ok()
-                .and_then(|params| {
-                    params
-                        .iter()
-                        .find(|(name, _)| *name == "id")
-                        .and_then(|(_, value)| Uuid::parse_str(value).ok())
-                });
-            let request = Request::from_parts(parts, body);
-            return match decide(rule.access, &principal, id) {
-                Ok(()) => next.run(request).await,
-                Err(refusal) => refuse(refusal, &matched, &target),
-            };
-        }
+        Access::OwnLicense(_) => license_in_path(&mut parts).await,
         _ => None,
     };
     match decide(rule.access, &principal, license_in_path) {
-        Ok(()) => next.run(request).await,
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
         Err(refusal) => refuse(refusal, &matched, &target),
     }
+}
+
+/// The license the path's `{id}` names, if it is a UUID.
+async fn license_in_path(parts: &mut axum::http::request::Parts) -> Option<Uuid> {
+    let params = RawPathParams::from_request_parts(parts, &()).await.ok()?;
+    params
+        .iter()
+        .find(|(name, _)| *name == "id")
+        .and_then(|(_, value)| Uuid::parse_str(value).ok())
 }
 
 /// `target` is the refused request's path and query (an admin page returns there after the
