@@ -212,17 +212,7 @@ async fn logging_in_sets_an_http_only_strict_session_cookie_secure_behind_https(
 #[tokio::test]
 async fn a_viewer_sees_no_controls_and_no_link_to_what_it_may_not_read() {
     let app = app().await;
-    let issued: Value = app
-        .http
-        .post(app.url("/v1/licenses"))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&json!({"owner": "acme", "tier": "pro"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let issued = app.issue_license().await;
     create_user(&app.database.url, "viewer@example.com", Role::Viewer).await;
     create_user(&app.database.url, "ops@example.com", Role::Operator).await;
     let viewer = log_in(&app, "viewer@example.com").await;
@@ -272,19 +262,13 @@ async fn a_change_made_with_the_cookie_needs_the_csrf_token() {
     assert_eq!(issued.status(), 201);
     let issued: Value = issued.json().await.unwrap();
     // The event names the user who acted.
-    let client = app.pool.get().await.unwrap();
-    let actor: String = client
-        .query_one(
-            "SELECT metadata->>'actor' FROM events WHERE stream_id = $1",
-            &[&format!(
-                "license-{}",
-                issued["license_id"].as_str().unwrap()
-            )],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(actor.starts_with("user:"), "{actor}");
+    let actors = app
+        .actors(&format!(
+            "license-{}",
+            issued["license_id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(actors[0].starts_with("user:"), "{actors:?}");
 
     // A bearer needs no CSRF token; a read with the cookie neither.
     let bearer = browser()

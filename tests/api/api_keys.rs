@@ -110,19 +110,7 @@ async fn a_key_with_licenses_write_issues_a_license_recorded_as_the_key() {
     assert_eq!(response.status(), 201);
     let issued: Value = response.json().await.unwrap();
     let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
-    let actor: String = app
-        .pool
-        .get()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT metadata->>'actor' FROM events WHERE stream_id = $1",
-            &[&stream],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(actor, format!("api_key:{id}"));
+    assert_eq!(app.actors(&stream).await, [format!("api_key:{id}")]);
 
     let me: Value = call(&app, Method::GET, "/v1/auth/me", Some(key), None)
         .await

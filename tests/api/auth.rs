@@ -59,17 +59,7 @@ async fn actor_of_a_license_issued_with(app: &TestApp, token: &str) -> String {
         .await
         .unwrap();
     let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
-    app.pool
-        .get()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT metadata->>'actor' FROM events WHERE stream_id = $1",
-            &[&stream],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    app.actors(&stream).await.remove(0)
 }
 
 async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {

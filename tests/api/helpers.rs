@@ -355,6 +355,23 @@ impl TestApp {
         .await
     }
 
+    /// The actors of a stream's events (`admin_token`, `user:<id>`, …), in order.
+    pub async fn actors(&self, stream_id: &str) -> Vec<String> {
+        self.pool
+            .get()
+            .await
+            .unwrap()
+            .query(
+                "SELECT metadata->>'actor' FROM events WHERE stream_id = $1 ORDER BY position",
+                &[&stream_id],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
     /// Events of the domain (the request log's own records left out).
     pub async fn event_count(&self) -> i64 {
         let client = self.pool.get().await.unwrap();

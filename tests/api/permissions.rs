@@ -493,23 +493,6 @@ async fn each_route_answers_each_caller_as_the_permission_table_says() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// The actors of a stream's events, in order.
-async fn actors(app: &TestApp, stream_id: &str) -> Vec<String> {
-    app.pool
-        .get()
-        .await
-        .unwrap()
-        .query(
-            "SELECT metadata->>'actor' FROM events WHERE stream_id = $1 ORDER BY position",
-            &[&stream_id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
-
 #[tokio::test]
 async fn a_license_holder_validates_and_activates_with_its_own_key_and_nothing_else() {
     let app = spawn_app().await;
@@ -539,7 +522,7 @@ async fn a_license_holder_validates_and_activates_with_its_own_key_and_nothing_e
     let refused = crate::helpers::problem(activate(&other_id).await.unwrap(), 403).await;
     assert_eq!(refused["code"], "AUTH_FORBIDDEN");
     assert_eq!(
-        actors(&app, &format!("license-{license_id}")).await,
+        app.actors(&format!("license-{license_id}")).await,
         ["admin_token", &format!("license:{license_id}")]
     );
 
@@ -564,7 +547,7 @@ async fn a_license_holder_validates_and_activates_with_its_own_key_and_nothing_e
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
-        actors(&app, &format!("license_usage-{license_id}")).await,
+        app.actors(&format!("license_usage-{license_id}")).await,
         [format!("license:{license_id}"), "anonymous".to_owned()]
     );
 }

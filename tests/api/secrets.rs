@@ -28,6 +28,31 @@ async fn watched_service(database: &TestDatabase, stream: &TestStream) -> Servic
     .await
 }
 
+/// Waits until the relay has published the log up to its head; the head and the stream's
+/// messages.
+async fn published(
+    database: &TestDatabase,
+    stream: &TestStream,
+) -> (i64, Vec<async_nats::jetstream::message::StreamMessage>) {
+    let pool = database.pool();
+    let head = {
+        let client = pool.get().await.unwrap();
+        keyledger_events::store::head_on(&client).await.unwrap()
+    };
+    let name = stream.config.checkpoint_name();
+    eventually(
+        Duration::from_secs(20),
+        "the relay to publish everything",
+        || {
+            let pool = pool.clone();
+            let name = name.clone();
+            async move { (checkpoint(&pool, &name).await >= head).then_some(()) }
+        },
+    )
+    .await;
+    (head, stream.messages().await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_raw_key_appears_nowhere_after_issuance() {
     let database = TestDatabase::create().await;
@@ -97,26 +122,10 @@ async fn the_raw_key_appears_nowhere_after_issuance() {
             .unwrap(),
     );
 
-    // Everything reached NATS.
-    let pool = database.pool();
-    let head = {
-        let client = pool.get().await.unwrap();
-        keyledger_events::store::head_on(&client).await.unwrap()
-    };
-    // 11 domain events, and the request log's records of the requests above.
+    // Everything reached NATS: 11 domain events, and the request log's records of the requests
+    // above.
+    let (head, messages) = published(&database, &stream).await;
     assert!(head > 11, "{head}");
-    let name = stream.config.checkpoint_name();
-    eventually(
-        Duration::from_secs(20),
-        "the relay to publish everything",
-        || {
-            let pool = pool.clone();
-            let name = name.clone();
-            async move { (checkpoint(&pool, &name).await >= head).then_some(()) }
-        },
-    )
-    .await;
-    let messages = stream.messages().await;
     assert!(messages.len() as i64 >= head);
     assert!(
         messages
@@ -419,23 +428,7 @@ async fn no_password_or_token_appears_in_the_database_the_log_or_nats() {
     };
     let secrets = credentials_workload(&caller).await;
 
-    let pool = database.pool();
-    let head = {
-        let client = pool.get().await.unwrap();
-        keyledger_events::store::head_on(&client).await.unwrap()
-    };
-    let name = stream.config.checkpoint_name();
-    eventually(
-        Duration::from_secs(20),
-        "the relay to publish everything",
-        || {
-            let pool = pool.clone();
-            let name = name.clone();
-            async move { (checkpoint(&pool, &name).await >= head).then_some(()) }
-        },
-    )
-    .await;
-    let messages = stream.messages().await;
+    let (_, messages) = published(&database, &stream).await;
     assert!(
         messages
             .iter()
