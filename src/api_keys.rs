@@ -101,6 +101,7 @@ async fn with_store<T>(
         pool,
         WriterConfig::default(),
         keyledger_projections::inline(),
+        None,
         Notifier::default(),
     );
     let result = work(&store).await;

@@ -23,7 +23,8 @@ use keyledger_command::idempotency::IdempotencyConfig;
 use keyledger_command::license::policy::Policy;
 use keyledger_command::{Clock, CommandState};
 use keyledger_events::relay::RelayConfig;
-use keyledger_events::{Notifier, PgEventStore, WriterConfig, db};
+use keyledger_events::{HeadView, Notifier, PgEventStore, WriterConfig, db};
+use keyledger_projections::license::view::ValidationView;
 use keyledger_projections::runtime::RuntimeConfig;
 use keyledger_query::QueryState;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -165,6 +166,17 @@ impl Application {
         }
 
         let mut router = Routes::new();
+        // Command nodes judge validations against the validation view, kept at the head by
+        // their writer.
+        let view = if runs(Role::Command) {
+            Some(
+                ValidationView::load(&pool)
+                    .await
+                    .context("Failed to load the validation view")?,
+            )
+        } else {
+            None
+        };
         // Nodes that serve the API append: commands, and request records on every node.
         let store: Option<Arc<dyn keyledger_events::EventStore>> =
             if runs(Role::Command) || runs(Role::Query) {
@@ -175,6 +187,7 @@ impl Application {
                         ..WriterConfig::default()
                     },
                     inline.clone(),
+                    view.clone().map(|v| v as Arc<dyn HeadView>),
                     notifier.clone(),
                 );
                 tasks.push((
@@ -266,7 +279,7 @@ impl Application {
                 prune_requests(pool.clone(), retention)
             });
         }
-        if let (Some(store), true) = (store.clone(), runs(Role::Command)) {
+        if let (Some(store), Some(view)) = (store.clone(), view) {
             {
                 let (pool, interval) = (pool.clone(), args.idempotency_purge_interval);
                 supervisor.spawn_forever("idempotency purge", move || {
@@ -308,6 +321,7 @@ impl Application {
                     ..IdempotencyConfig::default()
                 },
                 policy: policy.clone(),
+                view,
                 heartbeat_ttl: args.heartbeat_ttl,
                 request_body_limit: args.request_log_body_limit,
             }));

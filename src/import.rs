@@ -757,6 +757,7 @@ pub async fn import_file(
         pool,
         WriterConfig::default(),
         keyledger_projections::inline(),
+        None,
         Notifier::default(),
     );
     let summary = import_rows(Some(&store), &rows, options, now).await;

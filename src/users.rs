@@ -81,6 +81,7 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
         pool.clone(),
         WriterConfig::default(),
         keyledger_projections::inline(),
+        None,
         Notifier::default(),
     );
     let result = async {

@@ -39,6 +39,8 @@ pub struct CommandState {
     pub clock: Clock,
     pub idempotency: idempotency::IdempotencyConfig,
     pub policy: Arc<license::policy::Policy>,
+    /// The validation view the writer keeps at the head (the same one it was started with).
+    pub view: Arc<keyledger_projections::license::view::ValidationView>,
     /// An installation without a heartbeat this long is dead.
     pub heartbeat_ttl: std::time::Duration,
     /// Characters kept of each request and response body in the request log.

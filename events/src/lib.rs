@@ -6,6 +6,7 @@ pub mod chain;
 pub mod db;
 pub mod envelope;
 pub mod failure;
+pub mod head_view;
 pub mod lease;
 pub mod license;
 pub mod notifier;
@@ -20,6 +21,7 @@ pub mod verify;
 pub mod writer;
 
 pub use envelope::{Envelope, ExpectedVersion, Metadata, NewEvent};
+pub use head_view::{Decide, HeadView};
 pub use notifier::Notifier;
 pub use payload::{DecodeError, EventPayload};
 pub use projection::{Projection, ProjectionError};

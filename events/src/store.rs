@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 
 use crate::envelope::{Envelope, ExpectedVersion, Metadata, NewEvent};
+use crate::head_view::{Decide, HeadView};
 use crate::notifier::Notifier;
 use crate::projection::Projection;
 use crate::writer;
@@ -123,6 +124,22 @@ pub trait EventStore: Send + Sync {
 
     /// The position of the last committed event (0 for an empty log).
     async fn head(&self) -> Result<i64, StoreError>;
+
+    /// Appends the events `decide` returns when asked under the append lock, with the
+    /// writer's [`HeadView`](crate::head_view::HeadView) at the head; `request.events` is
+    /// ignored. A store without a writer of its own decides first and then appends, which
+    /// keeps no guarantee across nodes.
+    async fn append_decided(
+        &self,
+        request: AppendRequest,
+        decide: Decide,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.append(AppendRequest {
+            events: decide(),
+            ..request
+        })
+        .await
+    }
 }
 
 /// Tuning of the group-commit writer.
@@ -154,6 +171,8 @@ impl Default for WriterConfig {
 
 pub(crate) struct Pending {
     pub request: AppendRequest,
+    /// Decides the events under the lock instead of `request.events`.
+    pub decide: Option<Decide>,
     pub reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
@@ -164,20 +183,48 @@ pub struct PgEventStore {
 }
 
 impl PgEventStore {
-    /// Starts the writer task. `inline` projections are applied inside every append transaction.
+    /// Starts the writer task. `inline` projections are applied inside every append
+    /// transaction; `view` is kept at the head for appends that decide under the lock.
     pub fn start(
         pool: Pool,
         config: WriterConfig,
         inline: Vec<Arc<dyn Projection>>,
+        view: Option<Arc<dyn HeadView>>,
         notifier: Notifier,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (appends, queue) = mpsc::channel(config.queue_capacity);
-        let task = tokio::spawn(writer::run(pool.clone(), config, inline, notifier, queue));
+        let task = tokio::spawn(writer::run(
+            pool.clone(),
+            config,
+            inline,
+            view,
+            notifier,
+            queue,
+        ));
         (PgEventStore { pool, appends }, task)
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    async fn submit(
+        &self,
+        request: AppendRequest,
+        decide: Option<Decide>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.appends
+            .send(Pending {
+                request,
+                decide,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("the append writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the append writer has stopped".into()))?
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
@@ -385,14 +432,15 @@ impl From<ReadError> for StoreError {
 #[async_trait]
 impl EventStore for PgEventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.appends
-            .send(Pending { request, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("the append writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the append writer has stopped".into()))?
+        self.submit(request, None).await
+    }
+
+    async fn append_decided(
+        &self,
+        request: AppendRequest,
+        decide: Decide,
+    ) -> Result<AppendOutcome, StoreError> {
+        self.submit(request, Some(decide)).await
     }
 
     #[tracing::instrument(skip(self), fields(stream.id = %stream_id))]

@@ -23,10 +23,12 @@ use uuid::Uuid;
 
 use crate::chain::{self, ChainInput};
 use crate::envelope::Envelope;
+use crate::envelope::NewEvent;
 use crate::failure::Failure;
+use crate::head_view::HeadView;
 use crate::notifier::Notifier;
 use crate::projection::Projection;
-use crate::store::{AppendOutcome, Pending, StoreError, WriterConfig};
+use crate::store::{AppendOutcome, Pending, ReadError, StoreError, WriterConfig};
 
 /// Key of the transaction-scoped advisory lock that serializes appends (per database).
 pub const APPEND_LOCK_KEY: i64 = 0x6B65_796C_6564_6731; // "keyledg1"
@@ -45,6 +47,11 @@ const COMPLETE_IDEMPOTENCY: &str = "UPDATE idempotency_keys k \
            AS u(scope, key, token, status, content_type, body) \
       WHERE k.scope = u.scope AND k.key = u.key AND k.token = u.token AND k.status = 'in_flight'";
 
+/// The head view's events after its position (run under the lock, after the head was read).
+const CATCH_UP: &str = "SELECT position, event_id, stream_id, version, event_type, \
+      schema_version, data, metadata, recorded_at, hash FROM events \
+      WHERE position > $1 AND event_type = ANY($2) ORDER BY position";
+
 const NOTIFY_EVENTS: &str = "SELECT pg_notify('keyledger_events', $1)";
 
 /// The JSON columns are sent as the exact text that was hashed; `json` stores it byte for byte.
@@ -60,6 +67,7 @@ pub(crate) async fn run(
     pool: Pool,
     config: WriterConfig,
     inline: Vec<Arc<dyn Projection>>,
+    view: Option<Arc<dyn HeadView>>,
     notifier: Notifier,
     mut queue: mpsc::Receiver<Pending>,
 ) {
@@ -68,6 +76,7 @@ pub(crate) async fn run(
         pool,
         config,
         inline,
+        view,
         notifier,
     });
     loop {
@@ -106,6 +115,7 @@ struct Writer {
     pool: Pool,
     config: WriterConfig,
     inline: Vec<Arc<dyn Projection>>,
+    view: Option<Arc<dyn HeadView>>,
     notifier: Notifier,
 }
 
@@ -164,17 +174,26 @@ impl Writer {
         // Round trip 1: BEGIN.
         let tx = client.transaction().await.map_err(BatchError::from_pg)?;
         // The writer's statements are prepared once per connection (no round trip after that).
-        let (head, insert, complete, notify) = futures::try_join!(
+        let (head, insert, complete, notify, catch_up) = futures::try_join!(
             tx.prepare_cached(HEAD_AND_VERSIONS),
             tx.prepare_cached(INSERT_EVENTS),
             tx.prepare_cached(COMPLETE_IDEMPOTENCY),
             tx.prepare_cached(NOTIFY_EVENTS),
+            tx.prepare_cached(CATCH_UP),
         )
         .map_err(BatchError::from_pg)?;
+        // The head view is read only for a batch that decides under the lock.
+        let view = self
+            .view
+            .as_ref()
+            .filter(|_| batch.iter().any(|p| p.decide.is_some()));
+        let view_from = view.map_or(0, |v| v.position());
+        let view_types: Vec<&str> = view.map(|v| v.event_types().to_vec()).unwrap_or_default();
 
-        // Round trip 2, pipelined: take the append lock, then read the head and the versions.
-        // Both requests are sent before either answer is awaited; the server runs them in
-        // order, so the read happens under the lock. If the lock fails, the read fails too.
+        // Round trip 2, pipelined: take the append lock, then read the head and the versions,
+        // and the head view's events since its position. All requests are sent before any
+        // answer is awaited; the server runs them in order, so the reads happen under the
+        // lock. If the lock fails, the reads fail too.
         let lock = format!(
             "SET LOCAL lock_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = 10000; \
              SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})",
@@ -182,10 +201,22 @@ impl Writer {
         );
         let stream_ids: Vec<&str> = batch.iter().map(|p| p.request.stream_id.as_str()).collect();
         let head_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&stream_ids];
-        let (locked, row) =
-            futures::join!(tx.batch_execute(&lock), tx.query_one(&head, &head_params));
+        let catch_up_params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+            [&view_from, &view_types];
+        let (locked, row, caught_up) = futures::join!(
+            tx.batch_execute(&lock),
+            tx.query_one(&head, &head_params),
+            async {
+                if view.is_some() {
+                    tx.query(&catch_up, &catch_up_params).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        );
         locked.map_err(BatchError::from_pg)?;
         let row = row.map_err(BatchError::from_pg)?;
+        let caught_up = caught_up.map_err(BatchError::from_pg)?;
         let locked = Instant::now();
         metrics::histogram!("keyledger_append_lock_wait_seconds")
             .record(locked.duration_since(started).as_secs_f64());
@@ -199,6 +230,23 @@ impl Writer {
             .map_err(BatchError::from_pg)?
             .unwrap_or_else(|| chain::GENESIS.to_vec());
         let versions: Vec<i64> = row.try_get(2).map_err(BatchError::from_pg)?;
+        let head_at_lock = position;
+        if let (Some(view), Some(rows)) = (view, caught_up) {
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                match crate::store::envelope_from_row(row) {
+                    Ok(event) => events.push(event),
+                    Err(ReadError::Database(e)) => return Err(BatchError::from_pg(e)),
+                    // Only a row written around the service can be unreadable; the view
+                    // cannot apply it either way.
+                    Err(ReadError::Unreadable(e)) => {
+                        tracing::error!(error = %e, "the head view skips an unreadable event");
+                    }
+                }
+            }
+            view.advance(view_from, &events, head_at_lock);
+            view.begin_decisions();
+        }
         let mut current: HashMap<&str, i64> = HashMap::with_capacity(batch.len());
         for (stream_id, version) in stream_ids.iter().zip(versions) {
             current.entry(stream_id).or_insert(version);
@@ -211,6 +259,14 @@ impl Writer {
         let mut completions = Completions::default();
         for pending in batch {
             let request = &pending.request;
+            let decided: Vec<NewEvent>;
+            let events = match &pending.decide {
+                Some(decide) => {
+                    decided = decide();
+                    &decided
+                }
+                None => &request.events,
+            };
             let version = current
                 .get(request.stream_id.as_str())
                 .copied()
@@ -226,7 +282,7 @@ impl Writer {
             let metadata = request.metadata.to_value();
             let metadata_text = json_text(&metadata);
             let mut version = version;
-            for event in &request.events {
+            for event in events {
                 position += 1;
                 version += 1;
                 let data_text = json_text(&event.data);
@@ -349,6 +405,10 @@ impl Writer {
         notified.map_err(BatchError::from_pg)?;
         // Round trip 4: COMMIT, sent only after every statement above answered without error.
         tx.commit().await.map_err(BatchError::from_pg)?;
+        // Before anyone is answered: a validation that follows an issue on this node finds it.
+        if let Some(view) = &self.view {
+            view.advance(head_at_lock, &accepted, position);
+        }
 
         let commands = outcomes.iter().filter(|o| o.is_ok()).count();
         metrics::histogram!("keyledger_append_batch_events").record(accepted.len() as f64);

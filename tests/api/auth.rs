@@ -23,6 +23,7 @@ async fn disable_user(database_url: &str, user_id: Uuid) {
         pool.clone(),
         WriterConfig::default(),
         keyledger_projections::inline(),
+        None,
         Notifier::default(),
     );
     keyledger_command::user::disable_user(&store, &pool, user_id, &system(), Utc::now())

@@ -39,6 +39,7 @@ fn store(database: &TestDatabase) -> PgEventStore {
         database.pool(),
         WriterConfig::default(),
         vec![],
+        None,
         Notifier::default(),
     )
     .0

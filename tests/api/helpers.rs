@@ -47,6 +47,7 @@ pub async fn create_user(database_url: &str, email: &str, role: keyledger_api::R
         pool,
         keyledger_events::WriterConfig::default(),
         keyledger_projections::inline(),
+        None,
         keyledger_events::Notifier::default(),
     );
     let id = keyledger_command::user::create_user(

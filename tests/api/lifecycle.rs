@@ -388,6 +388,7 @@ async fn heartbeats_keep_an_installation_alive_and_silence_frees_its_seat() {
         app.database.pool(),
         WriterConfig::default(),
         keyledger_projections::inline(),
+        None,
         Notifier::default(),
     );
     let freed = keyledger_command::license::installations::deactivate_dead(

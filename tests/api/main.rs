@@ -16,6 +16,7 @@ mod idempotency;
 mod import;
 mod licenses;
 mod lifecycle;
+mod nodes;
 mod permissions;
 mod perpetual;
 mod projections;

@@ -71,6 +71,7 @@ async fn every_event_reaches_jetstream_exactly_once_even_when_the_relay_restarts
         pool.clone(),
         WriterConfig::default(),
         vec![],
+        None,
         Notifier::default(),
     );
     let stream = TestStream::create().await;
@@ -198,6 +199,7 @@ async fn the_relay_publishes_the_head_an_auditor_can_verify_against() {
         pool.clone(),
         WriterConfig::default(),
         vec![],
+        None,
         Notifier::default(),
     );
     let stream = TestStream::create().await;
@@ -242,6 +244,7 @@ async fn an_unreadable_event_is_set_aside_and_the_relay_publishes_the_rest() {
         pool.clone(),
         WriterConfig::default(),
         vec![],
+        None,
         Notifier::default(),
     );
     let stream = TestStream::create().await;

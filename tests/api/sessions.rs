@@ -327,6 +327,7 @@ async fn the_retention_job_expires_exactly_the_sessions_past_retention_once() {
             app.database.pool(),
             WriterConfig::default(),
             vec![],
+            None,
             Notifier::default(),
         )
         .0

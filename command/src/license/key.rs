@@ -67,6 +67,11 @@ impl LicenseKey {
         hex::encode(Sha256::digest(self.0.as_bytes()))
     }
 
+    /// SHA-256 of the key: what the validation view is keyed by.
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.0.as_bytes()).into()
+    }
+
     pub fn display_prefix(&self) -> String {
         let chars = if is_legacy(&self.0) {
             LEGACY_DISPLAY_CHARS

@@ -142,10 +142,16 @@ impl Policy {
     }
 
     /// The tier's entitlements plus the license's own.
-    pub fn entitlements(&self, tier: Tier, extra: &[String]) -> BTreeSet<String> {
+    pub fn entitlements<S: AsRef<str>>(&self, tier: Tier, extra: &[S]) -> BTreeSet<String> {
         let mut all = self.tier(tier).entitlements.clone();
-        all.extend(extra.iter().cloned());
+        all.extend(extra.iter().map(|e| e.as_ref().to_owned()));
         all
+    }
+
+    /// Whether a license of `tier` with its own entitlements `extra` may use `feature`.
+    pub fn entitled<S: AsRef<str>>(&self, tier: Tier, extra: &[S], feature: &str) -> bool {
+        self.tier(tier).entitlements.contains(feature)
+            || extra.iter().any(|e| e.as_ref() == feature)
     }
 }
 

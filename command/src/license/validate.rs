@@ -1,6 +1,14 @@
 //! `POST /v1/licenses/validate`: is this key good right now, for this feature and machine?
 //! Each validation of an existing license is recorded as a usage event in the license's
 //! usage stream; VALID ones count toward the daily quota.
+//!
+//! No database lookup per validation: the handler finds the license in the process's
+//! validation view and hands the writer a decision. The writer judges it under the append lock,
+//! with the view brought up to the head in the same round trip that reads the head, so a
+//! validation that starts after a revoke's response (on any node) answers `REVOKED`, and the
+//! daily quota is counted exactly. A malformed key is answered at once, and a key the view does
+//! not know after reading the log's tail gets `NOT_FOUND`: neither reaches the writer or the
+//! log (the request log still records the call).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -8,10 +16,11 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::{ApiError, AppJson, RequestId};
 use keyledger_events::license::{LicenseValidated, Tier, UsageEvent, ValidationCode, usage_stream};
-use keyledger_events::{AppendRequest, EventPayload, ExpectedVersion};
-use keyledger_projections::license::validation::{self, ValidationRow};
+use keyledger_events::{AppendRequest, Decide, EventPayload, ExpectedVersion};
+use keyledger_projections::license::view::{License, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::{Arc, Mutex};
 use uuid::Uuid;
 
 use super::installations::InstallationId;
@@ -73,30 +82,30 @@ impl ValidateResponse {
 }
 
 /// The verdict, first failing rule first: revoked, suspended, expired (never for a perpetual
-/// license), installation, feature, quota.
+/// license), installation, feature, quota. `valid_today` counts the VALID validations of the
+/// license's day so far.
 pub fn judge(
-    license: &ValidationRow,
+    license: &License,
+    valid_today: u32,
     policy: &Policy,
     now: DateTime<Utc>,
     feature: Option<&str>,
     installation_id: Option<&str>,
 ) -> ValidationCode {
-    let tier = Tier::parse(&license.tier).unwrap_or(Tier::Free);
-    if license.status == "revoked" {
+    if license.status == Status::Revoked {
         ValidationCode::Revoked
-    } else if license.status == "suspended" {
+    } else if license.status == Status::Suspended {
         ValidationCode::Suspended
     } else if license.expires_at.is_some_and(|at| at <= now) {
         ValidationCode::Expired
-    } else if installation_id.is_some_and(|id| !license.installations.iter().any(|i| i == id)) {
+    } else if installation_id.is_some_and(|id| !license.installations.iter().any(|i| **i == *id)) {
         ValidationCode::InstallationNotActivated
-    } else if feature.is_some_and(|f| !policy.entitlements(tier, &license.entitlements).contains(f))
-    {
+    } else if feature.is_some_and(|f| !policy.entitled(license.tier, &license.entitlements, f)) {
         ValidationCode::FeatureNotEntitled
     } else if policy
-        .tier(tier)
+        .tier(license.tier)
         .validations_per_day
-        .is_some_and(|quota| license.valid_today >= quota as i64)
+        .is_some_and(|quota| u64::from(valid_today) >= quota)
     {
         ValidationCode::QuotaExceeded
     } else {
@@ -139,69 +148,179 @@ pub async fn handle(
         .installation_id
         .as_deref()
         .map(InstallationId::parse)
-        .transpose()?;
+        .transpose()?
+        .map(|i| i.as_str().to_owned());
     let metadata = parse_metadata(request.metadata)?;
     let Some(key) = LicenseKey::parse(presented.trim()) else {
         return Ok(answer(ValidateResponse::rejected(
             ValidationCode::MalformedKey,
         )));
     };
+    let digest = key.digest();
+    let license_id = match state.view.license_id(&digest) {
+        Some(id) => id,
+        None => {
+            // Perhaps issued on another node since the view last moved: read the log's tail.
+            state.view.catch_up(&state.pool).await.map_err(|e| {
+                ApiError::store(keyledger_events::StoreError::Unavailable(e.to_string()))
+            })?;
+            match state.view.license_id(&digest) {
+                Some(id) => id,
+                None => {
+                    return Ok(answer(ValidateResponse::rejected(ValidationCode::NotFound)));
+                }
+            }
+        }
+    };
+    tracing::Span::current().record("license.id", tracing::field::display(license_id));
     let now = keyledger_events::chain::to_micros((state.clock)());
-    let client = state.pool.get().await.map_err(ApiError::from)?;
-    let found = validation::lookup(&client, &key.hash(), now.date_naive())
-        .await
-        .map_err(ApiError::from)?;
-    drop(client);
-    let Some(license) = found else {
-        return Ok(answer(ValidateResponse::rejected(ValidationCode::NotFound)));
+    let verdict: Arc<Mutex<Option<ValidateResponse>>> = Arc::default();
+    let decide: Decide = {
+        let (view, policy, verdict) = (state.view.clone(), state.policy.clone(), verdict.clone());
+        let event_id = Uuid::new_v4();
+        Arc::new(move || {
+            let decided = view.decide(license_id, now.date_naive(), |license, valid_today| {
+                let code = judge(
+                    license,
+                    valid_today,
+                    &policy,
+                    now,
+                    feature.as_deref(),
+                    installation_id.as_deref(),
+                );
+                let body = ValidateResponse {
+                    valid: code == ValidationCode::Valid,
+                    code,
+                    license_id: Some(license_id),
+                    tier: Some(license.tier),
+                    expires_at: Some(license.expires_at),
+                    entitlements: Some(
+                        policy
+                            .entitlements(license.tier, &license.entitlements)
+                            .into_iter()
+                            .collect(),
+                    ),
+                    position: None,
+                };
+                (code, body)
+            });
+            // A license never leaves the view once in it.
+            let Some((code, body)) = decided else {
+                return Vec::new();
+            };
+            *verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+            let usage = UsageEvent::LicenseValidated(LicenseValidated {
+                license_id,
+                code,
+                feature: feature.clone(),
+                installation_id: installation_id.clone(),
+                metadata: metadata.clone(),
+                validated_at: now,
+            });
+            vec![usage.to_new_event(event_id)]
+        })
     };
-    tracing::Span::current().record("license.id", tracing::field::display(license.license_id));
-    let code = judge(
-        &license,
-        &state.policy,
-        now,
-        feature.as_deref(),
-        installation_id.as_ref().map(InstallationId::as_str),
-    );
-    let tier = Tier::parse(&license.tier);
-    let entitlements = tier.map(|t| {
-        state
-            .policy
-            .entitlements(t, &license.entitlements)
-            .into_iter()
-            .collect()
-    });
-    let usage = UsageEvent::LicenseValidated(LicenseValidated {
-        license_id: license.license_id,
-        code,
-        feature,
-        installation_id: installation_id.map(|i| i.as_str().to_owned()),
-        metadata,
-        validated_at: now,
-    });
-    let body = ValidateResponse {
-        valid: code == ValidationCode::Valid,
-        code,
-        license_id: Some(license.license_id),
-        tier,
-        expires_at: Some(license.expires_at),
-        entitlements,
-        position: None,
+    let render = {
+        let verdict = verdict.clone();
+        renderer(StatusCode::OK, move |outcome| {
+            let decided = verdict.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            ValidateResponse {
+                position: Some(outcome.position),
+                ..decided.unwrap_or_else(|| ValidateResponse::rejected(ValidationCode::NotFound))
+            }
+        })
     };
-    let render = renderer(StatusCode::OK, move |outcome| ValidateResponse {
-        position: Some(outcome.position),
-        ..body.clone()
-    });
     let outcome = state
         .store
-        .append(AppendRequest {
-            stream_id: usage_stream(license.license_id),
-            expected: ExpectedVersion::Any,
-            events: vec![usage.to_new_event(Uuid::new_v4())],
-            metadata: request_metadata(&request_id, &idempotency),
-            idempotency: idempotency.completion(&render),
-        })
+        .append_decided(
+            AppendRequest {
+                stream_id: usage_stream(license_id),
+                expected: ExpectedVersion::Any,
+                events: Vec::new(),
+                metadata: request_metadata(&request_id, &idempotency),
+                idempotency: idempotency.completion(&render),
+            },
+            decide,
+        )
         .await
         .map_err(store_error)?;
     Ok(idempotency.reply(render(&outcome)))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap()
+    }
+
+    /// A free license (built-in policy: entitlement `core`, 1000 VALID a day) that breaks every
+    /// rule at once; each step repairs the rule that answered and asks again.
+    #[test]
+    fn the_first_failing_rule_answers_in_a_fixed_order() {
+        let policy = Policy::built_in();
+        let mut license = License::new(
+            Uuid::new_v4(),
+            Tier::Free,
+            Some(now() - Duration::days(1)),
+            Vec::new(),
+        );
+        license.status = Status::Revoked;
+        let mut count = 1000;
+        let mut answers = Vec::new();
+        let mut ask = |license: &License, count: u32| {
+            let code = judge(
+                license,
+                count,
+                &policy,
+                now(),
+                Some("sso"),
+                Some("laptop-1"),
+            );
+            answers.push(code);
+        };
+        ask(&license, count);
+        license.status = Status::Suspended;
+        ask(&license, count);
+        license.status = Status::Active;
+        ask(&license, count);
+        license.expires_at = None;
+        ask(&license, count);
+        license.installations.push("laptop-1".into());
+        ask(&license, count);
+        license.entitlements = vec!["sso".into()].into_boxed_slice();
+        ask(&license, count);
+        count = 999;
+        ask(&license, count);
+        assert_eq!(
+            answers,
+            [
+                ValidationCode::Revoked,
+                ValidationCode::Suspended,
+                ValidationCode::Expired,
+                ValidationCode::InstallationNotActivated,
+                ValidationCode::FeatureNotEntitled,
+                ValidationCode::QuotaExceeded,
+                ValidationCode::Valid,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_perpetual_license_never_expires_and_the_tiers_entitlements_count() {
+        let policy = Policy::built_in();
+        let license = License::new(Uuid::new_v4(), Tier::Free, None, Vec::new());
+        let far = now() + Duration::days(365 * 100);
+        assert_eq!(
+            judge(&license, 0, &policy, far, Some("core"), None),
+            ValidationCode::Valid
+        );
+        assert_eq!(
+            judge(&license, 0, &policy, far, Some("export"), None),
+            ValidationCode::FeatureNotEntitled
+        );
+    }
 }

@@ -4,3 +4,4 @@ pub mod installations;
 pub mod licenses;
 pub mod usage;
 pub mod validation;
+pub mod view;

@@ -1,7 +1,7 @@
 //! `license_validation` (key hash → what validation needs) and `license_daily_usage` (VALID
-//! validations per license and UTC day), maintained inline in the append transaction: a
-//! revoke or suspension is visible to the very next validation, and quotas count every
-//! committed validation.
+//! validations per license and UTC day), maintained inline in the append transaction, so that
+//! they are exact as of any snapshot: each process loads its in-memory validation view
+//! (`view.rs`) from them at start, and license-key authentication looks keys up here.
 
 use std::collections::HashMap;
 
@@ -13,52 +13,6 @@ use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
 use uuid::Uuid;
 
 pub struct LicenseValidation;
-
-/// What validation needs to know about a key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidationRow {
-    pub license_id: Uuid,
-    pub tier: String,
-    pub status: String,
-    /// `None`: perpetual.
-    pub expires_at: Option<DateTime<Utc>>,
-    /// The license's own entitlements (the tier's come from the policy).
-    pub entitlements: Vec<String>,
-    /// Active installation ids.
-    pub installations: Vec<String>,
-    /// VALID validations on `day`.
-    pub valid_today: i64,
-}
-
-/// One primary-key lookup by the key's hash, with the day's VALID count.
-pub async fn lookup(
-    client: &impl GenericClient,
-    key_hash: &str,
-    day: NaiveDate,
-) -> Result<Option<ValidationRow>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(
-            "SELECT v.license_id, v.tier, v.status, v.expires_at, v.entitlements, v.installations, \
-                    coalesce(d.valid, 0) \
-             FROM license_validation v \
-             LEFT JOIN license_daily_usage d ON d.license_id = v.license_id AND d.day = $2 \
-             WHERE v.key_hash = $1",
-        )
-        .await?;
-    let row = client.query_opt(&statement, &[&key_hash, &day]).await?;
-    row.map(|row| {
-        Ok(ValidationRow {
-            license_id: row.try_get(0)?,
-            tier: row.try_get(1)?,
-            status: row.try_get(2)?,
-            expires_at: row.try_get(3)?,
-            entitlements: row.try_get(4)?,
-            installations: row.try_get(5)?,
-            valid_today: row.try_get(6)?,
-        })
-    })
-    .transpose()
-}
 
 /// Whether `installation_id` is active on the license (`None`: no such license). A revoked
 /// license has no active installation.
