@@ -234,6 +234,10 @@ impl Application {
                     pool: pool.clone(),
                     clock: clock.clone(),
                     key_usage: Default::default(),
+                    license_keys: view.clone().map(|view| {
+                        Arc::new(move |digest: &[u8; 32]| view.license_id(digest))
+                            as keyledger_api::principal::LicenseKeys
+                    }),
                 })
             }
             None => None,

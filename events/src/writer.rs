@@ -10,6 +10,12 @@
 //! cannot take the others down with it. Up to `concurrent_batches` batches are in flight, each
 //! on its own connection; they take the lock one after the other, and each reads the head
 //! under it.
+//!
+//! Appends may carry a decision instead of events (`EventStore::append_decided`): for a batch
+//! with decisions the writer also reads its [`HeadView`]'s events since the view's position in
+//! the round trip that takes the lock, applies them, and only then asks each decision for its
+//! events. The batch's own events are applied to the view after the commit, before anyone is
+//! answered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
