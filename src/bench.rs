@@ -8,6 +8,10 @@
 //! Authentication is on as in production: licenses are issued with a bearer token, and keys
 //! are validated both ways clients send them: in the body (a public call) and as
 //! `Authorization: License <key>` (the license holder authenticated, which costs a lookup).
+//!
+//! Against the in-process service it also measures the read side: how long a commit waits for
+//! every asynchronous projection to catch up while a phase runs, and, once the phases are over,
+//! how many events per second a rebuild of each asynchronous projection replays.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -121,35 +125,48 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let target = Target::new(&base_url, args.clients, token.clone())?;
     let duration = Duration::from_secs(args.seconds);
+    // The lag and the replay read the service's own database: only the in-process one is
+    // known to be on --database-url.
+    let probe = args.url.is_none().then(|| LagProbe::new(&config));
 
     eprintln!("bench: issue phase, {} s", args.seconds);
-    let issue = run_phase(&target, &Workload::Issue, args.clients, duration).await?;
+    let (issue, issue_lag) = with_lag(
+        probe.as_ref(),
+        run_phase(&target, &Workload::Issue, args.clients, duration),
+    )
+    .await?;
     eprintln!("bench: issuing {KEY_POOL} licenses for the validate phase");
     let keys = issue_key_pool(&target, args.clients).await?;
     eprintln!("bench: validate phase, {} s", args.seconds);
     let keys = Arc::new(keys);
-    let validate = run_phase(
-        &target,
-        &Workload::Validate {
-            keys: keys.clone(),
-            in_header: false,
-        },
-        args.clients,
-        duration,
+    let (validate, validate_lag) = with_lag(
+        probe.as_ref(),
+        run_phase(
+            &target,
+            &Workload::Validate {
+                keys: keys.clone(),
+                in_header: false,
+            },
+            args.clients,
+            duration,
+        ),
     )
     .await?;
     eprintln!(
         "bench: validate phase, key as `Authorization: License`, {} s",
         args.seconds
     );
-    let validate_header = run_phase(
-        &target,
-        &Workload::Validate {
-            keys: keys.clone(),
-            in_header: true,
-        },
-        args.clients,
-        duration,
+    let (validate_header, validate_header_lag) = with_lag(
+        probe.as_ref(),
+        run_phase(
+            &target,
+            &Workload::Validate {
+                keys: keys.clone(),
+                in_header: true,
+            },
+            args.clients,
+            duration,
+        ),
     )
     .await?;
     // The same validations against a second in-process service on the same database with the
@@ -183,6 +200,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(server) = server {
         ensure_still_running(server).await?;
     }
+    let replay = match &args.url {
+        Some(_) => None,
+        None => {
+            eprintln!("bench: replaying the log into each asynchronous projection");
+            Some(measure_replay(&args.database_url).await?)
+        }
+    };
 
     print_report(&Report {
         args: &args,
@@ -193,6 +217,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         validate: &validate,
         validate_header: &validate_header,
         unlogged: unlogged.as_ref(),
+        lag: [
+            ("issue license", issue_lag),
+            ("validate, key in body", validate_lag),
+            ("validate, License header", validate_header_lag),
+        ],
+        replay: replay.as_ref(),
     });
     Ok(())
 }
@@ -663,14 +693,19 @@ impl PhaseResult {
 
     /// Nearest-rank percentile, in milliseconds.
     fn percentile_ms(&self, percent: f64) -> Option<f64> {
-        let n = self.latencies.len();
-        if n == 0 {
-            return None;
-        }
-        let rank = ((percent / 100.0) * n as f64).ceil() as usize;
-        let index = rank.clamp(1, n) - 1;
-        Some(self.latencies[index].as_secs_f64() * 1000.0)
+        percentile_ms(&self.latencies, percent)
     }
+}
+
+/// Nearest-rank percentile of `sorted`, in milliseconds.
+fn percentile_ms(sorted: &[Duration], percent: f64) -> Option<f64> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    let rank = ((percent / 100.0) * n as f64).ceil() as usize;
+    let index = rank.clamp(1, n) - 1;
+    Some(sorted[index].as_secs_f64() * 1000.0)
 }
 
 /// `clients` tasks send requests back to back until `duration` has passed.
@@ -727,6 +762,321 @@ async fn run_phase(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Projection lag
+
+/// How often the head of the log is sampled during a phase.
+const LAG_SAMPLE_INTERVAL: Duration = Duration::from_millis(20);
+/// How often the checkpoints are read while a sample waits for them.
+const CHECKPOINT_POLL_INTERVAL: Duration = Duration::from_millis(2);
+/// How long after its phase a sample may still wait for the checkpoints.
+const LAG_GRACE: Duration = Duration::from_secs(5);
+
+/// The lowest checkpoint of the projections named in `$1`: 0 while one of them has none.
+const LOWEST_CHECKPOINT: &str = "SELECT CASE WHEN count(*) = cardinality($1::text[]) \
+     THEN coalesce(min(position), 0) ELSE 0 END FROM checkpoints WHERE name = ANY($1)";
+
+/// Where the lag is measured: the service's database and its asynchronous projections.
+struct LagProbe {
+    config: Config,
+    names: Vec<String>,
+}
+
+/// The head of the log as one sample read it.
+struct HeadSample {
+    /// When the read was sent.
+    at: Instant,
+    head: i64,
+    /// The head minus the lowest checkpoint, in the same snapshot.
+    behind: i64,
+}
+
+/// The projection lag during one phase.
+#[derive(Default)]
+struct LagResult {
+    /// For each sample, the time until every asynchronous projection's checkpoint reached its
+    /// head; sorted.
+    lags: Vec<Duration>,
+    /// Samples not caught up with `LAG_GRACE` after the phase (in `lags` at the time waited).
+    late: u64,
+    /// The most events between the head and the lowest checkpoint in one sample.
+    max_behind: i64,
+}
+
+/// Sampling in progress; dropping it stops the sampling.
+struct LagSampler {
+    stop: tokio::sync::watch::Sender<bool>,
+    done: tokio::sync::oneshot::Receiver<anyhow::Result<LagResult>>,
+}
+
+impl LagProbe {
+    fn new(config: &Config) -> LagProbe {
+        LagProbe {
+            config: config.clone(),
+            names: keyledger_projections::asynchronous()
+                .iter()
+                .map(|projection| projection.name().to_owned())
+                .collect(),
+        }
+    }
+
+    /// Starts sampling on a thread and a runtime of its own, so that its reads do not queue
+    /// behind the tasks of the service and of the clients, which would add to the lag measured.
+    fn start(&self) -> anyhow::Result<LagSampler> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (report, done) = tokio::sync::oneshot::channel();
+        let config = self.config.clone();
+        let names = self.names.clone();
+        std::thread::Builder::new()
+            .name("bench-lag".to_owned())
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .context("Failed to start the lag sampler's runtime")
+                    .and_then(|runtime| runtime.block_on(sample_lag(config, names, stopped)));
+                let _ = report.send(result);
+            })
+            .context("Failed to start the lag sampler's thread")?;
+        Ok(LagSampler { stop, done })
+    }
+}
+
+impl LagSampler {
+    /// Stops sampling and waits for the samples taken to be caught up with (or given up on).
+    async fn finish(self) -> anyhow::Result<LagResult> {
+        let _ = self.stop.send(true);
+        self.done
+            .await
+            .context("the lag sampler's thread ended without a result")?
+    }
+}
+
+/// Runs `phase`; with a probe, samples the projection lag meanwhile.
+async fn with_lag<T>(
+    probe: Option<&LagProbe>,
+    phase: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, Option<LagResult>)> {
+    let Some(probe) = probe else {
+        return Ok((phase.await?, None));
+    };
+    let sampler = probe.start()?;
+    let result = phase.await?;
+    let lag = sampler.finish().await?;
+    Ok((result, Some(lag)))
+}
+
+/// Samples the lag until told to stop, on two connections of its own (outside the service's
+/// pool): one reads the head, the other watches the checkpoints.
+async fn sample_lag(
+    config: Config,
+    names: Vec<String>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<LagResult> {
+    let (heads, _) = connect(&config)
+        .await
+        .context("Failed to connect the head sampler")?;
+    let (checkpoints, _) = connect(&config)
+        .await
+        .context("Failed to connect the checkpoint watcher")?;
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let ((), lag) = futures::try_join!(
+        sample_heads(heads, &names, stop, sender),
+        watch_checkpoints(checkpoints, &names, receiver),
+    )?;
+    Ok(lag)
+}
+
+/// Reads the head and the lowest checkpoint every `LAG_SAMPLE_INTERVAL` until told to stop.
+async fn sample_heads(
+    client: Client,
+    names: &[String],
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    samples: tokio::sync::mpsc::UnboundedSender<HeadSample>,
+) -> anyhow::Result<()> {
+    let statement = client
+        .prepare(&format!(
+            "SELECT (SELECT coalesce(max(position), 0) FROM events), ({LOWEST_CHECKPOINT})"
+        ))
+        .await
+        .context("Failed to prepare the head sample")?;
+    let mut ticks = tokio::time::interval(LAG_SAMPLE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.changed() => break,
+        }
+        let at = Instant::now();
+        let row = client
+            .query_one(&statement, &[&names])
+            .await
+            .context("Failed to sample the head of the log")?;
+        let (head, lowest): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+        let sample = HeadSample {
+            at,
+            head,
+            behind: head - lowest,
+        };
+        if samples.send(sample).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Reads the lowest checkpoint every `CHECKPOINT_POLL_INTERVAL` while samples wait for it; a
+/// sample's lag ends at the first read that shows every checkpoint at or past its head.
+async fn watch_checkpoints(
+    client: Client,
+    names: &[String],
+    mut samples: tokio::sync::mpsc::UnboundedReceiver<HeadSample>,
+) -> anyhow::Result<LagResult> {
+    use tokio::sync::mpsc::error::TryRecvError;
+
+    let statement = client
+        .prepare(LOWEST_CHECKPOINT)
+        .await
+        .context("Failed to prepare the checkpoint read")?;
+    let mut result = LagResult::default();
+    let mut pending: Vec<HeadSample> = Vec::new();
+    let mut give_up_at: Option<Instant> = None;
+    let mut ticks = tokio::time::interval(CHECKPOINT_POLL_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        // Only samples taken before this read are judged by it.
+        loop {
+            match samples.try_recv() {
+                Ok(sample) => {
+                    result.max_behind = result.max_behind.max(sample.behind);
+                    pending.push(sample);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    give_up_at.get_or_insert_with(|| Instant::now() + LAG_GRACE);
+                    break;
+                }
+            }
+        }
+        if let Some(deadline) = give_up_at {
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                result.late = pending.len() as u64;
+                result
+                    .lags
+                    .extend(pending.drain(..).map(|sample| sample.at.elapsed()));
+                break;
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let lowest: i64 = client
+            .query_one(&statement, &[&names])
+            .await
+            .context("Failed to read the checkpoints")?
+            .try_get(0)?;
+        let seen = Instant::now();
+        pending.retain(|sample| {
+            let caught_up = sample.head <= lowest;
+            if caught_up {
+                result.lags.push(seen.saturating_duration_since(sample.at));
+            }
+            !caught_up
+        });
+    }
+    result.lags.sort_unstable();
+    Ok(result)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay
+
+/// The run's log replayed after the phases.
+struct ReplayResult {
+    /// Events in the log.
+    events: i64,
+    /// Reading and decoding the whole log in the rebuild's batches, applying nothing.
+    read: Duration,
+    /// Each asynchronous projection's rebuild from position 0.
+    rebuilds: Vec<(&'static str, Duration)>,
+}
+
+impl ReplayResult {
+    fn total(&self) -> Duration {
+        self.rebuilds.iter().map(|(_, took)| *took).sum()
+    }
+
+    fn per_second(&self, took: Duration) -> f64 {
+        let seconds = took.as_secs_f64();
+        if seconds > 0.0 {
+            self.events as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Times a plain read of the log, then a rebuild of each asynchronous projection from position
+/// 0 as `keyledger projections rebuild` does it, on a connection of its own (the service is
+/// idle by then).
+async fn measure_replay(database_url: &str) -> anyhow::Result<ReplayResult> {
+    let pool = keyledger_events::db::pool(database_url, 1)?;
+    let read = {
+        let client = pool
+            .get()
+            .await
+            .context("Failed to connect to replay the log")?;
+        let started = Instant::now();
+        read_log(&client).await?;
+        started.elapsed()
+    };
+    let events: i64 = pool
+        .get()
+        .await
+        .context("Failed to connect to replay the log")?
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .context("Failed to count the events")?
+        .try_get(0)?;
+    let notifier = keyledger_events::Notifier::default();
+    let mut rebuilds = Vec::new();
+    for projection in keyledger_projections::asynchronous() {
+        let started = Instant::now();
+        keyledger_projections::rebuild::rebuild(&pool, projection.as_ref(), false, &notifier)
+            .await
+            .with_context(|| format!("Failed to rebuild {}", projection.name()))?;
+        rebuilds.push((projection.name(), started.elapsed()));
+    }
+    Ok(ReplayResult {
+        events,
+        read,
+        rebuilds,
+    })
+}
+
+/// Reads the whole log in the rebuild's batches, decoding each event.
+async fn read_log(client: &impl deadpool_postgres::GenericClient) -> anyhow::Result<()> {
+    let mut after = 0;
+    loop {
+        let (events, unreadable) = keyledger_events::store::read_all_until_unreadable(
+            client,
+            after,
+            keyledger_projections::rebuild::BATCH,
+        )
+        .await
+        .context("Failed to read the log")?;
+        after = match (events.last(), unreadable) {
+            (Some(last), _) => last.position,
+            (None, Some(unreadable)) => unreadable.position,
+            (None, None) => return Ok(()),
+        };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The report
 
 struct Report<'a> {
@@ -740,6 +1090,10 @@ struct Report<'a> {
     validate_header: &'a PhaseResult,
     /// The validate phase against a service with the request log off.
     unlogged: Option<&'a PhaseResult>,
+    /// The projection lag during each phase of the in-process service.
+    lag: [(&'static str, Option<LagResult>); 3],
+    /// The log replayed into each asynchronous projection (in-process runs).
+    replay: Option<&'a ReplayResult>,
 }
 
 const LABEL: usize = 30;
@@ -767,6 +1121,84 @@ fn service_line(label: &str, phase: &PhaseResult, baseline: f64, against: &str) 
         ratio(phase.per_second(), baseline),
         width = LABEL - 2,
     )
+}
+
+/// The design's bound on the projection lag's p99.
+const LAG_TARGET_MS: f64 = 50.0;
+/// The design's floor for replay speed.
+const REPLAY_TARGET_PER_SECOND: f64 = 100_000.0;
+
+fn lag_header() -> String {
+    format!(
+        "{:<LABEL$}{:>9}{:>8}{:>8}{:>8}{:>8}",
+        "projection lag", "samples", "p50 ms", "p99 ms", "max ms", "behind"
+    )
+}
+
+fn replay_header(events: i64) -> String {
+    format!(
+        "{:<LABEL$}{:>9}{:>8}",
+        format!("replay, {events} events"),
+        "events/s",
+        "seconds"
+    )
+}
+
+fn lag_line(label: &str, lag: &LagResult) -> String {
+    let p99 = percentile_ms(&lag.lags, 99.0);
+    format!(
+        "  {label:<width$}{:>9}{:>8}{:>8}{:>8}{:>8}  {}",
+        lag.lags.len(),
+        ms(percentile_ms(&lag.lags, 50.0)),
+        ms(p99),
+        ms(percentile_ms(&lag.lags, 100.0)),
+        lag.max_behind,
+        match p99 {
+            Some(p99) if p99 < LAG_TARGET_MS => "p99 under the 50 ms target",
+            Some(_) => "p99 OVER the 50 ms target",
+            None => "no samples",
+        },
+        width = LABEL - 2,
+    )
+}
+
+fn replay_line(label: &str, replay: &ReplayResult, took: Duration) -> String {
+    format!(
+        "  {label:<width$}{:>9.0}{:>8.2}",
+        replay.per_second(took),
+        took.as_secs_f64(),
+        width = LABEL - 2,
+    )
+}
+
+fn print_lag(lag: &[(&'static str, Option<LagResult>)]) {
+    if lag.iter().all(|(_, result)| result.is_none()) {
+        return;
+    }
+    println!("{}", lag_header());
+    for (label, result) in lag {
+        if let Some(result) = result {
+            println!("{}", lag_line(label, result));
+        }
+    }
+}
+
+fn print_replay(replay: &ReplayResult) {
+    println!("{}", replay_header(replay.events));
+    println!("{}", replay_line("read the log only", replay, replay.read));
+    for (name, took) in &replay.rebuilds {
+        println!("{}", replay_line(&format!("rebuild {name}"), replay, *took));
+    }
+    let total = replay.total();
+    println!(
+        "{}  {}",
+        replay_line("all of them, in turn", replay, total),
+        if replay.per_second(total) >= REPLAY_TARGET_PER_SECOND {
+            "at or over the 100k events/s target"
+        } else {
+            "UNDER the 100k events/s target"
+        }
+    );
 }
 
 fn print_report(report: &Report<'_>) {
@@ -826,6 +1258,10 @@ fn print_report(report: &Report<'_>) {
             )
         );
     }
+    print_lag(&report.lag);
+    if let Some(replay) = report.replay {
+        print_replay(replay);
+    }
     println!();
     println!(
         "pgbench: -n -M prepared -c {} -j {} -T {}{}",
@@ -848,6 +1284,40 @@ fn print_report(report: &Report<'_>) {
         "authentication on: licenses are issued with a bearer token; a key in the body is a \
          public call, a License header authenticates its holder first"
     );
+    if report.lag.iter().any(|(_, result)| result.is_some()) {
+        println!(
+            "projection lag: every {} ms of a phase the head of the log is read; a sample's lag \
+             is the time until the checkpoint of every asynchronous projection ({}) reached \
+             that head, read every {} ms; behind: the most events from the lowest checkpoint to \
+             the head in one sample; both read on a thread and connections of the bench's own",
+            LAG_SAMPLE_INTERVAL.as_millis(),
+            keyledger_projections::asynchronous()
+                .iter()
+                .map(|projection| projection.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            CHECKPOINT_POLL_INTERVAL.as_millis(),
+        );
+    }
+    for (label, result) in &report.lag {
+        if let Some(result) = result.as_ref().filter(|result| result.late > 0) {
+            println!(
+                "projection lag, {label}: {} samples not caught up with {} s after the phase, \
+                 counted at the time waited",
+                result.late,
+                LAG_GRACE.as_secs()
+            );
+        }
+    }
+    if report.replay.is_some() {
+        println!(
+            "replay: after the phases, with the service idle, each asynchronous projection rebuilt \
+             from position 0 into shadow tables and swapped in (`keyledger projections rebuild`); \
+             events/s: the events in the log over the seconds it took; read the log only: the same \
+             reads ({} events a batch) and decoding, nothing applied",
+            keyledger_projections::rebuild::BATCH
+        );
+    }
     for (name, phase) in [
         ("issue", report.issue),
         ("validate", report.validate),
@@ -895,5 +1365,47 @@ tps = 1234.567890 (without initial connection time)
         assert_eq!(phase.percentile_ms(99.0), Some(99.0));
         assert!((phase.per_second() - 50.0).abs() < 1e-9);
         assert_eq!(PhaseResult::default().percentile_ms(50.0), None);
+    }
+
+    /// Each column after the label, `widths` wide, ends on a figure in `line` as in `header`.
+    fn assert_columns_line_up(header: &str, line: &str, widths: &[usize]) {
+        let mut end = LABEL;
+        for width in widths {
+            end += width;
+            for text in [header, line] {
+                let column = text.get(end - width..end).unwrap_or_default();
+                assert!(
+                    column.starts_with(' ') && !column.ends_with(' '),
+                    "the column ending at {end} does not line up:\n{header}\n{line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn lag_and_replay_lines_line_up_with_their_headers() {
+        let lag = LagResult {
+            lags: (1..=200).map(Duration::from_millis).collect(),
+            late: 0,
+            max_behind: 42,
+        };
+        let line = lag_line("validate, License header", &lag);
+        assert_columns_line_up(&lag_header(), &line, &[9, 8, 8, 8, 8]);
+        assert!(line.contains(" 100.00 "), "{line}");
+        assert!(line.ends_with("OVER the 50 ms target"), "{line}");
+
+        let replay = ReplayResult {
+            events: 150_000,
+            read: Duration::from_millis(500),
+            rebuilds: vec![
+                ("licenses", Duration::from_secs(1)),
+                ("api_requests", Duration::from_secs(2)),
+            ],
+        };
+        assert_eq!(replay.total(), Duration::from_secs(3));
+        assert!((replay.per_second(replay.read) - 300_000.0).abs() < 1e-6);
+        let line = replay_line("rebuild licenses", &replay, Duration::from_secs(1));
+        assert_columns_line_up(&replay_header(replay.events), &line, &[9, 8]);
+        assert!(line.ends_with(" 150000    1.00"), "{line}");
     }
 }

@@ -12,7 +12,8 @@ use keyledger_events::store::{park, read_all_until_unreadable};
 use keyledger_events::writer::APPEND_LOCK_KEY;
 use keyledger_events::{Notifier, Projection};
 
-const BATCH: i64 = 5_000;
+/// Events read from the log per catch-up transaction.
+pub const BATCH: i64 = 5_000;
 
 /// Rebuilds `projection` from position 0; returns the position it reached.
 pub async fn rebuild(
