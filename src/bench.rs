@@ -207,6 +207,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Some(measure_replay(&args.database_url).await?)
         }
     };
+    let view = match &args.url {
+        Some(_) => None,
+        None => Some(measure_view(&args.database_url).await?),
+    };
 
     print_report(&Report {
         args: &args,
@@ -223,6 +227,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ("validate, License header", validate_header_lag),
         ],
         replay: replay.as_ref(),
+        view: view.as_ref(),
     });
     Ok(())
 }
@@ -551,6 +556,7 @@ struct Target {
     authorization: Option<String>,
     issue_url: String,
     validate_url: String,
+    metrics_url: String,
     owners: Arc<AtomicU64>,
 }
 
@@ -577,8 +583,30 @@ impl Target {
             authorization: token.map(|token| format!("Bearer {token}")),
             issue_url: format!("{base_url}/v1/licenses"),
             validate_url: format!("{base_url}/v1/licenses/validate"),
+            metrics_url: format!("{base_url}/metrics"),
             owners: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The service's append batches so far: (commands, transactions), from `/metrics`.
+    async fn append_batches(&self) -> Option<(f64, f64)> {
+        let text = self
+            .client
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+        };
+        Some((
+            value("keyledger_append_batch_commands_sum")?,
+            value("keyledger_append_batch_commands_count")?,
+        ))
     }
 
     /// POST /v1/licenses → 201 with the new key.
@@ -679,6 +707,9 @@ struct PhaseResult {
     errors: u64,
     first_error: Option<String>,
     elapsed: Duration,
+    /// Commands per append transaction during the phase (all of the service's appends,
+    /// request records included).
+    commands_per_batch: Option<f64>,
 }
 
 impl PhaseResult {
@@ -715,6 +746,7 @@ async fn run_phase(
     clients: u32,
     duration: Duration,
 ) -> anyhow::Result<PhaseResult> {
+    let batches_before = target.append_batches().await;
     let started = Instant::now();
     let deadline = started + duration;
     let mut tasks = JoinSet::new();
@@ -758,6 +790,12 @@ async fn run_phase(
     }
     total.elapsed = started.elapsed();
     total.latencies.sort_unstable();
+    if let (Some((commands_before, batches_before)), Some((commands, batches))) =
+        (batches_before, target.append_batches().await)
+        && batches > batches_before
+    {
+        total.commands_per_batch = Some((commands - commands_before) / (batches - batches_before));
+    }
     Ok(total)
 }
 
@@ -1094,6 +1132,40 @@ struct Report<'a> {
     lag: [(&'static str, Option<LagResult>); 3],
     /// The log replayed into each asynchronous projection (in-process runs).
     replay: Option<&'a ReplayResult>,
+    /// The validation view loaded from the bench's database (in-process runs).
+    view: Option<&'a ViewResult>,
+}
+
+/// The validation view as a node loads it at start.
+struct ViewResult {
+    licenses: usize,
+    bytes: usize,
+    load: Duration,
+}
+
+impl ViewResult {
+    fn bytes_per_license(&self) -> f64 {
+        if self.licenses == 0 {
+            0.0
+        } else {
+            self.bytes as f64 / self.licenses as f64
+        }
+    }
+}
+
+/// Loads the validation view from the bench's database, as a command node does at start.
+async fn measure_view(database_url: &str) -> anyhow::Result<ViewResult> {
+    let pool = keyledger_events::db::pool(database_url, 1)
+        .context("Failed to connect to load the validation view")?;
+    let started = Instant::now();
+    let view = keyledger_projections::license::view::ValidationView::load(&pool)
+        .await
+        .context("Failed to load the validation view")?;
+    Ok(ViewResult {
+        licenses: view.len(),
+        bytes: view.memory_bytes(),
+        load: started.elapsed(),
+    })
 }
 
 const LABEL: usize = 30;
@@ -1112,12 +1184,15 @@ fn ratio(service: f64, baseline: f64) -> String {
 
 fn service_line(label: &str, phase: &PhaseResult, baseline: f64, against: &str) -> String {
     format!(
-        "  {label:<width$}{:>9.1}{:>8}{:>8}{:>8}{:>8}  {} × pgbench {against}",
+        "  {label:<width$}{:>9.1}{:>8}{:>8}{:>8}{:>8}{:>7}  {} × pgbench {against}",
         phase.per_second(),
         ms(phase.percentile_ms(50.0)),
         ms(phase.percentile_ms(95.0)),
         ms(phase.percentile_ms(99.0)),
         phase.errors,
+        phase
+            .commands_per_batch
+            .map_or_else(|| "-".to_owned(), |b| format!("{b:.1}")),
         ratio(phase.per_second(), baseline),
         width = LABEL - 2,
     )
@@ -1222,8 +1297,8 @@ fn print_report(report: &Report<'_>) {
         width = LABEL - 2
     );
     println!(
-        "{:<LABEL$}{:>9}{:>8}{:>8}{:>8}{:>8}  ratio",
-        "service (HTTP)", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"
+        "{:<LABEL$}{:>9}{:>8}{:>8}{:>8}{:>8}{:>7}  ratio",
+        "service (HTTP)", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "batch"
     );
     println!(
         "{}",
@@ -1258,9 +1333,35 @@ fn print_report(report: &Report<'_>) {
             )
         );
     }
+    if let Some(unlogged) = report.unlogged {
+        let (on, off) = (report.validate.per_second(), unlogged.per_second());
+        if off > 0.0 {
+            println!(
+                "  {:<width$}{:>8.1} %  validations/s with it on against off (target: under 15 %)",
+                "request log's cost",
+                (1.0 - on / off) * 100.0,
+                width = LABEL - 2
+            );
+        }
+    }
     print_lag(&report.lag);
     if let Some(replay) = report.replay {
         print_replay(replay);
+    }
+    if let Some(view) = report.view {
+        println!(
+            "{:<LABEL$}{:>9}{:>8}{:>8}",
+            "validation view", "licenses", "B each", "load ms"
+        );
+        println!(
+            "  {:<width$}{:>9}{:>8.0}{:>8.1}  ≈ {:.1} GiB at 10 M licenses",
+            "in memory, per node",
+            view.licenses,
+            view.bytes_per_license(),
+            view.load.as_secs_f64() * 1000.0,
+            view.bytes_per_license() * 10e6 / f64::from(1u32 << 30),
+            width = LABEL - 2
+        );
     }
     println!();
     println!(
@@ -1313,8 +1414,9 @@ fn print_report(report: &Report<'_>) {
         println!(
             "replay: after the phases, with the service idle, each asynchronous projection rebuilt \
              from position 0 into shadow tables and swapped in (`keyledger projections rebuild`); \
-             events/s: the events in the log over the seconds it took; read the log only: the same \
-             reads ({} events a batch) and decoding, nothing applied",
+             events/s: the events in the log over the seconds it took (a rebuild reads only its \
+             projection's event types); read the log only: every event, {} a batch, read and \
+             decoded, nothing applied",
             keyledger_projections::rebuild::BATCH
         );
     }

@@ -332,8 +332,32 @@ pub async fn read_all_until_unreadable(
     let sql = format!("{SELECT_ENVELOPE} WHERE position > $1 ORDER BY position LIMIT $2");
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &[&after, &limit]).await?;
+    until_unreadable(&rows)
+}
+
+/// Like `read_all_until_unreadable`, but only events of `event_types` (a rebuild reads only
+/// what its projection applies).
+pub async fn read_types_until_unreadable(
+    client: &impl deadpool_postgres::GenericClient,
+    after: i64,
+    event_types: &[&str],
+    limit: i64,
+) -> Result<(Vec<Envelope>, Option<UnreadableEvent>), tokio_postgres::Error> {
+    let sql = format!(
+        "{SELECT_ENVELOPE} WHERE position > $1 AND event_type = ANY($2) ORDER BY position LIMIT $3"
+    );
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client
+        .query(&statement, &[&after, &event_types, &limit])
+        .await?;
+    until_unreadable(&rows)
+}
+
+fn until_unreadable(
+    rows: &[Row],
+) -> Result<(Vec<Envelope>, Option<UnreadableEvent>), tokio_postgres::Error> {
     let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         match envelope_from_row(row) {
             Ok(event) => events.push(event),
             Err(ReadError::Database(e)) => return Err(e),

@@ -8,7 +8,7 @@
 
 use anyhow::Context;
 use deadpool_postgres::{Pool, Transaction};
-use keyledger_events::store::{park, read_all_until_unreadable};
+use keyledger_events::store::{park, read_types_until_unreadable};
 use keyledger_events::writer::APPEND_LOCK_KEY;
 use keyledger_events::{Notifier, Projection};
 
@@ -61,6 +61,12 @@ pub async fn rebuild(
     }
     tx.batch_execute(&format!("SET LOCAL search_path = {schema}, public"))
         .await?;
+    // The head before the last reads: every event up to it is applied below or not the
+    // projection's, so the checkpoint may start there.
+    let head: i64 = tx
+        .query_one("SELECT coalesce(max(position), 0) FROM public.events", &[])
+        .await?
+        .try_get(0)?;
     // Events set aside before are tried again; those that still fail are set aside anew.
     tx.execute(
         "DELETE FROM public.projection_parked WHERE projection = $1",
@@ -68,6 +74,7 @@ pub async fn rebuild(
     )
     .await?;
     while apply_after(&tx, projection, &mut position).await? > 0 {}
+    position = position.max(head);
     let mut swap = String::from("SET LOCAL search_path = public;");
     for table in projection.tables() {
         swap.push_str(&format!(
@@ -148,7 +155,9 @@ async fn apply_after(
     projection: &dyn Projection,
     position: &mut i64,
 ) -> anyhow::Result<usize> {
-    let (events, unreadable) = read_all_until_unreadable(tx, *position, BATCH).await?;
+    // Only the projection's event types: a rebuild of `licenses` skips the request records.
+    let (events, unreadable) =
+        read_types_until_unreadable(tx, *position, projection.event_types(), BATCH).await?;
     if let Some(last) = events.last() {
         projection.apply(tx, &events).await?;
         *position = last.position;
