@@ -790,8 +790,9 @@ async fn run_phase(
     }
     total.elapsed = started.elapsed();
     total.latencies.sort_unstable();
-    if let (Some((commands_before, batches_before)), Some((commands, batches))) =
-        (batches_before, target.append_batches().await)
+    // Before the first append the histogram is not exported yet: nothing committed so far.
+    let (commands_before, batches_before) = batches_before.unwrap_or((0.0, 0.0));
+    if let Some((commands, batches)) = target.append_batches().await
         && batches > batches_before
     {
         total.commands_per_batch = Some((commands - commands_before) / (batches - batches_before));
