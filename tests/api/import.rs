@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use keyledger::import::{ImportError, ImportOptions, Summary, import_file};
 use keyledger_events::license::Tier;
@@ -390,7 +391,12 @@ async fn installations_find_their_license_whatever_the_case_of_the_email() {
         "{summary}"
     );
 
-    let app = spawn_app_on(database, |_| {}).await;
+    // Installations last heard from in 2025 are dead under the default heartbeat TTL, and the
+    // heartbeat job would free them whenever its first run beats the read below.
+    let app = spawn_app_on(database, |args| {
+        args.heartbeat_ttl = Duration::from_secs(50 * 365 * 24 * 3600);
+    })
+    .await;
     let license = license_of(&app, &key).await;
     let id = license["license_id"].as_str().unwrap();
     let page: Value = app

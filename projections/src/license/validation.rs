@@ -14,6 +14,20 @@ use uuid::Uuid;
 
 pub struct LicenseValidation;
 
+/// The events that change what validation needs to know (also the in-memory view's).
+pub const EVENT_TYPES: &[&str] = &[
+    "LicenseIssued",
+    "LicenseImported",
+    "LicenseRevoked",
+    "LicenseSuspended",
+    "LicenseReinstated",
+    "LicenseRenewed",
+    "LicensePolicyChanged",
+    "InstallationActivated",
+    "InstallationDeactivated",
+    "LicenseValidated",
+];
+
 /// Whether `installation_id` is active on the license (`None`: no such license). A revoked
 /// license has no active installation.
 pub async fn installation_active(
@@ -48,18 +62,7 @@ impl Projection for LicenseValidation {
     }
 
     fn event_types(&self) -> &'static [&'static str] {
-        &[
-            "LicenseIssued",
-            "LicenseImported",
-            "LicenseRevoked",
-            "LicenseSuspended",
-            "LicenseReinstated",
-            "LicenseRenewed",
-            "LicensePolicyChanged",
-            "InstallationActivated",
-            "InstallationDeactivated",
-            "LicenseValidated",
-        ]
+        EVENT_TYPES
     }
 
     async fn apply(

@@ -22,19 +22,7 @@ use keyledger_events::license::{LicenseEvent, Tier, UsageEvent, ValidationCode};
 use keyledger_events::{Envelope, EventPayload, HeadView};
 use uuid::Uuid;
 
-/// The event types that change the view (the inline `license_validation` projection's).
-const EVENT_TYPES: &[&str] = &[
-    "LicenseIssued",
-    "LicenseImported",
-    "LicenseRevoked",
-    "LicenseSuspended",
-    "LicenseReinstated",
-    "LicenseRenewed",
-    "LicensePolicyChanged",
-    "InstallationActivated",
-    "InstallationDeactivated",
-    "LicenseValidated",
-];
+use super::validation::EVENT_TYPES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
