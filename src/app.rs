@@ -283,6 +283,12 @@ impl Application {
                 prune_requests(pool.clone(), retention)
             });
         }
+        if let Some(view) = &view {
+            let (view, pool, notifier) = (view.clone(), pool.clone(), notifier.clone());
+            supervisor.spawn_forever("validation view follower", move || {
+                view.clone().follow(pool.clone(), notifier.head())
+            });
+        }
         if let (Some(store), Some(view)) = (store.clone(), view) {
             {
                 let (pool, interval) = (pool.clone(), args.idempotency_purge_interval);

@@ -117,3 +117,29 @@ async fn a_daily_quota_of_25_admits_exactly_25_of_60_concurrent_validations_acro
         assert_eq!(validate(node, &key).await["code"], "QUOTA_EXCEEDED");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_follows_licenses_issued_on_another_without_being_asked() {
+    let database = TestDatabase::create().await;
+    let first = ServiceProcess::start(&database.url, &[]).await;
+    let second = ServiceProcess::start(&database.url, &[]).await;
+    for _ in 0..3 {
+        issue(&first, "pro").await;
+    }
+    // No request reaches the second node but its metrics: its view follows the log.
+    let metrics = format!("{}/metrics", second.address);
+    crate::helpers::eventually(
+        std::time::Duration::from_secs(10),
+        "the second node's validation view to hold the three licenses",
+        || {
+            let request = reqwest::get(metrics.clone());
+            async move {
+                let text = request.await.ok()?.text().await.ok()?;
+                text.lines()
+                    .any(|line| line == "keyledger_validation_view_licenses 3")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}

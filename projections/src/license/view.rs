@@ -4,7 +4,8 @@
 //! `license_daily_usage` tables (exact as of a snapshot, since the writer maintains them in the
 //! append transaction) and then follows the log: the writer brings it to the head under the
 //! append lock before it judges a batch's validations (see `keyledger_events::head_view`), and
-//! applies its own batches after they commit. A key the view does not know is looked up by
+//! applies its own batches after they commit; between validations [`ValidationView::follow`]
+//! keeps it near the head. A key the view does not know is looked up by
 //! [`ValidationView::catch_up`], which reads the log's tail without the lock; concurrent misses
 //! share one read.
 //!
@@ -318,6 +319,36 @@ impl ValidationView {
         let (head, events) = read_tail(&client, from).await?;
         self.advance(from, &events, head);
         Ok(())
+    }
+}
+
+/// At most one tail read per this interval from [`ValidationView::follow`].
+const FOLLOW_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// A tail read at least this often, in case a notification was lost.
+const FOLLOW_MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ValidationView {
+    /// Keeps the view near the head between validations, so that the writer's read under the
+    /// append lock stays short even after another node has been busy: it reads the log's tail
+    /// when the head this process hears of (its own commits, other nodes' through LISTEN) is
+    /// past the view, at most every 50 ms, and at least every second.
+    pub async fn follow(self: Arc<Self>, pool: Pool, mut head: tokio::sync::watch::Receiver<i64>) {
+        loop {
+            let heard = tokio::time::timeout(FOLLOW_MAX_INTERVAL, head.changed()).await;
+            let behind = match heard {
+                Ok(Ok(())) => *head.borrow_and_update() > self.position(),
+                // The notifier is gone: fall back to the periodic read.
+                Ok(Err(_)) => {
+                    tokio::time::sleep(FOLLOW_MAX_INTERVAL).await;
+                    true
+                }
+                Err(_) => true,
+            };
+            if behind && let Err(error) = self.catch_up(&pool).await {
+                tracing::warn!(error = %error, "the validation view cannot read the log's tail");
+            }
+            tokio::time::sleep(FOLLOW_MIN_INTERVAL).await;
+        }
     }
 }
 
