@@ -184,6 +184,19 @@ impl Application {
                     pool.clone(),
                     WriterConfig {
                         max_batch_events: args.append_batch_max,
+                        own_thread: Some({
+                            let (url, settings) = (url.clone(), settings.clone());
+                            Arc::new(move || {
+                                // A connection per batch in flight, and one to spare.
+                                db::pool_with(
+                                    &url,
+                                    &db::PoolSettings {
+                                        size: WriterConfig::default().concurrent_batches + 1,
+                                        ..settings.clone()
+                                    },
+                                )
+                            })
+                        }),
                         ..WriterConfig::default()
                     },
                     inline.clone(),

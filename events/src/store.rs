@@ -142,8 +142,11 @@ pub trait EventStore: Send + Sync {
     }
 }
 
+/// Makes the writer's own connection pool, inside the writer's thread.
+pub type PoolFactory = Arc<dyn Fn() -> anyhow::Result<Pool> + Send + Sync>;
+
 /// Tuning of the group-commit writer.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WriterConfig {
     /// At most this many events go into one transaction.
     pub max_batch_events: usize,
@@ -156,6 +159,23 @@ pub struct WriterConfig {
     /// taken again as soon as it is released. Commit order still equals position order: every
     /// batch reads the head under the lock.
     pub concurrent_batches: usize,
+    /// When set, the writer runs on a thread and runtime of its own, with connections of its
+    /// own made by this factory on that runtime: its round trips under the append lock then do
+    /// not wait for the request tasks' turn on the shared runtime. `None`: a task on the
+    /// caller's runtime, on the shared pool.
+    pub own_thread: Option<PoolFactory>,
+}
+
+impl std::fmt::Debug for WriterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriterConfig")
+            .field("max_batch_events", &self.max_batch_events)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("lock_timeout_ms", &self.lock_timeout_ms)
+            .field("concurrent_batches", &self.concurrent_batches)
+            .field("own_thread", &self.own_thread.is_some())
+            .finish()
+    }
 }
 
 impl Default for WriterConfig {
@@ -165,6 +185,7 @@ impl Default for WriterConfig {
             queue_capacity: 10_000,
             lock_timeout_ms: 5_000,
             concurrent_batches: 2,
+            own_thread: None,
         }
     }
 }
@@ -193,14 +214,53 @@ impl PgEventStore {
         notifier: Notifier,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (appends, queue) = mpsc::channel(config.queue_capacity);
-        let task = tokio::spawn(writer::run(
-            pool.clone(),
-            config,
-            inline,
-            view,
-            notifier,
-            queue,
-        ));
+        let task = match config.own_thread.clone() {
+            None => tokio::spawn(writer::run(
+                pool.clone(),
+                config,
+                inline,
+                view,
+                notifier,
+                queue,
+            )),
+            Some(make_pool) => {
+                // A thread of its own, not a blocking task: the shared runtime's shutdown does
+                // not wait for it. The returned handle ends when the thread does.
+                let (ended, end) = oneshot::channel::<()>();
+                let thread = std::thread::Builder::new()
+                    .name("keyledger-writer".to_owned())
+                    .spawn(move || {
+                        let runtime = match tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                        {
+                            Ok(runtime) => runtime,
+                            Err(error) => {
+                                tracing::error!(error = %error, "cannot start the append writer's runtime");
+                                return;
+                            }
+                        };
+                        runtime.block_on(async move {
+                            match make_pool() {
+                                Ok(own) => {
+                                    writer::run(own, config, inline, view, notifier, queue).await
+                                }
+                                Err(error) => tracing::error!(
+                                    error = format!("{error:#}"),
+                                    "cannot make the append writer's connection pool"
+                                ),
+                            }
+                        });
+                        drop(ended);
+                    });
+                if let Err(error) = thread {
+                    tracing::error!(error = %error, "cannot start the append writer's thread");
+                }
+                tokio::spawn(async move {
+                    let _ = end.await;
+                })
+            }
+        };
         (PgEventStore { pool, appends }, task)
     }
 

@@ -111,7 +111,15 @@ async fn a_command_answers_503_within_the_pool_timeout_when_every_connection_is_
         args.database.db_pool_timeout_ms = POOL_TIMEOUT_MS;
     })
     .await;
-    // Every connection of the service's pool is held by the test.
+    let issued = app.issue_license().await;
+    assert_eq!(issued.status(), 201);
+    let issued: Value = issued.json().await.unwrap();
+    let revoke = format!(
+        "/v1/licenses/{}/revoke",
+        issued["license_id"].as_str().unwrap()
+    );
+    // Every connection of the service's pool is held by the test. (The append writer has
+    // connections of its own; a revoke loads the license through the pool.)
     let mut held = Vec::new();
     for _ in 0..2 {
         let pool = app.app_pool.clone();
@@ -125,9 +133,16 @@ async fn a_command_answers_503_within_the_pool_timeout_when_every_connection_is_
     }
 
     let started = Instant::now();
-    let response = tokio::time::timeout(Duration::from_secs(15), app.issue_license())
-        .await
-        .expect("a command must answer, not hang, when the pool is exhausted");
+    let response = tokio::time::timeout(
+        Duration::from_secs(15),
+        app.http
+            .post(app.url(&revoke))
+            .json(&json!({"reason": "chargeback"}))
+            .send(),
+    )
+    .await
+    .expect("a command must answer, not hang, when the pool is exhausted")
+    .unwrap();
     let elapsed = started.elapsed();
 
     assert_eq!(retry_after(&response), Some(1), "503 says when to retry");
@@ -141,7 +156,14 @@ async fn a_command_answers_503_within_the_pool_timeout_when_every_connection_is_
 
     // Once the connections are back, commands go through again.
     drop(held);
-    assert_eq!(app.issue_license().await.status(), 201);
+    let revoked = app
+        .http
+        .post(app.url(&revoke))
+        .json(&json!({"reason": "chargeback"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
 }
 
 #[tokio::test]
