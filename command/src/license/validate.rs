@@ -81,6 +81,15 @@ impl ValidateResponse {
     }
 }
 
+/// What a validation decided under the append lock.
+#[derive(Debug, Clone)]
+struct Verdict {
+    code: ValidationCode,
+    tier: Tier,
+    expires_at: Option<DateTime<Utc>>,
+    own_entitlements: Box<[Box<str>]>,
+}
+
 /// The verdict, first failing rule first: revoked, suspended, expired (never for a perpetual
 /// license), installation, feature, quota. `valid_today` counts the VALID validations of the
 /// license's day so far.
@@ -174,7 +183,9 @@ pub async fn handle(
     };
     tracing::Span::current().record("license.id", tracing::field::display(license_id));
     let now = keyledger_events::chain::to_micros((state.clock)());
-    let verdict: Arc<Mutex<Option<ValidateResponse>>> = Arc::default();
+    // Decided under the append lock: only the verdict and what the answer needs of the license
+    // are copied there; the answer itself is built outside the lock.
+    let verdict: Arc<Mutex<Option<Verdict>>> = Arc::default();
     let decide: Decide = {
         let (view, policy, verdict) = (state.view.clone(), state.policy.clone(), verdict.clone());
         let event_id = Uuid::new_v4();
@@ -188,27 +199,19 @@ pub async fn handle(
                     feature.as_deref(),
                     installation_id.as_deref(),
                 );
-                let body = ValidateResponse {
-                    valid: code == ValidationCode::Valid,
+                let verdict = Verdict {
                     code,
-                    license_id: Some(license_id),
-                    tier: Some(license.tier),
-                    expires_at: Some(license.expires_at),
-                    entitlements: Some(
-                        policy
-                            .entitlements(license.tier, &license.entitlements)
-                            .into_iter()
-                            .collect(),
-                    ),
-                    position: None,
+                    tier: license.tier,
+                    expires_at: license.expires_at,
+                    own_entitlements: license.entitlements.clone(),
                 };
-                (code, body)
+                (code, verdict)
             });
             // A license never leaves the view once in it.
-            let Some((code, body)) = decided else {
+            let Some((code, decided)) = decided else {
                 return Vec::new();
             };
-            *verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(body);
+            *verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(decided);
             let usage = UsageEvent::LicenseValidated(LicenseValidated {
                 license_id,
                 code,
@@ -221,12 +224,28 @@ pub async fn handle(
         })
     };
     let render = {
-        let verdict = verdict.clone();
+        let (verdict, policy) = (verdict.clone(), state.policy.clone());
         renderer(StatusCode::OK, move |outcome| {
             let decided = verdict.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            ValidateResponse {
-                position: Some(outcome.position),
-                ..decided.unwrap_or_else(|| ValidateResponse::rejected(ValidationCode::NotFound))
+            match decided {
+                Some(verdict) => ValidateResponse {
+                    valid: verdict.code == ValidationCode::Valid,
+                    code: verdict.code,
+                    license_id: Some(license_id),
+                    tier: Some(verdict.tier),
+                    expires_at: Some(verdict.expires_at),
+                    entitlements: Some(
+                        policy
+                            .entitlements(verdict.tier, &verdict.own_entitlements)
+                            .into_iter()
+                            .collect(),
+                    ),
+                    position: Some(outcome.position),
+                },
+                None => ValidateResponse {
+                    position: Some(outcome.position),
+                    ..ValidateResponse::rejected(ValidationCode::NotFound)
+                },
             }
         })
     };
