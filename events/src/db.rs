@@ -145,6 +145,11 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
 /// database as an older release left it.
 pub async fn migrate_to(url: &str, version: Option<i32>) -> anyhow::Result<()> {
     let config: Config = url.parse().context("Failed to parse the database URL")?;
+    migrate_config_to(&config, version).await
+}
+
+/// [`migrate_to`] for a parsed connection configuration.
+pub async fn migrate_config_to(config: &Config, version: Option<i32>) -> anyhow::Result<()> {
     let (mut client, connection) = config
         .connect(NoTls)
         .await

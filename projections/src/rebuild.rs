@@ -26,8 +26,13 @@ pub async fn rebuild(
     let schema = format!("rebuild_{name}");
     let mut client = pool.get().await.context("Failed to get a connection")?;
     let mut ddl = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};");
+    // Secondary indexes are built once the tables are filled: one sort per index instead of
+    // an index insert per row (a projection's own statements use only its keys).
+    let mut indexes = String::new();
     for table in projection.tables() {
-        ddl.push_str(&shadow_table(&client, &schema, table).await?);
+        let shadow = shadow_table(&client, &schema, table).await?;
+        ddl.push_str(&shadow.table);
+        indexes.push_str(&shadow.indexes);
     }
     client
         .batch_execute(&ddl)
@@ -46,6 +51,10 @@ pub async fn rebuild(
             break;
         }
     }
+    client
+        .batch_execute(&indexes)
+        .await
+        .with_context(|| format!("Failed to index the shadow tables of {name}"))?;
 
     // Swap under the lock that keeps the live projection from moving.
     let tx = client.transaction().await?;
@@ -98,14 +107,23 @@ pub async fn rebuild(
     Ok(position)
 }
 
-/// The DDL of an empty copy of `public.table` in `schema` whose indexes and constraints have
-/// the names of the live table's, so that the swap changes no name (`LIKE … INCLUDING ALL`
-/// would name indexes after their columns, and a later migration naming them would fail).
+/// The DDL of an empty copy of a live table, in two parts.
+struct ShadowTable {
+    /// The table with its columns and constraints (keys and unique constraints included: the
+    /// projection's upserts need them).
+    table: String,
+    /// Its other indexes, built after the table is filled.
+    indexes: String,
+}
+
+/// An empty copy of `public.table` in `schema` whose indexes and constraints have the names of
+/// the live table's, so that the swap changes no name (`LIKE … INCLUDING ALL` would name
+/// indexes after their columns, and a later migration naming them would fail).
 async fn shadow_table(
     client: &impl deadpool_postgres::GenericClient,
     schema: &str,
     table: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<ShadowTable> {
     let live = format!("public.{table}");
     let shadow = format!("{schema}.{table}");
     // Columns, defaults, CHECK and NOT NULL constraints (with their names), storage, comments.
@@ -137,6 +155,7 @@ async fn shadow_table(
         )
         .await
         .with_context(|| format!("Failed to read the indexes of {live}"))?;
+    let mut index_ddl = String::new();
     for row in indexes {
         let definition: String = row.try_get(0)?;
         let on_live = format!(" ON {live} USING ");
@@ -144,10 +163,13 @@ async fn shadow_table(
             definition.matches(&on_live).count() == 1,
             "cannot copy the index {definition}"
         );
-        ddl.push_str(&definition.replacen(&on_live, &format!(" ON {shadow} USING "), 1));
-        ddl.push(';');
+        index_ddl.push_str(&definition.replacen(&on_live, &format!(" ON {shadow} USING "), 1));
+        index_ddl.push(';');
     }
-    Ok(ddl)
+    Ok(ShadowTable {
+        table: ddl,
+        indexes: index_ddl,
+    })
 }
 
 async fn apply_after(

@@ -457,3 +457,37 @@ async fn a_body_over_the_limit_is_refused_on_any_route_and_recorded_cut_short() 
     let stored = page["items"][0]["request_body"].as_str().unwrap();
     assert!(stored.ends_with("…[truncated]"), "{stored}");
 }
+
+/// The query behind a request's detail page finds the events through the correlation index,
+/// which leaves request records out (V11): its condition must keep matching the index's
+/// predicate, or the page would read the log from one end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_of_a_request_are_found_through_the_correlation_index() {
+    let app = spawn_app().await;
+    for _ in 0..20 {
+        app.issue_license().await;
+    }
+    let client = app.database.pool().get().await.unwrap();
+    client
+        .batch_execute("ANALYZE events; SET enable_seqscan = off")
+        .await
+        .unwrap();
+    let plan: Vec<String> = client
+        .query(
+            &format!(
+                "EXPLAIN {}",
+                keyledger_query::request::events_of_a_request()
+            ),
+            &[&"a-request-id"],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains("events_correlation_idx"),
+        "the request's events are not looked up by index:\n{plan}"
+    );
+}

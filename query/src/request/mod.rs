@@ -222,6 +222,17 @@ pub async fn list(
     Ok(Json(RequestPage { items, next_cursor }))
 }
 
+/// The events a request caused: the log's events whose correlation id is the request id
+/// (`$1`), oldest first. Its `event_type` condition is the predicate of the partial index
+/// `events_correlation_idx` (V11), which leaves request records out.
+pub fn events_of_a_request() -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE metadata ->> 'correlation_id' = $1 \
+           AND event_type <> 'ApiRequestRecorded' \
+         ORDER BY position LIMIT 100"
+    )
+}
+
 pub async fn find(
     client: &impl GenericClient,
     record_id: Uuid,
@@ -235,13 +246,7 @@ pub async fn find(
         return Ok(None);
     };
     let request = from_row(&row)?;
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE metadata ->> 'correlation_id' = $1 \
-               AND event_type <> 'ApiRequestRecorded' \
-             ORDER BY position LIMIT 100"
-        ))
-        .await?;
+    let statement = client.prepare_cached(&events_of_a_request()).await?;
     let events = client
         .query(&statement, &[&request.request_id])
         .await?
