@@ -29,13 +29,33 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Rebuild every projection from position 0 (the service may keep running).
     Replay(DatabaseArgs),
-    /// Recompute the hash chain and report the first altered position.
+    /// Recompute the hash chain and report the first altered position: of the database's log,
+    /// or of an export (`--file`, no database needed).
     Verify {
         #[command(flatten)]
         database: DatabaseArgs,
         /// An auditor's copy of a head, `<position>:<hex hash>`, to detect a cut-off tail.
         #[arg(long)]
         expect_head: Option<Head>,
+        /// Verify this export (`keyledger export`, `GET /v1/events/export`, from position 1)
+        /// instead of the database's log.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    /// Write the log (or the part after `--after`, up to `--until`) as NDJSON, one event a
+    /// line with every field the hash chain covers.
+    Export {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// The file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Export the events after this position (default: from the first).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Up to and including this position (default: the head when the export starts).
+        #[arg(long)]
+        until: Option<i64>,
     },
     /// Import the legacy service's SQLite database (idempotent; `--dry-run` writes nothing).
     ImportLegacy(crate::import::ImportArgs),
@@ -123,15 +143,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Export {
+            database,
+            out,
+            after,
+            until,
+        } => export(&database, &out, after, until).await,
         Command::Verify {
             database,
             expect_head,
+            file,
         } => {
-            let pool = prepared_pool(&database).await?;
-            let client = pool.get().await.context("Failed to connect")?;
-            let report = verify::verify(&client, expect_head.as_ref())
-                .await
-                .context("Failed to read the event log")?;
+            let report = match file {
+                Some(file) => {
+                    let reader = std::fs::File::open(&file)
+                        .with_context(|| format!("Failed to open {}", file.display()))?;
+                    verify::verify_export(std::io::BufReader::new(reader), expect_head.as_ref())
+                        .with_context(|| format!("Failed to read {}", file.display()))?
+                }
+                None => {
+                    let pool = prepared_pool(&database).await?;
+                    let client = pool.get().await.context("Failed to connect")?;
+                    verify::verify(&client, expect_head.as_ref())
+                        .await
+                        .context("Failed to read the event log")?
+                }
+            };
             match (&report.finding, &report.head) {
                 (None, Some(head)) => {
                     println!(
@@ -202,6 +239,52 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         },
     }
+}
+
+/// `keyledger export`: pages of the log written to `out` as they are read.
+async fn export(
+    database: &DatabaseArgs,
+    out: &std::path::Path,
+    after: i64,
+    until: Option<i64>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    anyhow::ensure!(after >= 0, "--after must be 0 or more");
+    let pool = prepared_pool(database).await?;
+    let client = pool.get().await.context("Failed to connect")?;
+    let until = match until {
+        Some(until) => until,
+        None => keyledger_events::store::head_on(&client).await?,
+    };
+    let file = std::fs::File::create(out)
+        .with_context(|| format!("Failed to create {}", out.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let (mut position, mut events) = (after, 0u64);
+    while position < until {
+        let page = verify::read_stored(&client, position, until, 5_000)
+            .await
+            .context("Failed to read the event log")?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        position = last.position;
+        for event in &page {
+            serde_json::to_writer(&mut writer, event)?;
+            writer.write_all(b"\n")?;
+        }
+        events += page.len() as u64;
+    }
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("Failed to write {}", out.display()))?;
+    println!(
+        "exported {events} events after position {after} up to {position} to {}",
+        out.display()
+    );
+    Ok(())
 }
 
 async fn prepared_pool(database: &DatabaseArgs) -> anyhow::Result<deadpool_postgres::Pool> {

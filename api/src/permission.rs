@@ -250,6 +250,7 @@ pub const TABLE: &[Rule] = {
         rule(GET, "/v1/requests/{id}", Requires(RequestsRead)),
         // The event log.
         rule(GET, "/v1/events", Requires(EventsRead)),
+        rule(GET, "/v1/events/export", Requires(EventsRead)),
         rule(GET, "/v1/streams/{stream_id}/events", Requires(EventsRead)),
         // API keys for services.
         rule(POST, "/v1/api-keys", Requires(ApiKeysManage)),

@@ -52,6 +52,7 @@ pub fn router(state: QueryState) -> Routes {
         .get("/v1/sessions", session::list::handle)
         .get("/v1/sessions/{id}", session::get::handle)
         .get("/v1/events", events::all)
+        .get("/v1/events/export", events::export)
         .get("/v1/streams/{stream_id}/events", events::stream)
         .with_state(state.clone())
         .merge(admin::router(state))

@@ -10,6 +10,7 @@ mod auth;
 mod bad_input;
 mod crash;
 mod event_log;
+mod export;
 mod found;
 mod helpers;
 mod idempotency;
