@@ -35,6 +35,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::{Role, ServeArgs};
 use crate::health::{self, HealthState};
 use crate::supervise::{Supervisor, SupervisorConfig};
+use keyledger_events::audit::SigningKey;
 
 pub struct Application {
     pub address: SocketAddr,
@@ -146,6 +147,7 @@ impl Application {
             stream: args.nats_stream.clone(),
             subject_prefix: args.nats_subject_prefix.clone(),
             head_subject: args.nats_head_subject.clone(),
+            checkpoint_subject: args.nats_checkpoint_subject.clone(),
             ..RelayConfig::default()
         };
         if let (Some(client), true) = (&nats, runs(Role::Relay)) {
@@ -304,6 +306,19 @@ impl Application {
         }
         if let (Some(store), Some(view)) = (store.clone(), view) {
             {
+                let key = Arc::new(load_signing_key(&args.signing_key_file)?);
+                let (store, pool, interval) =
+                    (store.clone(), pool.clone(), args.checkpoint_interval);
+                supervisor.spawn_forever("checkpoint signer", move || {
+                    keyledger_command::audit::run_signer(
+                        store.clone(),
+                        pool.clone(),
+                        key.clone(),
+                        interval,
+                    )
+                });
+            }
+            {
                 let (pool, interval) = (pool.clone(), args.idempotency_purge_interval);
                 supervisor.spawn_forever("idempotency purge", move || {
                     keyledger_command::idempotency::run_purge(pool.clone(), interval)
@@ -452,6 +467,22 @@ impl Application {
             }
         }
     }
+}
+
+/// Reads the audit signing key, creating it on first start (and saying where).
+fn load_signing_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
+    let (key, created) = SigningKey::load_or_create(path)?;
+    let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    if created {
+        tracing::info!(
+            path = %shown.display(),
+            kid = key.kid(),
+            "created a new signing key for the log's checkpoints (mode 0600); keep it"
+        );
+    } else {
+        tracing::info!(path = %shown.display(), kid = key.kid(), "checkpoint signing key loaded");
+    }
+    Ok(key)
 }
 
 /// Reads the access-token signing key, creating it on first start (and saying where).

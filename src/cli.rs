@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use keyledger_events::audit::{KeySet, SignedCheckpoint};
 use keyledger_events::verify::{self, Head};
 use keyledger_events::{Notifier, db};
 
@@ -41,6 +42,15 @@ pub enum Command {
         /// instead of the database's log.
         #[arg(long)]
         file: Option<std::path::PathBuf>,
+        /// The published signing keys (`GET /.well-known/keyledger-keys.json`): every signed
+        /// checkpoint in the log is checked against them and against the chain.
+        #[arg(long)]
+        keys: Option<std::path::PathBuf>,
+        /// A signed checkpoint an auditor kept (`GET /v1/checkpoints/latest`, or a message of
+        /// the `keyledger.checkpoints` subject): checked with `--keys`, and the log must reach
+        /// it, so a cut-off tail is detected.
+        #[arg(long, requires = "keys", conflicts_with = "expect_head")]
+        expect_checkpoint: Option<std::path::PathBuf>,
     },
     /// Write the log (or the part after `--after`, up to `--until`) as NDJSON, one event a
     /// line with every field the hash chain covers.
@@ -153,26 +163,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database,
             expect_head,
             file,
+            keys,
+            expect_checkpoint,
         } => {
+            let keys: Option<KeySet> = keys
+                .map(|path| read_json(&path, "a JWK set of signing keys"))
+                .transpose()?;
+            let expect_head = match (&expect_checkpoint, &keys) {
+                (Some(path), Some(keys)) => {
+                    let signed: SignedCheckpoint = read_json(path, "a signed checkpoint")?;
+                    if let Err(error) = signed.verify(keys) {
+                        println!("FAILED: the expected checkpoint does not verify: {error}");
+                        std::process::exit(1);
+                    }
+                    Some(Head {
+                        position: signed.checkpoint.position,
+                        hash: hex::decode(&signed.checkpoint.hash)
+                            .context("The expected checkpoint's hash is not hex")?,
+                    })
+                }
+                _ => expect_head,
+            };
+            let mut chain = verify::Chain::new(expect_head.as_ref());
+            if let Some(keys) = &keys {
+                chain = chain.with_keys(keys);
+            }
             let report = match file {
                 Some(file) => {
                     let reader = std::fs::File::open(&file)
                         .with_context(|| format!("Failed to open {}", file.display()))?;
-                    verify::verify_export(std::io::BufReader::new(reader), expect_head.as_ref())
+                    verify::verify_export(std::io::BufReader::new(reader), chain)
                         .with_context(|| format!("Failed to read {}", file.display()))?
                 }
                 None => {
                     let pool = prepared_pool(&database).await?;
                     let client = pool.get().await.context("Failed to connect")?;
-                    verify::verify(&client, expect_head.as_ref())
+                    verify::verify(&client, chain)
                         .await
                         .context("Failed to read the event log")?
                 }
             };
+            let checkpoints = match report.checkpoints {
+                Some(n) => format!(", {n} signed checkpoints verify"),
+                None => String::new(),
+            };
             match (&report.finding, &report.head) {
                 (None, Some(head)) => {
                     println!(
-                        "ok: {} events, the hash chain holds; head {head}",
+                        "ok: {} events, the hash chain holds{checkpoints}; head {head}",
                         report.events
                     );
                     Ok(())
@@ -285,6 +323,16 @@ async fn export(
         out.display()
     );
     Ok(())
+}
+
+/// Reads a JSON file an auditor passes in.
+fn read_json<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    what: &str,
+) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("Failed to read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} does not hold {what}", path.display()))
 }
 
 async fn prepared_pool(database: &DatabaseArgs) -> anyhow::Result<deadpool_postgres::Pool> {

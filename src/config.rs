@@ -93,6 +93,15 @@ pub struct ServeArgs {
     #[arg(long, env = "NATS_HEAD_SUBJECT", default_value = "keyledger.head")]
     pub nats_head_subject: String,
 
+    /// Subject the relay publishes the signed checkpoints on, kept in the JetStream stream
+    /// `<NATS_STREAM>_CHECKPOINTS`.
+    #[arg(
+        long,
+        env = "NATS_CHECKPOINT_SUBJECT",
+        default_value = "keyledger.checkpoints"
+    )]
+    pub nats_checkpoint_subject: String,
+
     /// Longest wait of a query for `X-Consistency-Position`, in milliseconds.
     #[arg(long, env = "CONSISTENCY_TIMEOUT_MS", default_value_t = 5000)]
     pub consistency_timeout_ms: u64,
@@ -204,6 +213,20 @@ pub struct ServeArgs {
     #[arg(long, env = "JWT_KEY_FILE", default_value = "keyledger-jwt.key")]
     pub jwt_key_file: std::path::PathBuf,
 
+    /// The Ed25519 key the log's checkpoints are signed with (PKCS#8 PEM); created with mode
+    /// 0600 when missing. Its public half is recorded in the log and published at
+    /// `/.well-known/keyledger-keys.json`.
+    #[arg(
+        long,
+        env = "SIGNING_KEY_FILE",
+        default_value = "keyledger-signing.key"
+    )]
+    pub signing_key_file: std::path::PathBuf,
+
+    /// How often the log's head is signed (only when the log moved since the last checkpoint).
+    #[arg(long, env = "CHECKPOINT_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+
     /// Always mark the admin hub's session cookie `Secure`. Unset, it is `Secure` only on
     /// requests a proxy marks `X-Forwarded-Proto: https`; set it when the service is reached
     /// over https only.
@@ -282,6 +305,7 @@ impl ServeArgs {
             nats_stream: "KEYLEDGER_EVENTS".into(),
             nats_subject_prefix: "keyledger.events".into(),
             nats_head_subject: "keyledger.head".into(),
+            nats_checkpoint_subject: "keyledger.checkpoints".into(),
             consistency_timeout_ms: 5000,
             append_batch_max: 1000,
             idempotency_ttl: Duration::from_secs(24 * 60 * 60),
@@ -311,6 +335,8 @@ impl ServeArgs {
             trust_forwarded_for: generous.trust_forwarded_for,
             // Shared by every in-process instance on the machine; never in the working tree.
             jwt_key_file: std::env::temp_dir().join("keyledger-local-jwt.key"),
+            signing_key_file: std::env::temp_dir().join("keyledger-local-signing.key"),
+            checkpoint_interval: Duration::from_secs(60),
             admin_token: None,
             admin_cookie_secure: false,
         }

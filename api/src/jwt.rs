@@ -2,28 +2,20 @@
 //! (`JWT_KEY_FILE`, PKCS#8 PEM, created with mode 0600 on first start), and the public key as
 //! a JWK set for `GET /.well-known/jwks.json`.
 
-use std::io::Write;
 use std::path::Path;
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use keyledger_events::key_file;
 use keyledger_events::user::Role;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// How long an access token is good for.
 pub const ACCESS_TOKEN_SECONDS: i64 = 15 * 60;
 
 /// The `iss` of every token this service signs.
 pub const ISSUER: &str = "keyledger";
-
-/// PKCS#8 v1 DER of an Ed25519 private key: this prefix, then the 32-byte seed (RFC 8410).
-const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,19 +41,7 @@ pub enum TokenError {
     Expired,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum KeyFileError {
-    #[error("cannot read the JWT key file {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the operating system's random number generator failed")]
-    Rng,
-    #[error("the JWT key file {path} does not hold an Ed25519 PKCS#8 private key in PEM")]
-    Format { path: String },
-}
+pub use keyledger_events::key_file::KeyFileError;
 
 /// The signing key and what is derived from it.
 pub struct JwtKeys {
@@ -84,16 +64,11 @@ impl JwtKeys {
     pub fn from_seed(seed: [u8; 32]) -> JwtKeys {
         let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
         let public = signing.verifying_key().to_bytes();
-        let x = URL_SAFE_NO_PAD.encode(public);
-        // RFC 7638 thumbprint: the required members in lexicographic order, no whitespace.
-        let thumbprint =
-            Sha256::digest(format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#).as_bytes());
-        let mut der = PKCS8_ED25519_PREFIX.to_vec();
-        der.extend_from_slice(&seed);
+        let x = key_file::jwk_x(&public);
         JwtKeys {
-            kid: URL_SAFE_NO_PAD.encode(thumbprint),
+            kid: key_file::thumbprint(&x),
             seed,
-            encoding: EncodingKey::from_ed_der(&der),
+            encoding: EncodingKey::from_ed_der(&key_file::pkcs8_der(&seed)),
             decoding: DecodingKey::from_ed_der(&public),
             x,
         }
@@ -102,61 +77,8 @@ impl JwtKeys {
     /// Reads the key at `path`; creates it (mode 0600) when there is none. Returns the keys
     /// and whether the file was created.
     pub fn load_or_create(path: &Path) -> Result<(JwtKeys, bool), KeyFileError> {
-        let shown = path.display().to_string();
-        let io = |source| KeyFileError::Io {
-            path: shown.clone(),
-            source,
-        };
-        match std::fs::read_to_string(path) {
-            Ok(text) => return Ok((Self::from_pem(&text, &shown)?, false)),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(io(error)),
-        }
-        let mut seed = [0u8; 32];
-        rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut seed)
-            .map_err(|_| KeyFileError::Rng)?;
-        // Written under a name of its own, then linked into place: a concurrent start either
-        // links first or reads the complete file of the one that did.
-        let staging = path.with_extension(format!("tmp-{}", uuid::Uuid::new_v4().simple()));
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let written = options.open(&staging).and_then(|mut file| {
-            file.write_all(to_pem(&seed).as_bytes())?;
-            file.sync_all()
-        });
-        let linked = written.and_then(|()| std::fs::hard_link(&staging, path));
-        let _ = std::fs::remove_file(&staging);
-        match linked {
-            Ok(()) => Ok((JwtKeys::from_seed(seed), true)),
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                let text = std::fs::read_to_string(path).map_err(io)?;
-                Ok((Self::from_pem(&text, &shown)?, false))
-            }
-            Err(error) => Err(io(error)),
-        }
-    }
-
-    fn from_pem(text: &str, shown: &str) -> Result<JwtKeys, KeyFileError> {
-        let format = || KeyFileError::Format {
-            path: shown.to_owned(),
-        };
-        let body: String = text
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with("-----"))
-            .collect();
-        if !text.contains("-----BEGIN PRIVATE KEY-----") {
-            return Err(format());
-        }
-        let der = STANDARD.decode(body).map_err(|_| format())?;
-        if der.len() != 48 || der[..16] != PKCS8_ED25519_PREFIX {
-            return Err(format());
-        }
-        let mut seed = [0u8; 32];
-        seed.copy_from_slice(&der[16..]);
-        Ok(JwtKeys::from_seed(seed))
+        let (seed, created) = key_file::load_or_create_seed(path)?;
+        Ok((JwtKeys::from_seed(seed), created))
     }
 
     pub fn kid(&self) -> &str {
@@ -229,15 +151,6 @@ impl JwtKeys {
             }]
         })
     }
-}
-
-fn to_pem(seed: &[u8; 32]) -> String {
-    let mut der = PKCS8_ED25519_PREFIX.to_vec();
-    der.extend_from_slice(seed);
-    format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        STANDARD.encode(der)
-    )
 }
 
 #[cfg(test)]

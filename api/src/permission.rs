@@ -186,6 +186,7 @@ pub const TABLE: &[Rule] = {
         rule(GET, "/metrics", Public),
         // Signing in.
         rule(GET, "/.well-known/jwks.json", Public),
+        rule(GET, "/.well-known/keyledger-keys.json", Public),
         rule(POST, "/v1/auth/login", Public),
         rule(POST, "/v1/auth/refresh", Public),
         rule(POST, "/v1/auth/logout", Public),
@@ -251,6 +252,8 @@ pub const TABLE: &[Rule] = {
         // The event log.
         rule(GET, "/v1/events", Requires(EventsRead)),
         rule(GET, "/v1/events/export", Requires(EventsRead)),
+        rule(GET, "/v1/checkpoints", Requires(EventsRead)),
+        rule(GET, "/v1/checkpoints/latest", Requires(EventsRead)),
         rule(GET, "/v1/streams/{stream_id}/events", Requires(EventsRead)),
         // API keys for services.
         rule(POST, "/v1/api-keys", Requires(ApiKeysManage)),

@@ -2,6 +2,7 @@
 //! concurrency, and the HTTP command routes.
 
 pub mod api_key;
+pub mod audit;
 pub mod auth;
 pub mod execute;
 pub mod idempotency;

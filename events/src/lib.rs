@@ -2,11 +2,13 @@
 //! ordered `$all` reader, the hash chain and its verifier, and the NATS JetStream relay.
 
 pub mod api_key;
+pub mod audit;
 pub mod chain;
 pub mod db;
 pub mod envelope;
 pub mod failure;
 pub mod head_view;
+pub mod key_file;
 pub mod lease;
 pub mod license;
 pub mod notifier;

@@ -32,6 +32,9 @@ pub struct RelayConfig {
     pub head_subject: String,
     /// Least time between two head publications.
     pub head_interval: Duration,
+    /// Subject of the signed checkpoints (`CheckpointSigned` events, as
+    /// `GET /v1/checkpoints/latest` shows them), kept in the stream `<stream>_CHECKPOINTS`.
+    pub checkpoint_subject: String,
 }
 
 impl Default for RelayConfig {
@@ -41,6 +44,7 @@ impl Default for RelayConfig {
             subject_prefix: "keyledger.events".into(),
             head_subject: "keyledger.head".into(),
             head_interval: Duration::from_secs(10),
+            checkpoint_subject: "keyledger.checkpoints".into(),
             batch_size: 500,
             duplicate_window: Duration::from_secs(120),
         }
@@ -48,6 +52,11 @@ impl Default for RelayConfig {
 }
 
 impl RelayConfig {
+    /// The JetStream stream that keeps the signed checkpoints.
+    pub fn checkpoint_stream(&self) -> String {
+        format!("{}_CHECKPOINTS", self.stream)
+    }
+
     pub fn checkpoint_name(&self) -> String {
         format!("relay:{}", self.stream)
     }
@@ -76,6 +85,16 @@ pub async fn ensure_stream(
         })
         .await
         .with_context(|| format!("Failed to create the JetStream stream {}", config.stream))?;
+    let checkpoints = config.checkpoint_stream();
+    context
+        .get_or_create_stream(stream::Config {
+            name: checkpoints.clone(),
+            subjects: vec![config.checkpoint_subject.clone()],
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("Failed to create the JetStream stream {checkpoints}"))?;
     Ok(())
 }
 
@@ -186,6 +205,21 @@ async fn publish_while_leased(
                 .await
                 .context("Failed to publish to JetStream")?;
             acks.push(ack);
+            if event.event_type == "CheckpointSigned" {
+                let mut checkpoint = event.data.clone();
+                if let Some(fields) = checkpoint.as_object_mut() {
+                    fields.insert("event_position".into(), event.position.into());
+                }
+                let ack = context
+                    .publish_with_headers(
+                        config.checkpoint_subject.clone(),
+                        headers(event),
+                        checkpoint.to_string().into(),
+                    )
+                    .await
+                    .context("Failed to publish a checkpoint to JetStream")?;
+                acks.push(ack);
+            }
         }
         for ack in acks {
             ack.await

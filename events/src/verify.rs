@@ -3,6 +3,7 @@
 
 use deadpool_postgres::GenericClient;
 
+use crate::audit::{KeySet, SignedCheckpoint};
 use crate::chain::{self, ChainInput, HashRule};
 use crate::store::JsonText;
 
@@ -53,6 +54,11 @@ pub enum Finding {
     Unverifiable { position: i64, reason: String },
     /// A line of an export is not an event.
     Malformed { line: usize, reason: String },
+    /// The signed checkpoint recorded at `position` does not verify with the published keys.
+    BadCheckpoint { position: i64, reason: String },
+    /// The signed checkpoint recorded at `position` states a hash at `at` that the chain does
+    /// not have there.
+    CheckpointMismatch { position: i64, at: i64 },
 }
 
 impl std::fmt::Display for Finding {
@@ -80,6 +86,14 @@ impl std::fmt::Display for Finding {
                 f,
                 "the expected head {expected} is past the end of the log: events were cut off"
             ),
+            Finding::BadCheckpoint { position, reason } => write!(
+                f,
+                "the signed checkpoint at position {position} does not verify: {reason}"
+            ),
+            Finding::CheckpointMismatch { position, at } => write!(
+                f,
+                "the signed checkpoint at position {position} states a head at {at} that the chain does not have: the log was rewritten"
+            ),
             Finding::Malformed { line, reason } => {
                 write!(f, "line {line} of the export is not an event ({reason})")
             }
@@ -95,6 +109,8 @@ impl std::fmt::Display for Finding {
 pub struct Report {
     pub events: i64,
     pub head: Option<Head>,
+    /// Signed checkpoints checked (`None` without keys: none were).
+    pub checkpoints: Option<i64>,
     pub finding: Option<Finding>,
 }
 
@@ -162,6 +178,10 @@ impl StoredEvent {
     }
 }
 
+/// How many of the latest hashes the check keeps to compare signed checkpoints with: a
+/// checkpoint is recorded right after the head it signs.
+const RECENT_HASHES: usize = 100_000;
+
 /// Checks events one at a time, in position order, from the first event of the log.
 pub struct Chain<'a> {
     previous: Vec<u8>,
@@ -170,6 +190,10 @@ pub struct Chain<'a> {
     head: Option<Head>,
     expect_head: Option<&'a Head>,
     at_expected: Option<Head>,
+    /// With keys, every `CheckpointSigned` event is checked too.
+    keys: Option<&'a KeySet>,
+    recent: std::collections::VecDeque<(i64, [u8; 32])>,
+    checkpoints: i64,
 }
 
 impl<'a> Chain<'a> {
@@ -181,6 +205,36 @@ impl<'a> Chain<'a> {
             head: None,
             expect_head,
             at_expected: None,
+            keys: None,
+            recent: std::collections::VecDeque::new(),
+            checkpoints: 0,
+        }
+    }
+
+    /// Also checks each signed checkpoint in the log: its signature against `keys`, and the
+    /// hash it states against the chain.
+    pub fn with_keys(mut self, keys: &'a KeySet) -> Chain<'a> {
+        self.keys = Some(keys);
+        self
+    }
+
+    fn check_checkpoint(&self, event: &StoredEvent) -> Result<(), Finding> {
+        let position = event.position;
+        let bad = |reason: String| Finding::BadCheckpoint { position, reason };
+        let signed: SignedCheckpoint = serde_json::from_str(&event.data)
+            .map_err(|e| bad(format!("not a signed checkpoint ({e})")))?;
+        if let Some(keys) = self.keys {
+            signed.verify(keys).map_err(|e| bad(e.to_string()))?;
+        }
+        let at = signed.checkpoint.position;
+        let stated = hex::decode(&signed.checkpoint.hash)
+            .map_err(|_| bad("its hash is not hex".to_owned()))?;
+        match self.recent.iter().rev().find(|(p, _)| *p == at) {
+            Some((_, hash)) if hash[..] == stated[..] => Ok(()),
+            Some(_) => Err(Finding::CheckpointMismatch { position, at }),
+            None => Err(bad(format!(
+                "it signs position {at}, which is not among the {RECENT_HASHES} events before it"
+            ))),
         }
     }
 
@@ -219,6 +273,16 @@ impl<'a> Chain<'a> {
         if computed[..] != event.hash[..] {
             return Err(Finding::Altered { position });
         }
+        if self.keys.is_some() {
+            if event.event_type == "CheckpointSigned" {
+                self.check_checkpoint(event)?;
+                self.checkpoints += 1;
+            }
+            if self.recent.len() == RECENT_HASHES {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((position, computed));
+        }
         self.previous = computed.to_vec();
         self.events += 1;
         self.expected_position += 1;
@@ -248,6 +312,7 @@ impl<'a> Chain<'a> {
         Report {
             events: self.events,
             head: self.head,
+            checkpoints: self.keys.map(|_| self.checkpoints),
             finding,
         }
     }
@@ -277,9 +342,8 @@ pub async fn read_stored(
 /// Walks the whole log in position order.
 pub async fn verify(
     client: &impl GenericClient,
-    expect_head: Option<&Head>,
+    mut chain: Chain<'_>,
 ) -> Result<Report, tokio_postgres::Error> {
-    let mut chain = Chain::new(expect_head);
     let mut after = 0i64;
     loop {
         let statement = client.prepare_cached(READ_STORED).await?;
@@ -302,9 +366,8 @@ pub async fn verify(
 /// not an event is reported by its line number.
 pub fn verify_export(
     reader: impl std::io::BufRead,
-    expect_head: Option<&Head>,
+    mut chain: Chain<'_>,
 ) -> std::io::Result<Report> {
-    let mut chain = Chain::new(expect_head);
     for (index, line) in reader.lines().enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -393,15 +456,19 @@ mod tests {
             for (line, event) in text.lines().zip(&events) {
                 prop_assert_eq!(&serde_json::from_str::<StoredEvent>(line).unwrap(), event);
             }
-            let report = verify_export(std::io::Cursor::new(text.as_bytes()), None).unwrap();
+            let report =
+                verify_export(std::io::Cursor::new(text.as_bytes()), Chain::new(None)).unwrap();
             prop_assert_eq!(report.finding, None);
             prop_assert_eq!(report.events, events.len() as i64);
 
             let mut altered = events.clone();
             let at = victim.index(altered.len());
             altered[at].data.push(' ');
-            let report =
-                verify_export(std::io::Cursor::new(export(&altered).as_bytes()), None).unwrap();
+            let report = verify_export(
+                std::io::Cursor::new(export(&altered).as_bytes()),
+                Chain::new(None),
+            )
+            .unwrap();
             prop_assert_eq!(
                 report.finding,
                 Some(Finding::Altered { position: at as i64 + 1 })

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use keyledger_events::EventPayload;
 use keyledger_events::api_key::ApiKeyEvent;
+use keyledger_events::audit::AuditEvent;
 use keyledger_events::license::{HeartbeatEvent, LicenseEvent, UsageEvent};
 use keyledger_events::request::RequestEvent;
 use keyledger_events::session::SessionEvent;
@@ -37,8 +38,10 @@ fn decodes(event_type: &str, schema_version: i32, data: Value) -> bool {
     let as_user = UserEvent::decode_parts(event_type, schema_version, data.clone());
     let as_family = RefreshFamilyEvent::decode_parts(event_type, schema_version, data.clone());
     let as_api_key = ApiKeyEvent::decode_parts(event_type, schema_version, data.clone());
-    let as_request = RequestEvent::decode_parts(event_type, schema_version, data);
+    let as_request = RequestEvent::decode_parts(event_type, schema_version, data.clone());
+    let as_audit = AuditEvent::decode_parts(event_type, schema_version, data);
     matches!(as_request, Ok(Some(_)))
+        || matches!(as_audit, Ok(Some(_)))
         || matches!(as_api_key, Ok(Some(_)))
         || matches!(as_user, Ok(Some(_)))
         || matches!(as_family, Ok(Some(_)))
@@ -72,6 +75,7 @@ fn every_event_type_has_a_fixture() {
         .chain(UserEvent::EVENT_TYPES)
         .chain(RefreshFamilyEvent::EVENT_TYPES)
         .chain(ApiKeyEvent::EVENT_TYPES)
+        .chain(AuditEvent::EVENT_TYPES)
     {
         assert!(
             files
@@ -102,6 +106,8 @@ fn a_current_event_encodes_to_its_fixture_shape() {
         } else if let Ok(Some(e)) = RefreshFamilyEvent::decode_parts(event_type, 1, data.clone()) {
             e.to_new_event(uuid::Uuid::nil()).data
         } else if let Ok(Some(e)) = ApiKeyEvent::decode_parts(event_type, 1, data.clone()) {
+            e.to_new_event(uuid::Uuid::nil()).data
+        } else if let Ok(Some(e)) = AuditEvent::decode_parts(event_type, 1, data.clone()) {
             e.to_new_event(uuid::Uuid::nil()).data
         } else {
             panic!("{file} does not decode");

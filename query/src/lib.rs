@@ -2,6 +2,7 @@
 //! consistency-position waits.
 
 pub mod admin;
+pub mod audit;
 pub mod cursor;
 pub mod events;
 pub mod found;
@@ -53,6 +54,9 @@ pub fn router(state: QueryState) -> Routes {
         .get("/v1/sessions/{id}", session::get::handle)
         .get("/v1/events", events::all)
         .get("/v1/events/export", events::export)
+        .get("/v1/checkpoints", audit::list)
+        .get("/v1/checkpoints/latest", audit::latest)
+        .get("/.well-known/keyledger-keys.json", audit::keys)
         .get("/v1/streams/{stream_id}/events", events::stream)
         .with_state(state.clone())
         .merge(admin::router(state))

@@ -42,7 +42,11 @@ async fn export(app: &TestApp, query: &str) -> String {
 }
 
 fn check(text: &str, expect_head: Option<&Head>) -> Report {
-    verify::verify_export(Cursor::new(text.as_bytes()), expect_head).unwrap()
+    verify::verify_export(
+        Cursor::new(text.as_bytes()),
+        verify::Chain::new(expect_head),
+    )
+    .unwrap()
 }
 
 fn lines(text: &str) -> Vec<String> {

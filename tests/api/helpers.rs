@@ -457,6 +457,7 @@ impl TestStream {
             stream: format!("KL_TEST_{id}"),
             subject_prefix: format!("kltest.{id}"),
             head_subject: format!("kltest-head.{id}"),
+            checkpoint_subject: format!("kltest-checkpoints.{id}"),
             ..Default::default()
         };
         let client = async_nats::connect(NATS)
@@ -483,6 +484,10 @@ impl TestStream {
 
     pub async fn delete(self) {
         let _ = self.context.delete_stream(&self.config.stream).await;
+        let _ = self
+            .context
+            .delete_stream(&self.config.checkpoint_stream())
+            .await;
     }
 }
 

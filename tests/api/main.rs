@@ -6,6 +6,7 @@
 )]
 mod admin_login;
 mod api_keys;
+mod audit;
 mod auth;
 mod bad_input;
 mod crash;

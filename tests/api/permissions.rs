@@ -8,7 +8,9 @@ use keyledger_api::Role;
 use keyledger_api::permission::{Access, Permission, Rule, TABLE, rule_for};
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, PASSWORD, TestApp, create_user, eventually, spawn_app};
+use crate::helpers::{
+    ADMIN_TOKEN, PASSWORD, TestApp, create_user, eventually, spawn_app, spawn_app_with,
+};
 
 #[tokio::test]
 async fn every_route_the_service_serves_is_in_the_permission_table_and_no_other() {
@@ -357,7 +359,11 @@ async fn prepare(app: &TestApp, world: &World, rule: &Rule) -> Call {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_route_answers_each_caller_as_the_permission_table_says() {
-    let app = spawn_app().await;
+    // Checkpoints signed often, so that `/v1/checkpoints/latest` has one to show.
+    let app = spawn_app_with(|args| {
+        args.checkpoint_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
     let mut tokens = Vec::new();
     for role in Role::ALL {
         let email = format!("{}@example.com", role.as_str());
@@ -371,6 +377,12 @@ async fn each_route_answers_each_caller_as_the_permission_table_says() {
         session_id: create_session(&app).await,
         other_key: issue(&app).await.1,
     };
+    eventually(
+        std::time::Duration::from_secs(10),
+        "a signed checkpoint",
+        || async { (app.get("/v1/checkpoints/latest").await.status() == 200).then_some(()) },
+    )
+    .await;
     let mut callers = vec![
         Caller::Anonymous,
         Caller::Bootstrap,

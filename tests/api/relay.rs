@@ -226,9 +226,10 @@ async fn the_relay_publishes_the_head_an_auditor_can_verify_against() {
         .unwrap()
         .get(0);
     assert_eq!(head["hash"], hex::encode(hash));
+    let expected = head["expect_head"].as_str().unwrap().parse().unwrap();
     let report = keyledger_events::verify::verify(
         &client,
-        Some(&head["expect_head"].as_str().unwrap().parse().unwrap()),
+        keyledger_events::verify::Chain::new(Some(&expected)),
     )
     .await
     .unwrap();

@@ -216,6 +216,7 @@ async fn secrets_sent_to_the_service_appear_nowhere_it_stores_or_logs() {
             ("NATS_URL", NATS),
             ("NATS_STREAM", &stream.config.stream),
             ("NATS_SUBJECT_PREFIX", &stream.config.subject_prefix),
+            ("NATS_CHECKPOINT_SUBJECT", &stream.config.checkpoint_subject),
             ("RUST_LOG", "debug"),
             ("LOG_FORMAT", "json"),
         ],

@@ -183,6 +183,7 @@ async fn leases_of_the_projections_and_the_relay_leave_every_pooled_connection_t
         args.nats_stream = relay.stream.clone();
         args.nats_subject_prefix = relay.subject_prefix.clone();
         args.nats_head_subject = relay.head_subject.clone();
+        args.nats_checkpoint_subject = relay.checkpoint_subject.clone();
     })
     .await;
     let mut keys: Vec<i64> = projections

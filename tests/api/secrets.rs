@@ -21,6 +21,7 @@ async fn watched_service(database: &TestDatabase, stream: &TestStream) -> Servic
             ("NATS_URL", crate::helpers::NATS),
             ("NATS_STREAM", &stream.config.stream),
             ("NATS_SUBJECT_PREFIX", &stream.config.subject_prefix),
+            ("NATS_CHECKPOINT_SUBJECT", &stream.config.checkpoint_subject),
             ("RUST_LOG", "debug"),
             ("LOG_FORMAT", "json"),
         ],

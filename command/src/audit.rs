@@ -1,0 +1,140 @@
+//! The audit signing key's registration in the log, and the job that signs the log's head.
+//!
+//! A node's public key is appended as `SigningKeyRegistered` before the first checkpoint it
+//! signs (one stream per key id, so a second registration conflicts and is dropped): the
+//! published key set is read from the log, so a rotated key stays listed and old checkpoints
+//! still verify. Every `CHECKPOINT_INTERVAL`
+//! the node holding the `checkpoint-signer` lease signs the head, if the log moved since the
+//! last checkpoint, and appends it as `CheckpointSigned`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use keyledger_events::audit::{AuditEvent, SigningKey, checkpoint_stream, signing_key_stream};
+use keyledger_events::lease::Lease;
+use keyledger_events::store::{AppendRequest, StoreError};
+use keyledger_events::{EventPayload, EventStore, ExpectedVersion, Metadata};
+use uuid::Uuid;
+
+const SIGNER_LEASE: &str = "checkpoint-signer";
+
+fn system() -> Metadata {
+    Metadata {
+        actor: Some("system".into()),
+        ..Metadata::default()
+    }
+}
+
+/// Records the node's public key in the log unless it is there already.
+pub async fn register_key(store: &dyn EventStore, key: &SigningKey) -> anyhow::Result<()> {
+    let event = AuditEvent::SigningKeyRegistered(key.public_key().clone());
+    let appended = store
+        .append(AppendRequest {
+            stream_id: signing_key_stream(key.kid()),
+            expected: ExpectedVersion::NoStream,
+            events: vec![event.to_new_event(Uuid::new_v4())],
+            metadata: system(),
+            idempotency: None,
+        })
+        .await;
+    match appended {
+        Ok(_) => {
+            tracing::info!(kid = key.kid(), "signing key recorded in the log");
+            Ok(())
+        }
+        Err(StoreError::Conflict { .. }) => Ok(()),
+        Err(error) => Err(error).context("Failed to record the signing key in the log"),
+    }
+}
+
+/// Signs the log's head unless the last signed checkpoint is the head (nothing moved since);
+/// returns the position signed. The key is recorded in the log first unless `registered`
+/// says this process did so already.
+pub async fn sign_if_moved(
+    store: &dyn EventStore,
+    pool: &Pool,
+    key: &SigningKey,
+    registered: &mut bool,
+) -> anyhow::Result<Option<i64>> {
+    let client = pool.get().await.context("Failed to get a connection")?;
+    let row = client
+        .query_one(
+            "SELECT (SELECT position FROM events ORDER BY position DESC LIMIT 1), \
+                    (SELECT hash FROM events ORDER BY position DESC LIMIT 1), \
+                    (SELECT position FROM events WHERE event_type = 'CheckpointSigned' \
+                     ORDER BY position DESC LIMIT 1)",
+            &[],
+        )
+        .await
+        .context("Failed to read the head")?;
+    drop(client);
+    let (Some(position), Some(hash)) = (
+        row.try_get::<_, Option<i64>>(0)?,
+        row.try_get::<_, Option<Vec<u8>>>(1)?,
+    ) else {
+        return Ok(None);
+    };
+    if row.try_get::<_, Option<i64>>(2)? == Some(position) {
+        return Ok(None);
+    }
+    if !*registered {
+        register_key(store, key).await?;
+        *registered = true;
+    }
+    let signed = key.sign_checkpoint(position, &hash, Utc::now());
+    store
+        .append(AppendRequest {
+            stream_id: checkpoint_stream(Uuid::new_v4()),
+            expected: ExpectedVersion::NoStream,
+            events: vec![AuditEvent::CheckpointSigned(signed).to_new_event(Uuid::new_v4())],
+            metadata: system(),
+            idempotency: None,
+        })
+        .await
+        .context("Failed to append a signed checkpoint")?;
+    Ok(Some(position))
+}
+
+/// Signs checkpoints every `interval` while this process holds the signer's lease; stands by
+/// otherwise.
+pub async fn run_signer(
+    store: Arc<dyn EventStore>,
+    pool: Pool,
+    key: Arc<SigningKey>,
+    interval: Duration,
+) {
+    let mut registered = false;
+    loop {
+        let lease = match Lease::try_acquire(&pool, SIGNER_LEASE).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                tokio::time::sleep(interval).await;
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "checkpoint signer cannot reach PostgreSQL");
+                tokio::time::sleep(interval).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::time::sleep(interval).await;
+            if !lease.is_held().await {
+                tracing::warn!("checkpoint signer lease lost");
+                break;
+            }
+            match sign_if_moved(store.as_ref(), &pool, &key, &mut registered).await {
+                Ok(Some(position)) => {
+                    tracing::debug!(position, kid = key.kid(), "signed a checkpoint")
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "checkpoint signing failed")
+                }
+            }
+        }
+    }
+}
