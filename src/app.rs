@@ -305,10 +305,13 @@ impl Application {
             });
         }
         if let (Some(store), Some(view)) = (store.clone(), view) {
+            let audit_key = Arc::new(keyledger_command::audit::AuditKey::new(load_signing_key(
+                &args.signing_key_file,
+            )?));
             {
-                let key = Arc::new(load_signing_key(&args.signing_key_file)?);
                 let (store, pool, interval) =
                     (store.clone(), pool.clone(), args.checkpoint_interval);
+                let key = audit_key.clone();
                 supervisor.spawn_forever("checkpoint signer", move || {
                     keyledger_command::audit::run_signer(
                         store.clone(),
@@ -351,6 +354,7 @@ impl Application {
                 });
             }
             router = router.merge(keyledger_command::router(CommandState {
+                audit_key,
                 store,
                 pool: pool.clone(),
                 clock: clock.clone(),

@@ -88,9 +88,27 @@ pub enum Command {
     },
     /// Print which permission each route needs (the README's table).
     Permissions,
+    /// License certificates: `certificate verify FILE --keys keys.json` checks one offline.
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
     /// Throughput of the service over HTTP next to pgbench on the same PostgreSQL (drops and
     /// re-creates --database-url first).
     Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertificateCommand {
+    /// Check a certificate's signature with the published keys (no service, no database) and
+    /// print what it states; fails for a bad signature or a certificate past `valid_until`.
+    Verify {
+        /// The certificate (the `certificate` of `POST /v1/licenses/{id}/certificate`).
+        file: std::path::PathBuf,
+        /// The published keys (`GET /.well-known/keyledger-keys.json`).
+        #[arg(long)]
+        keys: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +138,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ImportLegacy(args) => crate::import::run(args).await,
         Command::Users { command } => crate::users::run(command).await,
         Command::ApiKeys { command } => crate::api_keys::run(command).await,
+        Command::Certificate {
+            command: CertificateCommand::Verify { file, keys },
+        } => {
+            let keys: KeySet = read_json(&keys, "a JWK set of signing keys")?;
+            let certificate = std::fs::read_to_string(&file)
+                .with_context(|| format!("Failed to read {}", file.display()))?;
+            match keyledger_events::audit::verify_certificate(&certificate, &keys) {
+                Ok(claims) if claims.valid_until > chrono::Utc::now() => {
+                    println!(
+                        "ok: certificate {} of license {} (tier {}, entitlements {}), {}, valid until {}",
+                        claims.certificate_id,
+                        claims.license_id,
+                        claims.tier,
+                        claims.entitlements.join(", "),
+                        claims
+                            .installation_id
+                            .map_or("any installation".to_owned(), |id| format!(
+                                "installation {id}"
+                            )),
+                        claims.valid_until.to_rfc3339(),
+                    );
+                    Ok(())
+                }
+                Ok(claims) => {
+                    println!(
+                        "FAILED: certificate {} of license {} expired at {}",
+                        claims.certificate_id,
+                        claims.license_id,
+                        claims.valid_until.to_rfc3339()
+                    );
+                    std::process::exit(1);
+                }
+                Err(error) => {
+                    println!("FAILED: {error}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Permissions => {
             print!("{}", keyledger_api::permission::markdown_table());
             Ok(())

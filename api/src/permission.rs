@@ -222,6 +222,11 @@ pub const TABLE: &[Rule] = {
         rule(POST, "/v1/licenses/{id}/policy", Requires(LicensesWrite)),
         rule(
             POST,
+            "/v1/licenses/{id}/certificate",
+            OwnLicense(LicensesWrite),
+        ),
+        rule(
+            POST,
             "/v1/licenses/{id}/installations",
             OwnLicense(LicensesWrite),
         ),

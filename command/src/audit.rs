@@ -8,6 +8,7 @@
 //! last checkpoint, and appends it as `CheckpointSigned`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -25,6 +26,42 @@ fn system() -> Metadata {
     Metadata {
         actor: Some("system".into()),
         ..Metadata::default()
+    }
+}
+
+/// The node's audit signing key, and whether this process has seen it recorded in the log.
+pub struct AuditKey {
+    key: SigningKey,
+    registered: AtomicBool,
+}
+
+impl AuditKey {
+    pub fn new(key: SigningKey) -> AuditKey {
+        AuditKey {
+            key,
+            registered: AtomicBool::new(false),
+        }
+    }
+
+    /// A key known to be in the log already (or that must not be recorded).
+    pub fn recorded(key: SigningKey) -> AuditKey {
+        AuditKey {
+            key,
+            registered: AtomicBool::new(true),
+        }
+    }
+
+    pub fn key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// Records the key in the log before its first signature leaves this process.
+    pub async fn ensure_recorded(&self, store: &dyn EventStore) -> anyhow::Result<()> {
+        if !self.registered.load(Ordering::Acquire) {
+            register_key(store, &self.key).await?;
+            self.registered.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 }
 
@@ -51,13 +88,11 @@ pub async fn register_key(store: &dyn EventStore, key: &SigningKey) -> anyhow::R
 }
 
 /// Signs the log's head unless the last signed checkpoint is the head (nothing moved since);
-/// returns the position signed. The key is recorded in the log first unless `registered`
-/// says this process did so already.
+/// returns the position signed. The key is recorded in the log first.
 pub async fn sign_if_moved(
     store: &dyn EventStore,
     pool: &Pool,
-    key: &SigningKey,
-    registered: &mut bool,
+    audit: &AuditKey,
 ) -> anyhow::Result<Option<i64>> {
     let client = pool.get().await.context("Failed to get a connection")?;
     let row = client
@@ -80,11 +115,8 @@ pub async fn sign_if_moved(
     if row.try_get::<_, Option<i64>>(2)? == Some(position) {
         return Ok(None);
     }
-    if !*registered {
-        register_key(store, key).await?;
-        *registered = true;
-    }
-    let signed = key.sign_checkpoint(position, &hash, Utc::now());
+    audit.ensure_recorded(store).await?;
+    let signed = audit.key().sign_checkpoint(position, &hash, Utc::now());
     store
         .append(AppendRequest {
             stream_id: checkpoint_stream(Uuid::new_v4()),
@@ -103,10 +135,9 @@ pub async fn sign_if_moved(
 pub async fn run_signer(
     store: Arc<dyn EventStore>,
     pool: Pool,
-    key: Arc<SigningKey>,
+    audit: Arc<AuditKey>,
     interval: Duration,
 ) {
-    let mut registered = false;
     loop {
         let lease = match Lease::try_acquire(&pool, SIGNER_LEASE).await {
             Ok(Some(lease)) => lease,
@@ -126,9 +157,9 @@ pub async fn run_signer(
                 tracing::warn!("checkpoint signer lease lost");
                 break;
             }
-            match sign_if_moved(store.as_ref(), &pool, &key, &mut registered).await {
+            match sign_if_moved(store.as_ref(), &pool, &audit).await {
                 Ok(Some(position)) => {
-                    tracing::debug!(position, kid = key.kid(), "signed a checkpoint")
+                    tracing::debug!(position, kid = audit.key().kid(), "signed a checkpoint")
                 }
                 Ok(None) => {}
                 Err(error) => {

@@ -35,6 +35,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct CommandState {
     pub store: Arc<dyn EventStore>,
+    /// Signs license certificates (and, in its own job, the log's checkpoints).
+    pub audit_key: Arc<audit::AuditKey>,
     /// For the inline validation table.
     pub pool: Pool,
     pub clock: Clock,
@@ -63,6 +65,10 @@ pub fn router(state: CommandState) -> Routes {
         .post(
             "/v1/licenses/{id}/installations",
             license::installations::activate,
+        )
+        .post(
+            "/v1/licenses/{id}/certificate",
+            license::certificate::handle,
         )
         .delete(
             "/v1/licenses/{id}/installations/{installation_id}",

@@ -149,6 +149,116 @@ impl SigningKey {
     }
 }
 
+/// What a license certificate states. It travels as a JWS in compact form (a JWT:
+/// `base64url(header).base64url(claims).base64url(signature)`, EdDSA, `kid` in the header), so
+/// any JOSE library checks it with the published keys; `iat` and `exp` are the standard
+/// claims for `issued_at` and `valid_until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateClaims {
+    pub iss: String,
+    /// `license-certificate`.
+    pub typ: String,
+    pub certificate_id: Uuid,
+    pub license_id: Uuid,
+    pub tier: String,
+    /// What the license is entitled to: its tier's entitlements and its own.
+    pub entitlements: Vec<String>,
+    /// The license's end (`null`: perpetual).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The installation the certificate is for (`null`: any).
+    pub installation_id: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+pub const CERTIFICATE_TYPE: &str = "license-certificate";
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    #[error("not a license certificate: {0}")]
+    Malformed(String),
+    #[error("no published key has the id {0}")]
+    UnknownKey(String),
+    #[error("the signature does not match the certificate")]
+    BadSignature,
+}
+
+#[derive(Serialize, Deserialize)]
+struct JwsHeader {
+    alg: String,
+    kid: String,
+    typ: String,
+}
+
+impl SigningKey {
+    /// The certificate for `claims`, signed with this key (the header names it).
+    pub fn sign_certificate(&self, claims: &CertificateClaims) -> String {
+        let header = JwsHeader {
+            alg: "EdDSA".into(),
+            kid: self.public.kid.clone(),
+            typ: "JWT".into(),
+        };
+        let encode = |value: Vec<u8>| URL_SAFE_NO_PAD.encode(value);
+        let signing_input = format!(
+            "{}.{}",
+            encode(serde_json::to_vec(&header).unwrap_or_default()),
+            encode(serde_json::to_vec(claims).unwrap_or_default())
+        );
+        let signature = self.key.sign(signing_input.as_bytes());
+        format!("{signing_input}.{}", encode(signature.to_bytes().to_vec()))
+    }
+}
+
+/// Checks a certificate's signature against the published keys and returns what it states.
+/// Whether it is still valid (`valid_until`) is the caller's to compare with its clock.
+pub fn verify_certificate(
+    certificate: &str,
+    keys: &KeySet,
+) -> Result<CertificateClaims, CertificateError> {
+    let malformed = |what: &str| CertificateError::Malformed(what.to_owned());
+    let certificate = certificate.trim();
+    let mut parts = certificate.split('.');
+    let (Some(header), Some(claims), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(malformed("expected three dot-separated parts"));
+    };
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part);
+    let header: JwsHeader = decode(header)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| malformed("the header is not base64url JSON"))?;
+    if header.alg != "EdDSA" {
+        return Err(malformed("the algorithm is not EdDSA"));
+    }
+    let key = keys
+        .find(&header.kid)
+        .ok_or_else(|| CertificateError::UnknownKey(header.kid.clone()))?;
+    let signature: [u8; 64] = decode(signature)
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or(CertificateError::BadSignature)?;
+    // Header and claims as sent: the signature covers those bytes, not a re-encoding.
+    let signing_input = certificate
+        .rsplit_once('.')
+        .map_or(certificate, |(input, _)| input);
+    key.verify(
+        signing_input.as_bytes(),
+        &ed25519_dalek::Signature::from_bytes(&signature),
+    )
+    .map_err(|_| CertificateError::BadSignature)?;
+    let claims: CertificateClaims = decode(claims)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(|| malformed("the claims are not a license certificate's"))?;
+    if claims.typ != CERTIFICATE_TYPE {
+        return Err(malformed("the claims are not a license certificate's"));
+    }
+    Ok(claims)
+}
+
 /// What a checkpoint states: the log's head at `signed_at`, by the key `kid`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -267,7 +377,63 @@ mod tests {
         assert_eq!(back.verify(&keys), Ok(()));
     }
 
+    fn claims() -> CertificateClaims {
+        let at = DateTime::from_timestamp(1_764_000_000, 0).unwrap();
+        CertificateClaims {
+            iss: "keyledger".into(),
+            typ: CERTIFICATE_TYPE.into(),
+            certificate_id: Uuid::from_u128(1),
+            license_id: Uuid::from_u128(2),
+            tier: "pro".into(),
+            entitlements: vec!["api".into(), "export".into()],
+            expires_at: None,
+            installation_id: Some("host-1".into()),
+            issued_at: at,
+            valid_until: at + chrono::Duration::days(30),
+            iat: at.timestamp(),
+            exp: (at + chrono::Duration::days(30)).timestamp(),
+        }
+    }
+
+    #[test]
+    fn a_certificate_verifies_with_the_published_key_only() {
+        let ours = SigningKey::from_seed([5; 32]);
+        let theirs = SigningKey::from_seed([6; 32]);
+        let certificate = ours.sign_certificate(&claims());
+        assert_eq!(
+            verify_certificate(&certificate, &keys_of(&ours)),
+            Ok(claims())
+        );
+        assert_eq!(
+            verify_certificate(&certificate, &keys_of(&theirs)),
+            Err(CertificateError::UnknownKey(ours.kid().to_owned()))
+        );
+        let forged = theirs
+            .sign_certificate(&claims())
+            .replace(theirs.kid(), ours.kid());
+        assert!(verify_certificate(&forged, &keys_of(&ours)).is_err());
+    }
+
     proptest! {
+        #[test]
+        fn any_changed_byte_of_a_certificate_fails_its_verification(
+            index in 0usize..1000,
+            byte in 0x21u8..0x7f,
+        ) {
+            let key = SigningKey::from_seed([8; 32]);
+            let certificate = key.sign_certificate(&claims());
+            let mut bytes = certificate.clone().into_bytes();
+            let index = index % bytes.len();
+            prop_assume!(bytes[index] != byte);
+            bytes[index] = byte;
+            let changed = String::from_utf8(bytes).unwrap();
+            // A changed byte may still decode to the same bits (base64's last character carries
+            // unused bits): what verifies must then be exactly the original claims.
+            if let Ok(stated) = verify_certificate(&changed, &keys_of(&key)) {
+                prop_assert_eq!(stated, claims());
+            }
+        }
+
         #[test]
         fn any_change_to_a_signed_checkpoint_fails_its_verification(
             position in 1i64..i64::MAX,

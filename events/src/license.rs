@@ -69,6 +69,7 @@ pub enum LicenseEvent {
     LicensePolicyChanged(LicensePolicyChanged),
     InstallationActivated(InstallationActivated),
     InstallationDeactivated(InstallationDeactivated),
+    CertificateIssued(CertificateIssued),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,6 +166,19 @@ pub enum DeactivationReason {
     HeartbeatTimeout,
 }
 
+/// A signed license certificate was handed out (`POST /v1/licenses/{id}/certificate`). The
+/// certificate itself is not stored: it is the license's state at this event, signed with the
+/// key `kid` (Ed25519 signatures are deterministic, so it can be signed again identically).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertificateIssued {
+    pub license_id: Uuid,
+    pub certificate_id: Uuid,
+    pub installation_id: Option<String>,
+    pub issued_at: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+    pub kid: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstallationDeactivated {
     pub license_id: Uuid,
@@ -191,6 +205,7 @@ impl EventPayload for LicenseEvent {
         "LicensePolicyChanged",
         "InstallationActivated",
         "InstallationDeactivated",
+        "CertificateIssued",
     ];
 
     fn event_type(&self) -> &'static str {
@@ -204,6 +219,7 @@ impl EventPayload for LicenseEvent {
             LicenseEvent::LicensePolicyChanged(_) => "LicensePolicyChanged",
             LicenseEvent::InstallationActivated(_) => "InstallationActivated",
             LicenseEvent::InstallationDeactivated(_) => "InstallationDeactivated",
+            LicenseEvent::CertificateIssued(_) => "CertificateIssued",
         }
     }
 }

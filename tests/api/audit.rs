@@ -5,7 +5,7 @@ use std::io::Cursor;
 use std::process::Command;
 use std::time::Duration;
 
-use keyledger_command::audit::sign_if_moved;
+use keyledger_command::audit::{AuditKey, sign_if_moved};
 use keyledger_events::audit::{KeySet, SignedCheckpoint, SigningKey};
 use keyledger_events::store::{AppendRequest, PgEventStore, WriterConfig};
 use keyledger_events::verify::{self, Finding};
@@ -76,38 +76,23 @@ async fn the_head_is_signed_only_when_the_log_moved_and_the_key_is_recorded_firs
     let database = TestDatabase::create().await;
     let store = store(&database);
     let pool = database.pool();
-    let key = SigningKey::from_seed([21; 32]);
-    let mut registered = false;
+    let key = AuditKey::new(SigningKey::from_seed([21; 32]));
     assert_eq!(
-        sign_if_moved(&store, &pool, &key, &mut registered)
-            .await
-            .unwrap(),
+        sign_if_moved(&store, &pool, &key).await.unwrap(),
         None,
         "an empty log has no head to sign"
     );
     happen(&store, 3).await;
+    assert_eq!(sign_if_moved(&store, &pool, &key).await.unwrap(), Some(3));
     assert_eq!(
-        sign_if_moved(&store, &pool, &key, &mut registered)
-            .await
-            .unwrap(),
-        Some(3)
-    );
-    assert_eq!(
-        sign_if_moved(&store, &pool, &key, &mut registered)
-            .await
-            .unwrap(),
+        sign_if_moved(&store, &pool, &key).await.unwrap(),
         None,
         "nothing moved since the last checkpoint"
     );
     happen(&store, 1).await;
     // Positions: 1-3 events, 4 the key, 5 the checkpoint, 6 an event.
-    assert_eq!(
-        sign_if_moved(&store, &pool, &key, &mut registered)
-            .await
-            .unwrap(),
-        Some(6)
-    );
-    let report = check(&export(&database).await, &keys_of(&key));
+    assert_eq!(sign_if_moved(&store, &pool, &key).await.unwrap(), Some(6));
+    let report = check(&export(&database).await, &keys_of(key.key()));
     assert_eq!(report.finding, None);
     assert_eq!(report.checkpoints, Some(2));
 }
@@ -118,20 +103,22 @@ async fn a_checkpoint_signed_by_an_unpublished_key_or_stating_another_hash_is_na
     let store = store(&database);
     let pool = database.pool();
     let published = SigningKey::from_seed([22; 32]);
-    let mut registered = false;
     happen(&store, 2).await;
-    sign_if_moved(&store, &pool, &published, &mut registered)
-        .await
-        .unwrap();
+    sign_if_moved(
+        &store,
+        &pool,
+        &AuditKey::new(SigningKey::from_seed([22; 32])),
+    )
+    .await
+    .unwrap();
     let good = export(&database).await;
     assert_eq!(check(&good, &keys_of(&published)).finding, None);
 
     // Someone with database access appends a checkpoint of their own key: the chain holds (they
     // went through the writer), but the signature is not the published key's.
-    let intruder = SigningKey::from_seed([23; 32]);
-    let mut intruder_registered = true;
+    let intruder = AuditKey::recorded(SigningKey::from_seed([23; 32]));
     happen(&store, 1).await;
-    let forged_at = sign_if_moved(&store, &pool, &intruder, &mut intruder_registered)
+    let forged_at = sign_if_moved(&store, &pool, &intruder)
         .await
         .unwrap()
         .unwrap()

@@ -9,6 +9,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod bad_input;
+mod certificate;
 mod crash;
 mod event_log;
 mod export;

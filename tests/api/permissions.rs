@@ -216,6 +216,9 @@ async fn prepare(app: &TestApp, world: &World, rule: &Rule) -> Call {
         ("POST", "/v1/licenses/{id}/renew") => {
             (license_path("/renew"), Some(json!({"valid_days": 30})))
         }
+        ("POST", "/v1/licenses/{id}/certificate") => {
+            (license_path("/certificate"), Some(json!({"ttl_days": 7})))
+        }
         ("POST", "/v1/licenses/{id}/policy") => (
             license_path("/policy"),
             Some(json!({"max_installations": 5})),

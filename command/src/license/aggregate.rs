@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use keyledger_events::license::{
-    DeactivationReason, InstallationActivated, InstallationDeactivated, LicenseEvent,
-    LicenseImported, LicenseIssued, LicensePolicyChanged, LicenseReinstated, LicenseRenewed,
-    LicenseRevoked, LicenseSuspended, Tier,
+    CertificateIssued, DeactivationReason, InstallationActivated, InstallationDeactivated,
+    LicenseEvent, LicenseImported, LicenseIssued, LicensePolicyChanged, LicenseReinstated,
+    LicenseRenewed, LicenseRevoked, LicenseSuspended, Tier,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -85,6 +85,14 @@ pub enum LicenseCommand {
         reason: DeactivationReason,
         at: DateTime<Utc>,
     },
+    /// Hand out a signed certificate valid for `valid_days` (never past the license's end).
+    Certify {
+        certificate_id: Uuid,
+        installation_id: Option<String>,
+        valid_days: u32,
+        kid: String,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +131,8 @@ pub enum LicenseError {
     PerpetualNotAllowed {
         tier: Tier,
     },
+    /// Past its end: nothing more to certify.
+    Expired,
 }
 
 impl LicenseState {
@@ -178,7 +188,9 @@ impl Aggregate for License {
                     LicenseEvent::InstallationDeactivated(e) => {
                         state.installations.remove(&e.installation_id);
                     }
-                    LicenseEvent::LicenseIssued(_) | LicenseEvent::LicenseImported(_) => {}
+                    LicenseEvent::LicenseIssued(_)
+                    | LicenseEvent::LicenseImported(_)
+                    | LicenseEvent::CertificateIssued(_) => {}
                 }
                 License::Existing(state)
             }
@@ -308,6 +320,34 @@ impl Aggregate for License {
                     hostname: hostname.clone(),
                     metadata: metadata.clone(),
                     at: *at,
+                })
+            }
+            LicenseCommand::Certify {
+                certificate_id,
+                installation_id,
+                valid_days,
+                kid,
+                at,
+            } => {
+                if state.status == Status::Suspended {
+                    return Err(LicenseError::Suspended);
+                }
+                if state.expires_at.is_some_and(|end| end <= *at) {
+                    return Err(LicenseError::Expired);
+                }
+                if let Some(installation) = installation_id
+                    && !state.installations.contains_key(installation)
+                {
+                    return Err(LicenseError::InstallationNotFound);
+                }
+                let wanted = *at + Duration::days(i64::from(*valid_days));
+                LicenseEvent::CertificateIssued(CertificateIssued {
+                    license_id,
+                    certificate_id: *certificate_id,
+                    installation_id: installation_id.clone(),
+                    issued_at: *at,
+                    valid_until: state.expires_at.map_or(wanted, |end| end.min(wanted)),
+                    kid: kid.clone(),
                 })
             }
             LicenseCommand::Deactivate {

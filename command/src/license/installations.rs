@@ -33,7 +33,7 @@ use crate::metadata::parse_metadata;
 use crate::{Clock, CommandState};
 
 /// An installation id: 1 to 128 visible ASCII characters.
-pub struct InstallationId(String);
+pub struct InstallationId(pub(crate) String);
 
 impl InstallationId {
     pub fn parse(text: &str) -> Result<InstallationId, ApiError> {

@@ -1,6 +1,7 @@
 //! The license aggregate and its command routes.
 
 pub mod aggregate;
+pub mod certificate;
 pub mod installations;
 pub mod issue;
 pub mod key;
@@ -69,6 +70,10 @@ impl From<CommandError<LicenseError>> for ApiError {
                 ),
             )
             .with_member("tier", tier.as_str()),
+            CommandError::Domain(LicenseError::Expired) => ApiError::conflict(
+                Code::BizLicenseExpired,
+                "the license has expired; renew it first",
+            ),
             CommandError::Conflict(cause) => ApiError {
                 internal: Some(cause.to_string()),
                 ..ApiError::new(

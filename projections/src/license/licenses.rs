@@ -174,6 +174,7 @@ async fn apply_change(
         // Installations have their own projection.
         LicenseEvent::InstallationActivated(_)
         | LicenseEvent::InstallationDeactivated(_)
+        | LicenseEvent::CertificateIssued(_)
         | LicenseEvent::LicenseIssued(_)
         | LicenseEvent::LicenseImported(_) => {}
     }

@@ -202,7 +202,10 @@ async fn apply_change(tx: &Transaction<'_>, change: LicenseEvent) -> Result<(), 
             tx.execute(&statement, &[&e.license_id, &e.installation_id])
                 .await?;
         }
-        LicenseEvent::LicenseIssued(_) | LicenseEvent::LicenseImported(_) => {}
+        // A certificate changes nothing a validation reads.
+        LicenseEvent::LicenseIssued(_)
+        | LicenseEvent::LicenseImported(_)
+        | LicenseEvent::CertificateIssued(_) => {}
     }
     Ok(())
 }

@@ -478,6 +478,7 @@ impl Inner {
                     license.installations.retain(|i| **i != *e.installation_id);
                 }
             }
+            LicenseEvent::CertificateIssued(_) => {}
         }
     }
 

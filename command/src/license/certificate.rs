@@ -1,0 +1,159 @@
+//! `POST /v1/licenses/{id}/certificate`: a signed certificate of the license for client
+//! software that runs offline (it checks the certificate with the published keys instead of
+//! calling home). The hand-out is a `CertificateIssued` event on the license's stream, decided
+//! like every license command: a revoked, suspended or expired license gets none.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
+use keyledger_events::audit::{CERTIFICATE_TYPE, CertificateClaims};
+use keyledger_events::license::{CertificateIssued, LicenseEvent, license_stream};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::aggregate::{License, LicenseCommand};
+use super::installations::InstallationId;
+use super::policy::Policy;
+use super::request_metadata;
+use crate::CommandState;
+use crate::audit::AuditKey;
+use crate::execute::execute;
+use crate::idempotency::{Idempotency, json_response};
+use keyledger_events::RenderResponse;
+
+/// Days a certificate is valid when the request does not say.
+pub const DEFAULT_VALID_DAYS: u32 = 30;
+/// The longest a certificate may be valid.
+pub const MAX_VALID_DAYS: u32 = 365;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateRequest {
+    /// Bind the certificate to one active installation of the license.
+    pub installation_id: Option<String>,
+    /// 1 to 365 days (default 30), never past the license's end.
+    pub ttl_days: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertificateResponse {
+    /// The signed certificate: a JWT (compact JWS, EdDSA) whose header names the key.
+    pub certificate: String,
+    pub certificate_id: Uuid,
+    pub license_id: Uuid,
+    pub valid_until: DateTime<Utc>,
+    pub kid: String,
+    pub position: i64,
+}
+
+/// What the certificate recorded by `issued` states about `license`.
+pub fn claims(license: &License, issued: &CertificateIssued, policy: &Policy) -> CertificateClaims {
+    let (tier, entitlements, expires_at) = match license {
+        License::Existing(state) => (
+            state.tier.as_str().to_owned(),
+            policy
+                .entitlements(state.tier, &state.extra_entitlements)
+                .into_iter()
+                .collect(),
+            state.expires_at,
+        ),
+        License::Absent => (String::new(), Vec::new(), None),
+    };
+    CertificateClaims {
+        iss: keyledger_api::jwt::ISSUER.to_owned(),
+        typ: CERTIFICATE_TYPE.to_owned(),
+        certificate_id: issued.certificate_id,
+        license_id: issued.license_id,
+        tier,
+        entitlements,
+        expires_at,
+        installation_id: issued.installation_id.clone(),
+        issued_at: issued.issued_at,
+        valid_until: issued.valid_until,
+        iat: issued.issued_at.timestamp(),
+        exp: issued.valid_until.timestamp(),
+    }
+}
+
+fn render(
+    license: &License,
+    events: &[LicenseEvent],
+    policy: &Policy,
+    audit: &AuditKey,
+) -> Option<RenderResponse> {
+    let issued = events.iter().find_map(|event| match event {
+        LicenseEvent::CertificateIssued(issued) => Some(issued.clone()),
+        _ => None,
+    })?;
+    let certificate = audit
+        .key()
+        .sign_certificate(&claims(license, &issued, policy));
+    Some(Arc::new(move |outcome| {
+        json_response(
+            StatusCode::CREATED,
+            &CertificateResponse {
+                certificate: certificate.clone(),
+                certificate_id: issued.certificate_id,
+                license_id: issued.license_id,
+                valid_until: issued.valid_until,
+                kid: issued.kid.clone(),
+                position: outcome.position,
+            },
+        )
+    }))
+}
+
+#[tracing::instrument(skip_all, fields(license.id = %license_id))]
+pub async fn handle(
+    State(state): State<CommandState>,
+    request_id: RequestId,
+    idempotency: Idempotency,
+    AppPath(license_id): AppPath<Uuid>,
+    AppJson(request): AppJson<CertificateRequest>,
+) -> Result<Response, ApiError> {
+    let installation_id = match &request.installation_id {
+        Some(id) => Some(InstallationId::parse(id)?.0),
+        None => None,
+    };
+    let valid_days = match request.ttl_days {
+        None => DEFAULT_VALID_DAYS,
+        Some(days) => u32::try_from(days)
+            .ok()
+            .filter(|days| (1..=MAX_VALID_DAYS).contains(days))
+            .ok_or_else(|| {
+                ApiError::invalid_field("ttl_days", format!("must be 1 to {MAX_VALID_DAYS}"))
+            })?,
+    };
+    // The key is in the log before any signature of it leaves the service.
+    state
+        .audit_key
+        .ensure_recorded(state.store.as_ref())
+        .await
+        .map_err(|e| ApiError::unavailable(format!("{e:#}")))?;
+    let command = LicenseCommand::Certify {
+        certificate_id: Uuid::new_v4(),
+        installation_id,
+        valid_days,
+        kid: state.audit_key.key().kid().to_owned(),
+        at: keyledger_events::chain::to_micros((state.clock)()),
+    };
+    let (policy, audit) = (state.policy.clone(), state.audit_key.clone());
+    let executed = execute::<License>(
+        state.store.as_ref(),
+        &license_stream(license_id),
+        &command,
+        &request_metadata(&request_id, &idempotency),
+        &|license, events| {
+            render(license, events, &policy, &audit)
+                .and_then(|render| idempotency.completion(&render))
+        },
+    )
+    .await?;
+    let render = render(&executed.state, &executed.events, &policy, &audit)
+        .ok_or_else(|| ApiError::internal("the certificate command decided no certificate"))?;
+    Ok(idempotency.reply(render(&executed.outcome)))
+}
