@@ -6,6 +6,7 @@
 )]
 mod admin_login;
 mod api_keys;
+mod as_of;
 mod audit;
 mod auth;
 mod bad_input;

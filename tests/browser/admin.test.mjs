@@ -187,6 +187,7 @@ test("the validation shows in the license's usage and in the request viewer", as
 test("an operator revokes the license from its page and validation sees it", async () => {
   const page = await context.newPage();
   await page.goto(`${base}/admin/licenses/${state.licenseId}`);
+  const beforeRevoke = new Date().toISOString();
   await page.click("button[data-action=revoke]");
   await page.waitForSelector("#action-dialog[open]");
   await page.fill("#action-dialog input[name=reason]", "refund requested");
@@ -197,6 +198,16 @@ test("an operator revokes the license from its page and validation sees it", asy
   assert.equal(await page.locator("button[data-action]").count(), 0, "a revoked license offers no action");
   const validation = await api("POST", "/v1/licenses/validate", { key: state.key });
   assert.equal(validation.body.code, "REVOKED");
+
+  // The page shows the license as it stood before the revoke, and offers no action there.
+  await page.fill("#as-of-form input[name=as_of]", beforeRevoke);
+  await page.click("#as-of-form button[type=submit]");
+  await page.waitForURL(/as_of=/);
+  assert.match(await page.textContent("#license-status"), /active/);
+  assert.match(await page.textContent("#as-of-note"), /as it stood at/);
+  assert.doesNotMatch(await page.textContent("#history"), /LicenseRevoked/, "history stops at the instant");
+  assert.equal(await page.locator("button[data-action]").count(), 0, "a past state offers no action");
+  await screenshots(page, "license-as-of");
   await page.close();
 });
 

@@ -2,6 +2,7 @@
 //! installations, history and actions.
 
 use axum::extract::State;
+use chrono::{DateTime, Utc};
 use keyledger_api::{ApiError, AppPath, AppQuery, Permission};
 use keyledger_events::license::license_stream;
 use keyledger_projections::license::{installations, licenses, usage};
@@ -166,6 +167,24 @@ pub(super) fn urlencode(text: &str) -> String {
 pub struct DetailParams {
     /// Wait until the page's projections have applied this position (after an action).
     pub at: Option<i64>,
+    /// Show the license as it stood at this instant (RFC 3339), folded from its events.
+    /// An empty value (the form submitted blank) shows the present.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub as_of: Option<DateTime<Utc>>,
+}
+
+fn empty_as_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
+    let text: Option<String> = Option::deserialize(deserializer)?;
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .map(|at| Some(at.with_timezone(&Utc)))
+            .map_err(|_| {
+                serde::de::Error::custom("must be an RFC 3339 time, e.g. 2026-11-30T12:00:00Z")
+            }),
+    }
 }
 
 pub async fn detail(
@@ -176,26 +195,55 @@ pub async fn detail(
 ) -> Result<Markup, ApiError> {
     let projections = [licenses::NAME, usage::NAME, installations::NAME];
     state.consistent(&projections, params.at).await?;
-    let license = require(&state, license_id, &projections).await?;
+    let license = match params.as_of {
+        Some(as_of) => {
+            let client = state.client().await?;
+            crate::license::as_of::at(&client, license_id, as_of)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        keyledger_api::Code::ResLicenseNotFound,
+                        format!("no license had this id at {}", as_of.to_rfc3339()),
+                    )
+                })?
+        }
+        None => require(&state, license_id, &projections).await?,
+    };
     let client = state.client().await?;
-    let usage = crate::license::usage::page(&client, license_id, i64::MAX, 50)
+    // As of an instant, usage and history stop there too (the usage page's newest 50 first).
+    let until = params.as_of.unwrap_or(DateTime::<Utc>::MAX_UTC);
+    let mut usage = crate::license::usage::page(&client, license_id, i64::MAX, 50)
         .await
         .map_err(ApiError::from)?;
+    usage.retain(|u| u.validated_at <= until);
     let ttl =
         chrono::Duration::from_std(state.heartbeat_ttl).unwrap_or(chrono::Duration::minutes(10));
     let machines = active_installations(&client, license_id, (state.clock)() - ttl)
         .await
         .map_err(ApiError::from)?;
-    let history = read_stream(&client, &license_stream(license_id), 0, 200)
+    let mut history = read_stream(&client, &license_stream(license_id), 0, 200)
         .await
         .map_err(ApiError::from)?;
+    history.retain(|e| e.recorded_at <= until);
     let id = license_id.to_string();
-    let revoked = license.status == "revoked";
+    // A past state offers no action: actions change the present.
+    let revoked = license.status == "revoked" || params.as_of.is_some();
     Ok(layout(
         &viewer,
         &format!("License {}…", license.key_prefix),
         Section::Licenses,
         html! {
+            form.filters #as-of-form method="get" {
+                label { "As of (UTC, RFC 3339)"
+                    input name="as_of" placeholder="2026-11-30T12:00:00Z" autocomplete="off"
+                        value=(params.as_of.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default());
+                }
+                button.secondary type="submit" { "Show" }
+                @if params.as_of.is_some() { a href=(format!("/admin/licenses/{id}")) { "Now" } }
+            }
+            @if let Some(as_of) = params.as_of {
+                p #as-of-note.notice.warn { "The license as it stood at " (time(as_of)) ", folded from its events up to then." }
+            }
             dl.facts {
                 dt { "License id" } dd { code { (license.license_id) } }
                 dt { "Owner" } dd { (license.owner) }
@@ -247,7 +295,7 @@ pub async fn detail(
                     }
                 }
             }
-            h2 { "Installations" }
+            h2 { "Installations" @if params.as_of.is_some() { " (now)" } }
             div.table-wrap {
                 table #installations {
                     thead { tr { th { "Installation" } th { "Host" } th { "Activated" } th { "Last seen" } th { "Alive" } } }

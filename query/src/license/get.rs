@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use keyledger_api::{ApiError, AppPath, Code, ConsistencyPosition};
+use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
 use keyledger_events::license::license_stream;
 use keyledger_projections::license::licenses;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -95,11 +95,31 @@ pub async fn require(
         .await
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    /// The license as it stood at this instant (RFC 3339), folded from its events.
+    pub as_of: Option<DateTime<Utc>>,
+}
+
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,
     AppPath(license_id): AppPath<Uuid>,
+    AppQuery(params): AppQuery<GetParams>,
 ) -> Result<Json<LicenseView>, ApiError> {
+    if let Some(as_of) = params.as_of {
+        let client = state.client().await?;
+        return super::as_of::at(&client, license_id, as_of)
+            .await?
+            .map(Json)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    Code::ResLicenseNotFound,
+                    format!("no license had this id at {}", as_of.to_rfc3339()),
+                )
+            });
+    }
     state.consistent(&[licenses::NAME], position).await?;
     require(&state, license_id, &[licenses::NAME])
         .await

@@ -1,5 +1,6 @@
 //! License queries.
 
+pub mod as_of;
 pub mod get;
 pub mod history;
 pub mod search;

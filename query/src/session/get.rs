@@ -4,10 +4,12 @@ use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use keyledger_api::{ApiError, AppPath, Code, ConsistencyPosition};
-use keyledger_events::session::session_stream;
+use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
+use keyledger_events::EventPayload;
+use keyledger_events::session::{SessionEvent, session_stream};
+use keyledger_events::store::{ReadError, envelope_from_row};
 use keyledger_projections::session;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{SESSION_COLUMNS, SessionView, session_from_row};
@@ -78,11 +80,119 @@ pub async fn require(state: &QueryState, session_id: Uuid) -> Result<SessionDeta
         .await
 }
 
+/// Folds a session's events, oldest first, as the `sessions` projection applies them (with
+/// the actor of each transition from its event's metadata). `None` before it was created.
+pub fn fold(events: &[(i64, Option<String>, SessionEvent)]) -> Option<SessionDetail> {
+    let mut detail: Option<SessionDetail> = None;
+    for (position, actor, event) in events {
+        if let SessionEvent::SessionCreated(e) = event {
+            detail = Some(SessionDetail {
+                session: SessionView {
+                    session_id: e.session_id,
+                    agent_role: e.agent_role.clone(),
+                    task_id: e.task_id,
+                    status: "pending".into(),
+                    metadata: e.metadata.clone(),
+                    created_at: e.created_at,
+                    updated_at: e.created_at,
+                    position: *position,
+                },
+                history: Vec::new(),
+            });
+            continue;
+        }
+        let Some(detail) = detail.as_mut() else {
+            continue;
+        };
+        let (from, to, at, reason) = match event {
+            SessionEvent::SessionTransitioned(e) => {
+                (e.from.as_str(), e.to.as_str(), e.at, &e.reason)
+            }
+            SessionEvent::SessionExpired(e) => (e.from.as_str(), "expired", e.at, &e.reason),
+            SessionEvent::SessionUpdated(e) => {
+                if e.task_id.is_some() {
+                    detail.session.task_id = e.task_id;
+                }
+                detail.session.metadata = e.metadata.clone();
+                detail.session.updated_at = e.at;
+                detail.session.position = *position;
+                continue;
+            }
+            SessionEvent::SessionCreated(_) => continue,
+        };
+        detail.session.status = to.to_owned();
+        detail.session.updated_at = at;
+        detail.session.position = *position;
+        detail.history.push(Transition {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            at,
+            reason: reason.clone(),
+            actor: actor.clone(),
+        });
+    }
+    detail
+}
+
+/// The session as it stood at `as_of`: its events recorded at or before then, folded.
+pub async fn at(
+    client: &impl GenericClient,
+    session_id: Uuid,
+    as_of: DateTime<Utc>,
+) -> Result<Option<SessionDetail>, ApiError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT position, event_id, stream_id, version, event_type, schema_version, data, \
+                    metadata, recorded_at, hash FROM events \
+             WHERE stream_id = $1 AND recorded_at <= $2 ORDER BY version",
+        )
+        .await?;
+    let mut events = Vec::new();
+    for row in client
+        .query(&statement, &[&session_stream(session_id), &as_of])
+        .await?
+    {
+        let envelope = envelope_from_row(&row).map_err(|e| match e {
+            ReadError::Database(e) => ApiError::from(e),
+            ReadError::Unreadable(e) => ApiError::internal(e),
+        })?;
+        if let Some(event) = SessionEvent::decode(&envelope).map_err(ApiError::internal)? {
+            let actor = envelope
+                .metadata
+                .get("actor")
+                .and_then(|a| a.as_str())
+                .map(str::to_owned);
+            events.push((envelope.position, actor, event));
+        }
+    }
+    Ok(fold(&events))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    /// The session as it stood at this instant (RFC 3339), folded from its events.
+    pub as_of: Option<DateTime<Utc>>,
+}
+
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,
     AppPath(session_id): AppPath<Uuid>,
+    AppQuery(params): AppQuery<GetParams>,
 ) -> Result<Json<SessionDetail>, ApiError> {
+    if let Some(as_of) = params.as_of {
+        let client = state.client().await?;
+        return at(&client, session_id, as_of)
+            .await?
+            .map(Json)
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    Code::ResSessionNotFound,
+                    format!("no session had this id at {}", as_of.to_rfc3339()),
+                )
+            });
+    }
     state.consistent(&[session::NAME], position).await?;
     require(&state, session_id).await.map(Json)
 }

@@ -1,0 +1,127 @@
+//! `GET /v1/licenses/{id}?as_of=<RFC 3339>`: the license as it stood at an instant, folded from
+//! its own stream up to that time, in the shape of the `licenses` read table.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use keyledger_api::ApiError;
+use keyledger_events::EventPayload;
+use keyledger_events::license::{LicenseEvent, license_stream};
+use keyledger_events::store::{ReadError, envelope_from_row};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::get::LicenseView;
+
+/// Folds a license's events, oldest first, as the `licenses` projection applies them (its
+/// `position` moves with the events that change its row, not with installations or
+/// certificates). `None` before the license was issued.
+pub fn fold(events: &[(i64, LicenseEvent)]) -> Option<LicenseView> {
+    let mut view: Option<LicenseView> = None;
+    for (position, event) in events {
+        let position = *position;
+        match event {
+            LicenseEvent::LicenseIssued(e) => {
+                view = Some(LicenseView {
+                    license_id: e.license_id,
+                    key_prefix: e.key_prefix.clone(),
+                    owner: e.owner.clone(),
+                    tier: e.tier.as_str().to_owned(),
+                    status: "active".into(),
+                    metadata: e.metadata.clone(),
+                    issued_at: e.issued_at,
+                    expires_at: e.expires_at,
+                    revoked_at: None,
+                    revoke_reason: None,
+                    suspended_at: None,
+                    suspend_reason: None,
+                    entitlements: e.entitlements.clone(),
+                    max_installations: e.max_installations.map(|n| n as i32),
+                    legacy_id: None,
+                    position,
+                });
+            }
+            LicenseEvent::LicenseImported(e) => {
+                view = Some(LicenseView {
+                    license_id: e.license_id,
+                    key_prefix: e.key_prefix.clone(),
+                    owner: e.owner.clone(),
+                    tier: e.tier.as_str().to_owned(),
+                    status: "active".into(),
+                    metadata: Value::Object(Default::default()),
+                    issued_at: e.issued_at,
+                    expires_at: e.expires_at,
+                    revoked_at: None,
+                    revoke_reason: None,
+                    suspended_at: None,
+                    suspend_reason: None,
+                    entitlements: Vec::new(),
+                    max_installations: None,
+                    legacy_id: Some(e.legacy_id),
+                    position,
+                });
+            }
+            other => {
+                let Some(view) = view.as_mut() else { continue };
+                match other {
+                    LicenseEvent::LicenseRevoked(e) => {
+                        view.status = "revoked".into();
+                        view.revoked_at = Some(e.revoked_at);
+                        view.revoke_reason = Some(e.reason.clone());
+                    }
+                    LicenseEvent::LicenseSuspended(e) => {
+                        view.status = "suspended".into();
+                        view.suspended_at = Some(e.at);
+                        view.suspend_reason = Some(e.reason.clone());
+                    }
+                    LicenseEvent::LicenseReinstated(_) => {
+                        view.status = "active".into();
+                        view.suspended_at = None;
+                        view.suspend_reason = None;
+                    }
+                    LicenseEvent::LicenseRenewed(e) => view.expires_at = Some(e.expires_at),
+                    LicenseEvent::LicensePolicyChanged(e) => {
+                        view.entitlements = e.entitlements.clone();
+                        view.max_installations = e.max_installations.map(|n| n as i32);
+                    }
+                    LicenseEvent::InstallationActivated(_)
+                    | LicenseEvent::InstallationDeactivated(_)
+                    | LicenseEvent::CertificateIssued(_)
+                    | LicenseEvent::LicenseIssued(_)
+                    | LicenseEvent::LicenseImported(_) => continue,
+                }
+                view.position = position;
+            }
+        }
+    }
+    view
+}
+
+/// The license as it stood at `as_of`: its events recorded at or before then, folded.
+pub async fn at(
+    client: &impl GenericClient,
+    license_id: Uuid,
+    as_of: DateTime<Utc>,
+) -> Result<Option<LicenseView>, ApiError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT position, event_id, stream_id, version, event_type, schema_version, data, \
+                    metadata, recorded_at, hash FROM events \
+             WHERE stream_id = $1 AND recorded_at <= $2 ORDER BY version",
+        )
+        .await?;
+    let mut events = Vec::new();
+    for row in client
+        .query(&statement, &[&license_stream(license_id), &as_of])
+        .await?
+    {
+        let envelope = envelope_from_row(&row).map_err(|e| match e {
+            ReadError::Database(e) => ApiError::from(e),
+            ReadError::Unreadable(e) => ApiError::internal(e),
+        })?;
+        let event = LicenseEvent::decode(&envelope).map_err(ApiError::internal)?;
+        if let Some(event) = event {
+            events.push((envelope.position, event));
+        }
+    }
+    Ok(fold(&events))
+}
