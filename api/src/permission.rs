@@ -257,6 +257,7 @@ pub const TABLE: &[Rule] = {
         // The event log.
         rule(GET, "/v1/events", Requires(EventsRead)),
         rule(GET, "/v1/events/export", Requires(EventsRead)),
+        rule(GET, "/v1/events/stream", Requires(EventsRead)),
         rule(GET, "/v1/checkpoints", Requires(EventsRead)),
         rule(GET, "/v1/checkpoints/latest", Requires(EventsRead)),
         rule(GET, "/v1/streams/{stream_id}/events", Requires(EventsRead)),

@@ -9,6 +9,7 @@ pub mod found;
 pub mod license;
 pub mod request;
 pub mod session;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,7 @@ pub fn router(state: QueryState) -> Routes {
         .get("/v1/sessions/{id}", session::get::handle)
         .get("/v1/events", events::all)
         .get("/v1/events/export", events::export)
+        .get("/v1/events/stream", tail::handle)
         .get("/v1/checkpoints", audit::list)
         .get("/v1/checkpoints/latest", audit::latest)
         .get("/.well-known/keyledger-keys.json", audit::keys)

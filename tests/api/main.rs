@@ -32,4 +32,5 @@ mod request_log;
 mod resilience;
 mod secrets;
 mod sessions;
+mod tail;
 mod users;

@@ -258,6 +258,26 @@ test("sessions and events pages list what happened", async () => {
   assert.ok(!log.includes(state.key), "the key is not in the service's log");
 });
 
+test("the event log in live mode shows a new event at the top as it is committed", async () => {
+  const page = await context.newPage();
+  await page.goto(`${base}/admin/events?event_type=LicenseIssued`);
+  const newest = Number(await page.locator("#events tbody tr td").first().textContent());
+  await page.click("#live-toggle");
+  await page.waitForSelector("#live-status:has-text('Live')");
+  const issued = await api("POST", "/v1/licenses", { owner: "Live Ltd", tier: "basic" });
+  assert.equal(issued.status, 201);
+  await page.waitForSelector("#events tbody tr.live");
+  const top = page.locator("#events tbody tr").first();
+  assert.match(await top.textContent(), /LicenseIssued/);
+  assert.match(await top.textContent(), new RegExp(issued.body.license_id));
+  assert.ok(Number(await top.locator("td").first().textContent()) > newest);
+  assert.equal(await page.locator("#events tbody tr.live").count(), 1, "only the filter's events arrive");
+  await screenshots(page, "events-live");
+  await page.click("#live-toggle");
+  assert.equal(await page.getAttribute("#live-toggle", "aria-pressed"), "false");
+  await page.close();
+});
+
 test("an admin logs in, issues a license, and logs out; a change without the CSRF token is refused", async () => {
   const own = await browser.newContext();
   const page = await own.newPage();

@@ -110,6 +110,17 @@ pub async fn list(
                 label { "Correlation id" input name="correlation_id" value=[correlation_id.as_deref()]; }
                 button type="submit" { "Filter" }
             }
+            // Live mode (the newest page only): new events are added at the top as they are
+            // committed, through the log's Server-Sent Events, with the same filters.
+            @if params.before.is_none() {
+                div.actions {
+                    button.secondary #live-toggle type="button" aria-pressed="false"
+                        data-after=(events.first().map_or(0, |e| e.position))
+                        data-type=[event_type.as_deref()] data-stream=[stream_id.as_deref()]
+                        data-correlation=[correlation_id.as_deref()] { "Live" }
+                    span #live-status.muted role="status" {}
+                }
+            }
             div.table-wrap {
                 table #events {
                     thead { tr { th { "Position" } th { "Type" } th { "Stream" } th { "Version" } th { "Recorded" } th { "Event" } } }

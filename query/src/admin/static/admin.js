@@ -118,3 +118,67 @@ document.querySelectorAll("button[data-expand]").forEach((button) => {
     row.hidden = open;
   });
 });
+
+// Event log, live: new events at the top as they are committed (Server-Sent Events of
+// /v1/events/stream, resumed by the browser with Last-Event-ID after a dropped connection).
+const liveToggle = document.getElementById("live-toggle");
+if (liveToggle) {
+  const status = document.getElementById("live-status");
+  const tbody = document.querySelector("#events tbody");
+  let source = null;
+  const cell = (text) => {
+    const td = document.createElement("td");
+    td.textContent = text;
+    return td;
+  };
+  const row = (e) => {
+    const tr = document.createElement("tr");
+    tr.className = "live";
+    tr.append(cell(String(e.position)), cell(e.event_type));
+    const stream = document.createElement("td");
+    stream.className = "wrap";
+    const link = document.createElement("a");
+    link.href = `/admin/events?stream_id=${encodeURIComponent(e.stream_id)}`;
+    link.textContent = e.stream_id;
+    stream.append(link);
+    tr.append(stream, cell(String(e.version)), cell(e.recorded_at.replace("T", " ").slice(0, 19)));
+    const json = document.createElement("td");
+    json.className = "wrap";
+    const details = document.createElement("details");
+    const summary = document.createElement("summary");
+    summary.textContent = "JSON";
+    const pre = document.createElement("pre");
+    pre.textContent = JSON.stringify(
+      { data: e.data, metadata: e.metadata, event_id: e.event_id, hash: e.hash }, null, 2);
+    details.append(summary, pre);
+    json.append(details);
+    tr.append(json);
+    return tr;
+  };
+  const stop = () => {
+    if (source) source.close();
+    source = null;
+    liveToggle.textContent = "Live";
+    liveToggle.setAttribute("aria-pressed", "false");
+    status.textContent = "";
+  };
+  liveToggle.addEventListener("click", () => {
+    if (source) return stop();
+    const { after, type, stream, correlation } = liveToggle.dataset;
+    const params = new URLSearchParams({ after: after || "0" });
+    if (type) params.set("type", type);
+    source = new EventSource(`/v1/events/stream?${params}`, { withCredentials: true });
+    source.onopen = () => { status.textContent = "Live: new events appear at the top."; };
+    source.onerror = () => { status.textContent = "Reconnecting…"; };
+    source.onmessage = (message) => {
+      const e = JSON.parse(message.data);
+      if (stream && e.stream_id !== stream) return;
+      if (correlation && (!e.metadata || e.metadata.correlation_id !== correlation)) return;
+      const empty = tbody.querySelector("td[colspan]");
+      if (empty) empty.parentElement.remove();
+      tbody.prepend(row(e));
+    };
+    liveToggle.textContent = "Stop live";
+    liveToggle.setAttribute("aria-pressed", "true");
+  });
+}
