@@ -212,6 +212,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(measure_view(&args.database_url).await?),
     };
+    let export = match &args.url {
+        Some(_) => None,
+        None => {
+            eprintln!("bench: exporting a log of {EXPORT_EVENTS} events over HTTP");
+            Some(measure_export(&args.database_url, &base_url, &local_token).await?)
+        }
+    };
 
     print_report(&Report {
         args: &args,
@@ -230,6 +237,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ],
         replay: replay.as_ref(),
         view: view.as_ref(),
+        export: export.as_ref(),
     });
     Ok(())
 }
@@ -1311,6 +1319,143 @@ async fn measure_replay(database_url: &str) -> anyhow::Result<ReplayResult> {
     })
 }
 
+/// Events in the log when the export is measured.
+const EXPORT_EVENTS: i64 = 1_000_000;
+
+/// `GET /v1/events/export` of a log of [`EXPORT_EVENTS`] events.
+struct ExportResult {
+    events: u64,
+    bytes: u64,
+    took: Duration,
+    /// The process's resident high-water mark during the export over its resident size
+    /// before it (`None` where /proc cannot tell).
+    peak_growth: Option<u64>,
+}
+
+/// Tops the log up to [`EXPORT_EVENTS`] with copies of its events under a type no projection
+/// reads (under the append lock, as a writer would), then streams the export from the service
+/// over HTTP, counting lines and bytes, with the process's peak memory reset before it.
+async fn measure_export(
+    database_url: &str,
+    base_url: &str,
+    token: &str,
+) -> anyhow::Result<ExportResult> {
+    let pool = keyledger_events::db::pool(database_url, 1)?;
+    let mut client = pool
+        .get()
+        .await
+        .context("Failed to connect to fill the log")?;
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await?
+        .try_get(0)?;
+    // In transactions of at most 20k rows: each holds the append lock well under the writers
+    // lock timeout.
+    let mut count = count;
+    while count < EXPORT_EVENTS {
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&keyledger_events::writer::APPEND_LOCK_KEY],
+        )
+        .await?;
+        let missing = (EXPORT_EVENTS - count).min(20_000);
+        // Copies of the log's first events, positions after the head.
+        let inserted = tx
+            .execute(
+                "INSERT INTO events (position, event_id, stream_id, version, event_type, \
+                                     schema_version, data, metadata, recorded_at, hash, \
+                                     hash_rule) \
+                 SELECT h.p + n, gen_random_uuid(), 'bench_export-' || gen_random_uuid(), 1, \
+                        'BenchFiller', e.schema_version, e.data, e.metadata, e.recorded_at, \
+                        e.hash, e.hash_rule \
+                 FROM (SELECT max(position) AS p FROM events) h, \
+                      generate_series(1, $1::bigint) AS n \
+                 JOIN events e ON e.position = 1 + (n - 1) % (SELECT count(*) FROM events)",
+                &[&missing],
+            )
+            .await
+            .context("Failed to fill the log for the export")?;
+        tx.commit().await?;
+        anyhow::ensure!(inserted > 0, "the log could not be filled for the export");
+        count += i64::try_from(inserted).unwrap_or(i64::MAX);
+    }
+    drop(client);
+
+    let http = reqwest::Client::builder()
+        .build()
+        .context("Failed to build the HTTP client")?;
+    let rss_before = proc_status_kib("VmRSS");
+    // Writing 5 to clear_refs resets the peak resident size (Linux 4.0 and later).
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let started = Instant::now();
+    let mut response = http
+        .get(format!("{base_url}/v1/events/export"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .context("Failed to start the export")?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "the export answered {}",
+        response.status()
+    );
+    let (mut events, mut bytes) = (0u64, 0u64);
+    while let Some(chunk) = response.chunk().await.context("The export broke off")? {
+        bytes += chunk.len() as u64;
+        events += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    let took = started.elapsed();
+    let peak_growth = match (reset, rss_before, proc_status_kib("VmHWM")) {
+        (true, Some(before), Some(peak)) => Some(peak.saturating_sub(before) * 1024),
+        _ => None,
+    };
+    Ok(ExportResult {
+        events,
+        bytes,
+        took,
+        peak_growth,
+    })
+}
+
+/// A `kB` line of /proc/self/status.
+fn proc_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|line| {
+        line.strip_prefix(field)?
+            .trim_start_matches(':')
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn print_export(export: &ExportResult) {
+    let seconds = export.took.as_secs_f64().max(f64::EPSILON);
+    println!(
+        "{:<LABEL$}{:>9}{:>8}{:>8}{:>10}",
+        format!("export, {} events", export.events),
+        "events/s",
+        "MB/s",
+        "seconds",
+        "peak MiB"
+    );
+    println!(
+        "  {:<width$}{:>9.0}{:>8.1}{:>8.2}{:>10}",
+        "GET /v1/events/export",
+        export.events as f64 / seconds,
+        export.bytes as f64 / 1e6 / seconds,
+        seconds,
+        export.peak_growth.map_or("?".to_owned(), |b| format!(
+            "+{:.1}",
+            b as f64 / f64::from(1u32 << 20)
+        )),
+        width = LABEL - 2
+    );
+}
+
 /// Reads the whole log in the rebuild's batches, decoding each event.
 async fn read_log(client: &impl deadpool_postgres::GenericClient) -> anyhow::Result<()> {
     let mut after = 0;
@@ -1350,6 +1495,8 @@ struct Report<'a> {
     lag: [(&'static str, Option<LagResult>); 3],
     /// The log replayed into each asynchronous projection (in-process runs).
     replay: Option<&'a ReplayResult>,
+    /// The log exported over HTTP (in-process runs).
+    export: Option<&'a ExportResult>,
     /// The validation view loaded from the bench's database (in-process runs).
     view: Option<&'a ViewResult>,
 }
@@ -1579,6 +1726,9 @@ fn print_report(report: &Report<'_>) {
     if let Some(replay) = report.replay {
         print_replay(replay);
     }
+    if let Some(export) = report.export {
+        print_export(export);
+    }
     if let Some(view) = report.view {
         println!(
             "{:<LABEL$}{:>9}{:>8}{:>8}",
@@ -1649,6 +1799,14 @@ fn print_report(report: &Report<'_>) {
                 LAG_GRACE.as_secs()
             );
         }
+    }
+    if report.export.is_some() {
+        println!(
+            "export: the log topped up to {EXPORT_EVENTS} events with copies of its own under a \
+             type no projection reads, then streamed from the in-process service over HTTP and \
+             counted; peak MiB: the bench process's resident high-water mark during the export \
+             (reset before it) over its resident size before it, service and client together"
+        );
     }
     if report.replay.is_some() {
         println!(

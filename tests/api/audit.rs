@@ -280,3 +280,33 @@ async fn the_service_signs_its_head_publishes_key_and_checkpoint_and_an_auditor_
     }
     stream.delete().await;
 }
+
+/// A replaced signing key stays published: checkpoints it signed still verify with the key
+/// set the service serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_key_stays_published_and_its_checkpoints_still_verify() {
+    let app = crate::helpers::spawn_app().await;
+    let store = store(&app.database);
+    let pool = app.database.pool();
+    let old = AuditKey::new(SigningKey::from_seed([31; 32]));
+    let new = AuditKey::new(SigningKey::from_seed([32; 32]));
+    happen(&store, 2).await;
+    sign_if_moved(&store, &pool, &old).await.unwrap().unwrap();
+    happen(&store, 2).await;
+    sign_if_moved(&store, &pool, &new).await.unwrap().unwrap();
+
+    let keys: KeySet = app
+        .anonymous
+        .get(app.url("/.well-known/keyledger-keys.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = keys.keys.iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(kids, [old.key().kid(), new.key().kid()]);
+    let report = check(&export(&app.database).await, &keys);
+    assert_eq!(report.finding, None);
+    assert_eq!(report.checkpoints, Some(2));
+}
