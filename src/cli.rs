@@ -260,7 +260,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             };
             let checkpoints = match report.checkpoints {
-                Some(n) => format!(", {n} signed checkpoints verify"),
+                Some(n) => format!(", signed checkpoints verified: {n}"),
                 None => String::new(),
             };
             match (&report.finding, &report.head) {

@@ -271,7 +271,7 @@ async fn the_service_signs_its_head_publishes_key_and_checkpoint_and_an_auditor_
     };
     let (ok, out) = verify_file(&full);
     assert!(ok, "{out}");
-    assert!(out.contains("signed checkpoints verify"), "{out}");
+    assert!(out.contains("signed checkpoints verified: "), "{out}");
     let (ok, out) = verify_file(&cut);
     assert!(!ok, "{out}");
     assert!(out.contains("cut off"), "{out}");

@@ -527,6 +527,10 @@ impl ServiceProcess {
                 "JWT_KEY_FILE",
                 std::env::temp_dir().join("keyledger-local-jwt.key"),
             )
+            .env(
+                "SIGNING_KEY_FILE",
+                std::env::temp_dir().join("keyledger-local-signing.key"),
+            )
             .envs(env.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)

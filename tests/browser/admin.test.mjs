@@ -87,6 +87,7 @@ before(async () => {
     KEYLEDGER_ADMIN_TOKEN: adminToken,
     // The signing key lives outside the working tree.
     JWT_KEY_FILE: path.join(os.tmpdir(), "keyledger-browser-jwt.key"),
+    SIGNING_KEY_FILE: path.join(os.tmpdir(), "keyledger-browser-signing.key"),
   };
   delete env.NATS_URL;
   // The first admin, as an operator creates one: the password on standard input.
