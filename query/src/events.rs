@@ -191,6 +191,32 @@ pub async fn all(
     Ok(Json(EventPage { events, next_after }))
 }
 
+/// A stream's events recorded at or before `as_of`, oldest first: what "as of an instant"
+/// folds.
+pub(crate) async fn stream_until(
+    client: &impl GenericClient,
+    stream_id: &str,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<keyledger_events::Envelope>, ApiError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE stream_id = $1 AND recorded_at <= $2 ORDER BY version"
+        ))
+        .await?;
+    client
+        .query(&statement, &[&stream_id, &as_of])
+        .await?
+        .iter()
+        .map(|row| {
+            keyledger_events::store::envelope_from_row(row).map_err(|e| match e {
+                keyledger_events::store::ReadError::Database(e) => ApiError::from(e),
+                keyledger_events::store::ReadError::Unreadable(e) => ApiError::internal(e),
+            })
+        })
+        .collect()
+}
+
 pub(crate) async fn read_stream(
     client: &impl GenericClient,
     stream_id: &str,

@@ -6,11 +6,11 @@ use deadpool_postgres::GenericClient;
 use keyledger_api::ApiError;
 use keyledger_events::EventPayload;
 use keyledger_events::license::{LicenseEvent, license_stream};
-use keyledger_events::store::{ReadError, envelope_from_row};
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::get::LicenseView;
+use crate::events::stream_until;
 
 /// Folds a license's events, oldest first, as the `licenses` projection applies them (its
 /// `position` moves with the events that change its row, not with installations or
@@ -102,24 +102,9 @@ pub async fn at(
     license_id: Uuid,
     as_of: DateTime<Utc>,
 ) -> Result<Option<LicenseView>, ApiError> {
-    let statement = client
-        .prepare_cached(
-            "SELECT position, event_id, stream_id, version, event_type, schema_version, data, \
-                    metadata, recorded_at, hash FROM events \
-             WHERE stream_id = $1 AND recorded_at <= $2 ORDER BY version",
-        )
-        .await?;
     let mut events = Vec::new();
-    for row in client
-        .query(&statement, &[&license_stream(license_id), &as_of])
-        .await?
-    {
-        let envelope = envelope_from_row(&row).map_err(|e| match e {
-            ReadError::Database(e) => ApiError::from(e),
-            ReadError::Unreadable(e) => ApiError::internal(e),
-        })?;
-        let event = LicenseEvent::decode(&envelope).map_err(ApiError::internal)?;
-        if let Some(event) = event {
+    for envelope in stream_until(client, &license_stream(license_id), as_of).await? {
+        if let Some(event) = LicenseEvent::decode(&envelope).map_err(ApiError::internal)? {
             events.push((envelope.position, event));
         }
     }

@@ -7,13 +7,13 @@ use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
 use keyledger_events::EventPayload;
 use keyledger_events::session::{SessionEvent, session_stream};
-use keyledger_events::store::{ReadError, envelope_from_row};
 use keyledger_projections::session;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{SESSION_COLUMNS, SessionView, session_from_row};
 use crate::QueryState;
+use crate::events::stream_until;
 
 #[derive(Debug, Serialize)]
 pub struct Transition {
@@ -140,22 +140,8 @@ pub async fn at(
     session_id: Uuid,
     as_of: DateTime<Utc>,
 ) -> Result<Option<SessionDetail>, ApiError> {
-    let statement = client
-        .prepare_cached(
-            "SELECT position, event_id, stream_id, version, event_type, schema_version, data, \
-                    metadata, recorded_at, hash FROM events \
-             WHERE stream_id = $1 AND recorded_at <= $2 ORDER BY version",
-        )
-        .await?;
     let mut events = Vec::new();
-    for row in client
-        .query(&statement, &[&session_stream(session_id), &as_of])
-        .await?
-    {
-        let envelope = envelope_from_row(&row).map_err(|e| match e {
-            ReadError::Database(e) => ApiError::from(e),
-            ReadError::Unreadable(e) => ApiError::internal(e),
-        })?;
+    for envelope in stream_until(client, &session_stream(session_id), as_of).await? {
         if let Some(event) = SessionEvent::decode(&envelope).map_err(ApiError::internal)? {
             let actor = envelope
                 .metadata
