@@ -185,6 +185,13 @@ async fn a_revoked_suspended_or_expired_license_gets_no_certificate() {
         .await;
         assert_eq!(body["code"], "VAL_INVALID_FIELD", "ttl_days {ttl}");
     }
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let body = problem(certify(&app, &unknown, json!({})).await, 404).await;
+    assert_eq!(body["code"], "RES_LICENSE_NOT_FOUND");
+    let response = certify(&app, active_id, json!({"ttl_days": "thirty"})).await;
+    assert!(response.status().is_client_error());
+    let body: Value = response.json().await.unwrap();
+    assert!(body["code"].as_str().unwrap().starts_with("VAL_"), "{body}");
     let events: Value = app
         .get(&format!("/v1/licenses/{active_id}/events"))
         .await
