@@ -7,24 +7,13 @@ use std::time::Duration;
 
 use keyledger_command::audit::{AuditKey, sign_if_moved};
 use keyledger_events::audit::{KeySet, SignedCheckpoint, SigningKey};
-use keyledger_events::store::{AppendRequest, PgEventStore, WriterConfig};
+use keyledger_events::store::{AppendRequest, PgEventStore};
 use keyledger_events::verify::{self, Finding};
-use keyledger_events::{EventStore, ExpectedVersion, Metadata, NewEvent, Notifier};
+use keyledger_events::{EventStore, ExpectedVersion, Metadata, NewEvent};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{NATS, TestDatabase, TestStream, eventually, spawn_app_with};
-
-fn store(database: &TestDatabase) -> PgEventStore {
-    PgEventStore::start(
-        database.pool(),
-        WriterConfig::default(),
-        vec![],
-        None,
-        Notifier::default(),
-    )
-    .0
-}
 
 async fn happen(store: &PgEventStore, n: usize) {
     for i in 0..n {
@@ -74,7 +63,7 @@ fn keys_of(key: &SigningKey) -> KeySet {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_head_is_signed_only_when_the_log_moved_and_the_key_is_recorded_first() {
     let database = TestDatabase::create().await;
-    let store = store(&database);
+    let store = database.store();
     let pool = database.pool();
     let key = AuditKey::new(SigningKey::from_seed([21; 32]));
     assert_eq!(
@@ -100,7 +89,7 @@ async fn the_head_is_signed_only_when_the_log_moved_and_the_key_is_recorded_firs
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_signed_by_an_unpublished_key_or_stating_another_hash_is_named() {
     let database = TestDatabase::create().await;
-    let store = store(&database);
+    let store = database.store();
     let pool = database.pool();
     let published = SigningKey::from_seed([22; 32]);
     happen(&store, 2).await;
@@ -133,7 +122,7 @@ async fn a_checkpoint_signed_by_an_unpublished_key_or_stating_another_hash_is_na
 
     // A checkpoint rightly signed, stating a hash the chain does not have at its position.
     let database = TestDatabase::create().await;
-    let store2 = self::store(&database);
+    let store2 = database.store();
     happen(&store2, 2).await;
     let lying = published.sign_checkpoint(2, &[0u8; 32], chrono::Utc::now());
     store2
@@ -286,7 +275,7 @@ async fn the_service_signs_its_head_publishes_key_and_checkpoint_and_an_auditor_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_key_stays_published_and_its_checkpoints_still_verify() {
     let app = crate::helpers::spawn_app().await;
-    let store = store(&app.database);
+    let store = app.database.store();
     let pool = app.database.pool();
     let old = AuditKey::new(SigningKey::from_seed([31; 32]));
     let new = AuditKey::new(SigningKey::from_seed([32; 32]));

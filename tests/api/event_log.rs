@@ -6,10 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keyledger_events::{
-    AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Notifier, PgEventStore,
-    WriterConfig,
-};
+use keyledger_events::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent, Notifier};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -34,23 +31,12 @@ fn append(stream_id: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> 
     }
 }
 
-fn store(database: &TestDatabase) -> PgEventStore {
-    PgEventStore::start(
-        database.pool(),
-        WriterConfig::default(),
-        vec![],
-        None,
-        Notifier::default(),
-    )
-    .0
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_following_all_sees_every_committed_event_once_in_increasing_positions() {
     let database = TestDatabase::create().await;
     // Two writers, as two processes would have.
-    let writers = [store(&database), store(&database)];
-    let reader = store(&database);
+    let writers = [database.store(), database.store()];
+    let reader = database.store();
     let done = Arc::new(AtomicBool::new(false));
 
     let follow = {
@@ -111,7 +97,7 @@ async fn a_reader_following_all_sees_every_committed_event_once_in_increasing_po
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commands_share_append_transactions() {
     let database = TestDatabase::create().await;
-    let store = store(&database);
+    let store = database.store();
     let appends = (0..200).map(|n| {
         let store = store.clone();
         async move {
@@ -150,7 +136,7 @@ async fn concurrent_commands_share_append_transactions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflicting_append_fails_alone_and_its_batch_commits() {
     let database = TestDatabase::create().await;
-    let store = store(&database);
+    let store = database.store();
     let contested = format!("test-{}", Uuid::new_v4());
     let requests: Vec<_> = (0..30)
         .map(|n| {
@@ -186,7 +172,7 @@ async fn a_conflicting_append_fails_alone_and_its_batch_commits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_delete_and_truncate_on_events_are_refused() {
     let database = TestDatabase::create().await;
-    let store = store(&database);
+    let store = database.store();
     store
         .append(append("test-1", ExpectedVersion::NoStream, vec![event(1)]))
         .await
@@ -231,7 +217,7 @@ fn keyledger(args: &[&str], database: &TestDatabase) -> (bool, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_passes_on_an_untouched_log_and_names_an_altered_position() {
     let database = TestDatabase::create().await;
-    let store = store(&database);
+    let store = database.store();
     for n in 0..20 {
         // Awkward numbers must hash the same after a trip through jsonb.
         let mut e = event(n);
@@ -262,7 +248,7 @@ async fn verify_passes_on_an_untouched_log_and_names_an_altered_position() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_detects_deleted_rows_and_a_cut_tail_against_an_expected_head() {
     let database = TestDatabase::create().await;
-    let store = store(&database);
+    let store = database.store();
     for n in 0..10 {
         store
             .append(append(
@@ -316,7 +302,7 @@ async fn a_projector_is_woken_by_a_commit_in_another_process() {
         database.url.clone(),
         listener_notifier.clone(),
     ));
-    let writer = store(&database);
+    let writer = database.store();
     let mut head = listener_notifier.head();
     let position = eventually(Duration::from_secs(10), "a NOTIFY of the commit", || {
         let writer = writer.clone();

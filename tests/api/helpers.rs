@@ -205,6 +205,18 @@ impl TestDatabase {
         }
     }
 
+    /// An event store of the test's own on this database: no inline projections, no view.
+    pub fn store(&self) -> keyledger_events::store::PgEventStore {
+        keyledger_events::store::PgEventStore::start(
+            self.pool(),
+            keyledger_events::store::WriterConfig::default(),
+            vec![],
+            None,
+            keyledger_events::Notifier::default(),
+        )
+        .0
+    }
+
     pub fn pool(&self) -> Pool {
         db::pool(&self.url, 8).unwrap()
     }

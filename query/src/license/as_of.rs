@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::ApiError;
 use keyledger_events::EventPayload;
-use keyledger_events::license::{LicenseEvent, license_stream};
+use keyledger_events::license::{LicenseEvent, Tier, license_stream};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -22,42 +22,32 @@ pub fn fold(events: &[(i64, LicenseEvent)]) -> Option<LicenseView> {
         match event {
             LicenseEvent::LicenseIssued(e) => {
                 view = Some(LicenseView {
-                    license_id: e.license_id,
-                    key_prefix: e.key_prefix.clone(),
-                    owner: e.owner.clone(),
-                    tier: e.tier.as_str().to_owned(),
-                    status: "active".into(),
                     metadata: e.metadata.clone(),
-                    issued_at: e.issued_at,
-                    expires_at: e.expires_at,
-                    revoked_at: None,
-                    revoke_reason: None,
-                    suspended_at: None,
-                    suspend_reason: None,
                     entitlements: e.entitlements.clone(),
                     max_installations: e.max_installations.map(|n| n as i32),
-                    legacy_id: None,
-                    position,
+                    ..active(
+                        e.license_id,
+                        &e.key_prefix,
+                        &e.owner,
+                        e.tier,
+                        e.issued_at,
+                        e.expires_at,
+                        position,
+                    )
                 });
             }
             LicenseEvent::LicenseImported(e) => {
                 view = Some(LicenseView {
-                    license_id: e.license_id,
-                    key_prefix: e.key_prefix.clone(),
-                    owner: e.owner.clone(),
-                    tier: e.tier.as_str().to_owned(),
-                    status: "active".into(),
-                    metadata: Value::Object(Default::default()),
-                    issued_at: e.issued_at,
-                    expires_at: e.expires_at,
-                    revoked_at: None,
-                    revoke_reason: None,
-                    suspended_at: None,
-                    suspend_reason: None,
-                    entitlements: Vec::new(),
-                    max_installations: None,
                     legacy_id: Some(e.legacy_id),
-                    position,
+                    ..active(
+                        e.license_id,
+                        &e.key_prefix,
+                        &e.owner,
+                        e.tier,
+                        e.issued_at,
+                        e.expires_at,
+                        position,
+                    )
                 });
             }
             other => {
@@ -94,6 +84,36 @@ pub fn fold(events: &[(i64, LicenseEvent)]) -> Option<LicenseView> {
         }
     }
     view
+}
+
+/// A new, active license as the projection inserts it, before what only issuance carries.
+fn active(
+    license_id: Uuid,
+    key_prefix: &str,
+    owner: &str,
+    tier: Tier,
+    issued_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    position: i64,
+) -> LicenseView {
+    LicenseView {
+        license_id,
+        key_prefix: key_prefix.to_owned(),
+        owner: owner.to_owned(),
+        tier: tier.as_str().to_owned(),
+        status: "active".into(),
+        metadata: Value::Object(Default::default()),
+        issued_at,
+        expires_at,
+        revoked_at: None,
+        revoke_reason: None,
+        suspended_at: None,
+        suspend_reason: None,
+        entitlements: Vec::new(),
+        max_installations: None,
+        legacy_id: None,
+        position,
+    }
 }
 
 /// The license as it stood at `as_of`: its events recorded at or before then, folded.
