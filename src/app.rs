@@ -237,7 +237,8 @@ impl Application {
                 };
                 router = router
                     .merge(keyledger_command::auth::router(auth.clone()))
-                    .merge(keyledger_command::user::routes::router(auth));
+                    .merge(keyledger_command::user::routes::router(auth))
+                    .merge(crate::openapi::router());
                 if args.admin_token.is_some() {
                     tracing::info!(
                         "KEYLEDGER_ADMIN_TOKEN is set: it is accepted as an admin bearer token"
@@ -377,6 +378,7 @@ impl Application {
                 read_replica: args.read_database_url.is_some(),
                 heartbeat_ttl: args.heartbeat_ttl,
                 clock: clock.clone(),
+                api_description: crate::openapi::document(),
             }));
         }
         let health_state = HealthState {

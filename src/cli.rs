@@ -88,6 +88,8 @@ pub enum Command {
     },
     /// Print which permission each route needs (the README's table).
     Permissions,
+    /// Print the OpenAPI 3.1 description of the HTTP API (what `GET /openapi.json` serves).
+    Openapi,
     /// License certificates: `certificate verify FILE --keys keys.json` checks one offline.
     Certificate {
         #[command(subcommand)]
@@ -175,6 +177,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     std::process::exit(1);
                 }
             }
+        }
+        Command::Openapi => {
+            println!("{}", crate::openapi::json());
+            Ok(())
         }
         Command::Permissions => {
             print!("{}", keyledger_api::permission::markdown_table());

@@ -13,8 +13,118 @@ use keyledger_events::Notifier;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
-use crate::supervise::Supervisor;
+use crate::supervise::{Supervisor, WorkerReport};
+
+/// The probes' and the metrics' part of the OpenAPI description.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(live, startup, ready, health, metrics),
+    components(schemas(
+        ProbeStatus,
+        ReadyUnavailable,
+        HealthReport,
+        HealthUnavailable,
+        HealthComponents,
+        UnavailableComponents,
+        UpStatus,
+        DownStatus,
+        NatsStatus,
+        Consumer,
+        WorkerReport,
+    ))
+)]
+pub struct HealthApi;
+
+/// `{"status": "ok"}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ProbeStatus {
+    #[schema(pattern = "^ok$", example = "ok")]
+    status: String,
+}
+
+/// PostgreSQL does not answer.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct ReadyUnavailable {
+    #[schema(pattern = "^unavailable$", example = "unavailable")]
+    status: String,
+    /// Why PostgreSQL cannot be reached.
+    postgres: String,
+}
+
+/// The service's health: each component, the readers of the log and the workers.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct HealthReport {
+    /// `degraded` when a reader or a worker is not well (`degraded` says which).
+    #[schema(pattern = "^(ok|degraded)$", example = "ok")]
+    status: String,
+    /// The log's head position.
+    head: i64,
+    /// What is not well, one line each (empty when `status` is `ok`).
+    degraded: Vec<String>,
+    components: HealthComponents,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct HealthComponents {
+    postgres: UpStatus,
+    nats: NatsStatus,
+    /// The projections, by name.
+    projections: Vec<Consumer>,
+    /// The relay to NATS; `null` when this process runs none.
+    #[schema(required = true)]
+    relay: Option<Consumer>,
+    workers: Vec<WorkerReport>,
+}
+
+/// PostgreSQL does not answer: the rest is not read.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct HealthUnavailable {
+    #[schema(pattern = "^unavailable$", example = "unavailable")]
+    status: String,
+    components: UnavailableComponents,
+}
+
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct UnavailableComponents {
+    postgres: DownStatus,
+    nats: NatsStatus,
+    workers: Vec<WorkerReport>,
+}
+
+/// `{"status": "up"}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct UpStatus {
+    #[schema(pattern = "^up$", example = "up")]
+    status: String,
+}
+
+/// `{"status": "down"}`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct DownStatus {
+    #[schema(pattern = "^down$", example = "down")]
+    status: String,
+}
+
+/// The NATS connection.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct NatsStatus {
+    /// `not_configured` (the in-process notifier), `up` or `down`.
+    #[schema(pattern = "^(not_configured|up|down)$", example = "up")]
+    status: String,
+    /// Why, when it is not `up`.
+    detail: Option<String>,
+}
 
 #[derive(Clone)]
 pub struct HealthState {
@@ -33,18 +143,34 @@ pub struct HealthState {
 pub fn router(state: HealthState) -> Routes {
     Routes::new()
         .get("/health/live", live)
-        .get("/health/startup", ready)
+        .get("/health/startup", startup)
         .get("/health/ready", ready)
         .get("/health", health)
         .get("/metrics", metrics)
         .with_state(state)
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    tag = "health",
+    responses((status = 200, description = "Alive.", body = ProbeStatus)),
+)]
 async fn live() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when PostgreSQL answers (migrations ran before the server started).
+/// Readiness: PostgreSQL answers (migrations ran before the server started).
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "Ready.", body = ProbeStatus),
+        (status = 503, description = "PostgreSQL does not answer.", body = ReadyUnavailable),
+    ),
+)]
 async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
     match postgres_head(&state.pool).await {
         Ok(_) => (StatusCode::OK, Json(json!({"status": "ok"}))),
@@ -53,6 +179,20 @@ async fn ready(State(state): State<HealthState>) -> impl IntoResponse {
             Json(json!({"status": "unavailable", "postgres": error})),
         ),
     }
+}
+
+/// Startup: the same check as readiness, for the orchestrator's startup probe.
+#[utoipa::path(
+    get,
+    path = "/health/startup",
+    tag = "health",
+    responses(
+        (status = 200, description = "Started.", body = ProbeStatus),
+        (status = 503, description = "PostgreSQL does not answer.", body = ReadyUnavailable),
+    ),
+)]
+async fn startup(state: State<HealthState>) -> impl IntoResponse {
+    ready(state).await
 }
 
 async fn postgres_head(pool: &Pool) -> Result<i64, String> {
@@ -64,12 +204,13 @@ async fn postgres_head(pool: &Pool) -> Result<i64, String> {
 
 /// One reader of the log (a projection or the relay), as its checkpoint row says: read from
 /// the database, so any node shows every reader whichever process runs it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Consumer {
     name: String,
     /// `ok`; `failing` while its steps fail (`last_error`); `stuck`: behind the log with a
     /// checkpoint that has not moved for longer than `PROJECTION_STUCK_AFTER`; `degraded`:
     /// working, but it went past events it could not handle (`parked_positions`).
+    #[schema(value_type = String, pattern = "^(ok|failing|stuck|degraded)$", example = "ok")]
     status: &'static str,
     position: i64,
     head: i64,
@@ -159,6 +300,16 @@ async fn consumers(
     Ok(consumers)
 }
 
+/// The service's health: components, the log's readers with their lags, and the workers.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "The health report (`status` `degraded` still answers 200).", body = HealthReport),
+        (status = 503, description = "PostgreSQL does not answer.", body = HealthUnavailable),
+    ),
+)]
 async fn health(State(state): State<HealthState>) -> impl IntoResponse {
     let head = postgres_head(&state.pool).await;
     let nats = match &state.nats {
@@ -253,6 +404,15 @@ async fn health(State(state): State<HealthState>) -> impl IntoResponse {
     )
 }
 
+/// The Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses(
+        (status = 200, description = "The metrics in the Prometheus text format (0.0.4).", content_type = "text/plain", body = String),
+    ),
+)]
 async fn metrics(State(state): State<HealthState>) -> impl IntoResponse {
     (
         [(

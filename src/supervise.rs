@@ -36,10 +36,11 @@ impl Default for SupervisorConfig {
 }
 
 /// What `/health` shows of one worker.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkerReport {
     pub name: String,
     /// `up`, `degraded` (running again after a recent failure), `restarting` or `failed`.
+    #[schema(value_type = String, example = "up")]
     pub status: &'static str,
     pub restarts: u64,
     pub last_failure: Option<String>,

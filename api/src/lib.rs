@@ -9,6 +9,7 @@ mod extract;
 pub mod json_check;
 pub mod jwt;
 pub mod login_throttle;
+pub mod openapi;
 pub mod permission;
 pub mod principal;
 pub mod rate_limit;

@@ -18,7 +18,19 @@ use crate::principal::{Principal, Role};
 use crate::{ApiError, Code};
 
 /// A permission: what an API key's scope names and what roles grant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Permission {
     #[serde(rename = "licenses:read")]
     LicensesRead,
@@ -187,6 +199,9 @@ pub const TABLE: &[Rule] = {
         // Signing in.
         rule(GET, "/.well-known/jwks.json", Public),
         rule(GET, "/.well-known/keyledger-keys.json", Public),
+        // The API's description and its reference page.
+        rule(GET, "/openapi.json", Public),
+        rule(GET, "/admin/api", Public),
         rule(POST, "/v1/auth/login", Public),
         rule(POST, "/v1/auth/refresh", Public),
         rule(POST, "/v1/auth/logout", Public),

@@ -10,6 +10,7 @@ use keyledger_api::{ApiError, AppJson, redact_body, redact_json, redact_text};
 use keyledger_events::request::ApiRequestRecorded;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::CommandState;
@@ -20,53 +21,82 @@ pub const MAX_RECORDS: usize = 1000;
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// One record, or a batch as an array or `{records: [...]}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum IngestRequest {
-    Batch { records: Vec<Value> },
+    Batch {
+        /// 1 to 1000 records.
+        #[schema(value_type = Vec<Record>, min_items = 1, max_items = 1000)]
+        records: Vec<Value>,
+    },
+    #[schema(value_type = Vec<Record>)]
     Many(Vec<Value>),
+    #[schema(value_type = Record)]
     One(Value),
 }
 
 /// One record as sent. Two shapes are accepted: this service's own names (`path`, `status`,
 /// `caller`, `at`) and those of the platform's existing request logger (`endpoint`,
 /// `status_code`, `user_identifier`, `timestamp`); a record names each field once.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Record {
+    /// 1 to 64 characters.
+    #[schema(min_length = 1, max_length = 64, example = "billing")]
     service: String,
+    /// An HTTP method name.
+    #[schema(min_length = 1, max_length = 16, example = "POST")]
     method: String,
+    /// 1 to 2048 characters; required unless `endpoint` is given.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 2048)]
     path: Option<String>,
+    /// The other name of `path`.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 2048)]
     endpoint: Option<String>,
+    /// 100 to 599; required unless `status_code` is given.
     #[serde(default)]
+    #[schema(minimum = 100, maximum = 599)]
     status: Option<u16>,
+    /// The other name of `status`.
     #[serde(default)]
+    #[schema(minimum = 100, maximum = 599)]
     status_code: Option<u16>,
+    #[schema(minimum = 0)]
     duration_ms: f64,
+    /// The route template, 1 to 512 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 512)]
     route: Option<String>,
     #[serde(default)]
     query: Option<String>,
     #[serde(default)]
     caller: Option<Caller>,
+    /// The other name of `caller`.
     #[serde(default)]
     user_identifier: Option<Caller>,
+    /// 1 to 128 characters (one is made up when absent).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     request_id: Option<String>,
+    /// When it was served (default: when it arrives).
     #[serde(default)]
     at: Option<Timestamp>,
+    /// The other name of `at`.
     #[serde(default)]
     timestamp: Option<Timestamp>,
+    /// Kept redacted, cut to the configured length.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     request_body: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     response_body: Option<Value>,
 }
 
-/// A caller: text, or a numeric user id.
-#[derive(Debug, Deserialize)]
+/// A caller: text (1 to 128 characters), or a numeric user id.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum Caller {
     Text(String),
@@ -84,7 +114,7 @@ impl Caller {
 
 /// When the request was served: RFC 3339, an ISO 8601 date-time without offset (UTC), or Unix
 /// seconds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(untagged)]
 enum Timestamp {
     Text(String),
@@ -139,7 +169,7 @@ fn one_of<T>(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct IngestResponse {
     pub accepted: usize,
 }
@@ -224,6 +254,17 @@ fn parse(value: Value, now: DateTime<Utc>, limit: usize) -> Result<ApiRequestRec
     })
 }
 
+/// Records other services' requests in the request log: one record, an array, or
+/// `{records: [...]}`; all or none are kept.
+#[utoipa::path(
+    post,
+    path = "/v1/requests",
+    tag = "requests",
+    request_body = IngestRequest,
+    responses(
+        (status = 202, description = "Every record is in the log.", body = IngestResponse),
+    ),
+)]
 pub async fn handle(
     State(state): State<CommandState>,
     AppJson(request): AppJson<IngestRequest>,

@@ -50,6 +50,31 @@ pub struct CommandState {
     pub request_body_limit: usize,
 }
 
+/// The command side's routes in the OpenAPI description.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    license::issue::handle,
+    license::validate::handle,
+    license::revoke::handle,
+    license::lifecycle::suspend,
+    license::lifecycle::reinstate,
+    license::lifecycle::renew,
+    license::lifecycle::change_policy,
+    license::installations::activate,
+    license::installations::deactivate,
+    license::installations::heartbeat,
+    license::certificate::handle,
+    ingest::handle,
+    session::create::handle,
+    session::update::handle,
+    session::transition::handle,
+    api_key::create,
+    api_key::list,
+    api_key::get,
+    api_key::revoke,
+))]
+pub struct CommandApi;
+
 pub fn router(state: CommandState) -> Routes {
     Routes::new()
         .post("/v1/licenses", license::issue::handle)

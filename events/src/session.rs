@@ -14,7 +14,7 @@ pub fn session_stream(session_id: Uuid) -> String {
 }
 
 /// A session's lifecycle: pending → active → completed | failed | expired; pending → expired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStatus {
     Pending,

@@ -92,7 +92,7 @@ async fn apply_event(
 }
 
 /// An API key as listings show it (never its hash).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct ApiKeyRow {
     pub id: Uuid,
     pub name: String,

@@ -14,31 +14,45 @@ use keyledger_events::verify::read_stored;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::{QueryState, page_limit};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogParams {
-    /// Position (for `$all`) or version (for a stream) to read after.
+    /// Position (for `$all`) or version (for a stream) to read after: 0 or more (default 0).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
+    /// Events per page: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
 /// An event as stored: `data` and `metadata` are the stored JSON text itself, so an auditor
 /// sees the bytes the hash chain covers, and no stored value can make a page fail.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventView {
+    /// The event's place in the whole log.
     pub position: i64,
     pub event_id: Uuid,
+    /// `<category>-<id>`, e.g. `license-…`.
     pub stream_id: String,
+    /// The event's place in its stream, from 1.
     pub version: i64,
     pub event_type: String,
     pub schema_version: i32,
+    /// The event's JSON as stored (an object; stored JSON nested deeper than 128 levels is
+    /// shown as a JSON string of its text).
+    #[schema(value_type = Value)]
     pub data: Box<RawValue>,
+    /// The event's metadata JSON as stored (`correlation_id`, `actor`, …), shown like `data`.
+    #[schema(value_type = Value)]
     pub metadata: Box<RawValue>,
     pub recorded_at: DateTime<Utc>,
+    /// The hash chain's hash of this event, hex.
     pub hash: String,
 }
 
@@ -85,23 +99,38 @@ fn raw_json(JsonText(text): JsonText) -> Box<RawValue> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
-    /// Export the events after this position (default 0: from the first).
+    /// Export the events after this position: 0 or more (default 0: from the first).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
-    /// Up to and including this position (default: the head when the export starts).
+    /// Up to and including this position, not before `after` (default: the head when the
+    /// export starts).
+    #[param(minimum = 0)]
     pub until: Option<i64>,
 }
 
 /// Events read per page of an export: memory stays bounded by one page whatever the range.
 const EXPORT_PAGE: i64 = 1000;
 
-/// `GET /v1/events/export?after=&until=`: the log as NDJSON, one event a line with every field
-/// the hash chain covers (`keyledger verify --file` checks it without a database). The range is
-/// fixed when the export starts; pages are read one at a time on a pooled connection, so a
-/// whole log streams in constant memory. A failure midway cuts the response off rather than
-/// ending it cleanly.
+/// Exports the event log as NDJSON, for `keyledger verify --file`.
+///
+/// One event a line with every field the hash chain covers (`keyledger verify --file` checks
+/// it without a database). The range is fixed when the export starts; pages are read one at a
+/// time on a pooled connection, so a whole log streams in constant memory. A failure midway
+/// cuts the response off rather than ending it cleanly.
+#[utoipa::path(
+    get,
+    path = "/v1/events/export",
+    tag = "events",
+    params(ExportParams),
+    responses(
+        (status = 200, description = "The events after `after` up to `until`, one JSON object a line.", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "`VAL_INVALID_PARAMETER`: `after` is negative or `until` is before it."),
+    ),
+)]
 pub async fn export(
     State(state): State<QueryState>,
     AppQuery(params): AppQuery<ExportParams>,
@@ -154,7 +183,8 @@ pub async fn export(
         .into_response())
 }
 
-#[derive(Debug, Serialize)]
+/// A page of events, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EventPage {
     pub events: Vec<EventView>,
     /// Pass as `after` for the next page; equal to `after` when nothing new was found.
@@ -169,6 +199,17 @@ fn after(params: &LogParams) -> Result<i64, ApiError> {
     }
 }
 
+/// Reads the whole log (`$all`) in order, a page at a time: for auditors.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(LogParams),
+    responses(
+        (status = 200, description = "A page of events; `next_after` is a log position.", body = EventPage),
+        (status = 400, description = "`VAL_INVALID_PARAMETER`: `after` is negative or `limit` out of range."),
+    ),
+)]
 pub async fn all(
     State(state): State<QueryState>,
     AppQuery(params): AppQuery<LogParams>,
@@ -237,6 +278,17 @@ pub(crate) async fn read_stream(
         .collect()
 }
 
+/// Reads one stream's events in order, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/streams/{stream_id}/events",
+    tag = "events",
+    params(("stream_id" = String, Path, description = "The stream, `<category>-<id>` (e.g. `license-<uuid>`); an unknown stream has no events."), LogParams),
+    responses(
+        (status = 200, description = "A page of the stream's events; `next_after` is a stream version.", body = EventPage),
+        (status = 400, description = "`VAL_INVALID_PARAMETER`: `after` is negative or `limit` out of range."),
+    ),
+)]
 pub async fn stream(
     State(state): State<QueryState>,
     AppPath(stream_id): AppPath<String>,

@@ -20,6 +20,76 @@ use keyledger_api::{ApiError, Code, Routes};
 use keyledger_events::Notifier;
 use keyledger_projections::consistency::{WaitError, wait_for};
 
+/// The query routes' part of the OpenAPI description (the admin hub's pages included).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        license::search::handle,
+        license::search::by_key_header,
+        license::search::by_key_body,
+        license::get::handle,
+        license::history::events,
+        license::history::list_installations,
+        license::usage::handle,
+        request::list,
+        request::get,
+        session::list::handle,
+        session::get::handle,
+        events::all,
+        events::export,
+        tail::handle,
+        audit::list,
+        audit::latest,
+        audit::keys,
+        events::stream,
+        admin::hub::page,
+        admin::licenses::list,
+        admin::licenses::detail,
+        admin::requests::list,
+        admin::sessions::list,
+        admin::sessions::detail,
+        admin::events::list,
+        admin::api::page,
+        admin::css,
+        admin::js,
+    ),
+    components(schemas(
+        license::get::LicenseView,
+        license::search::LicensePage,
+        license::search::ByKeyRequest,
+        license::history::InstallationView,
+        license::history::InstallationPage,
+        license::usage::UsageItem,
+        license::usage::UsagePage,
+        events::EventView,
+        events::EventPage,
+        request::RequestView,
+        request::RequestPage,
+        request::RequestDetail,
+        session::SessionView,
+        session::get::Transition,
+        session::get::SessionDetail,
+        session::list::SessionPage,
+        audit::CheckpointViewSchema,
+        audit::CheckpointPage,
+        audit::KeySetSchema,
+        audit::PublicKeySchema,
+    ))
+)]
+pub struct QueryApi;
+
+/// The `X-Consistency-Position` header of the query routes that read projections.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct ConsistencyHeader {
+    /// A position from a command's answer: the read waits until the projections it reads have
+    /// applied it (up to `CONSISTENCY_TIMEOUT`, then 503 `SYS_CONSISTENCY_TIMEOUT`). A
+    /// position past the log's head is refused (400).
+    #[param(rename = "X-Consistency-Position", minimum = 0, nullable = false)]
+    consistency_position: Option<i64>,
+}
+
 #[derive(Clone)]
 pub struct QueryState {
     /// Reads (a replica's pool when `READ_DATABASE_URL` is set).
@@ -35,6 +105,8 @@ pub struct QueryState {
     /// An installation not heard from this long is shown as not alive.
     pub heartbeat_ttl: Duration,
     pub clock: Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>,
+    /// The service's OpenAPI description, for the admin hub's API reference.
+    pub api_description: Arc<utoipa::openapi::OpenApi>,
 }
 
 pub fn router(state: QueryState) -> Routes {
@@ -74,6 +146,22 @@ impl QueryState {
         let Some(position) = position else {
             return Ok(());
         };
+        let known = projections
+            .iter()
+            .all(|name| *self.notifier.watch_checkpoint(name).borrow() >= position);
+        if !known {
+            // A position past the log's head was never handed out: refuse it rather than wait.
+            let client = self.primary.get().await.map_err(ApiError::from)?;
+            let head = keyledger_events::store::head_on(&client)
+                .await
+                .map_err(ApiError::from)?;
+            if position > head {
+                return Err(ApiError::invalid_parameter(
+                    "X-Consistency-Position",
+                    format!("no event has position {position}: the log's head is {head}"),
+                ));
+            }
+        }
         wait_for(
             &self.pool,
             &self.notifier,

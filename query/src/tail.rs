@@ -20,6 +20,7 @@ use futures::Stream;
 use keyledger_api::{ApiError, AppQuery};
 use serde::Deserialize;
 use tokio::sync::watch;
+use utoipa::IntoParams;
 
 use crate::QueryState;
 use crate::events::{EVENT_COLUMNS, EventView, event_view};
@@ -30,16 +31,31 @@ const PAGE: i64 = 500;
 /// this process through NOTIFY; this bounds the wait if one is missed).
 const POLL: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TailParams {
-    /// Start after this position (default 0); `Last-Event-ID` takes precedence.
+    /// Start after this position: 0 or more (default 0); `Last-Event-ID` takes precedence.
+    #[param(minimum = 0)]
     pub after: Option<i64>,
-    /// Only streams of this category (`license`, `session`, `request`, …).
+    /// Only streams of this category (`license`, `session`, `request`, …): 1 to 128 letters,
+    /// digits or underscores.
+    #[param(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_]+$")]
     pub category: Option<String>,
-    /// Only events of this type.
+    /// Only events of this type: 1 to 128 letters, digits or underscores.
     #[serde(rename = "type")]
+    #[param(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_]+$")]
     pub event_type: Option<String>,
+}
+
+/// The `Last-Event-ID` header a reconnecting `EventSource` sends.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct LastEventIdHeader {
+    /// Resume after this position (the `id:` of the last message received): 0 or more.
+    #[param(rename = "Last-Event-ID", minimum = 0, nullable = false)]
+    last_event_id: Option<i64>,
 }
 
 struct Filter {
@@ -63,6 +79,20 @@ fn checked(name: &str, value: Option<String>) -> Result<Option<String>, ApiError
     }
 }
 
+/// Follows the event log live, as Server-Sent Events.
+///
+/// Each message's `id:` is the event's position and its `data:` the event as `GET /v1/events`
+/// shows it; a comment every 15 s keeps the connection alive. The stream does not end.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    tag = "events",
+    params(TailParams, LastEventIdHeader),
+    responses(
+        (status = 200, description = "The events after the starting position, then each new one as it is committed.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`VAL_INVALID_PARAMETER`: a negative `after` or `Last-Event-ID`, or a `category` or `type` that is not 1 to 128 letters, digits or underscores."),
+    ),
+)]
 pub async fn handle(
     State(state): State<QueryState>,
     headers: HeaderMap,

@@ -21,6 +21,7 @@ mod import;
 mod licenses;
 mod lifecycle;
 mod nodes;
+mod openapi;
 mod permissions;
 mod perpetual;
 mod projections;

@@ -97,13 +97,33 @@ async fn a_query_waits_for_its_position_and_gives_up_after_the_bound() {
         .await;
     assert_eq!(response.status(), 200);
 
-    // A position nobody has written: 503 after the bound, with Retry-After.
+    // A position in the log that the projection cannot reach (a lock holds its table): 503
+    // after the bound, with Retry-After.
+    let mut blocker = app.pool.get().await.unwrap();
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE licenses IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let stuck = app.issue_license().await;
     let started = std::time::Instant::now();
-    let response = app.get_at(&format!("/v1/licenses/{id}"), 1_000_000).await;
+    let response = app
+        .get_at(
+            &format!("/v1/licenses/{id}"),
+            stuck["position"].as_i64().unwrap(),
+        )
+        .await;
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(response.headers()["retry-after"], "1");
     let body = problem(response, 503).await;
     assert_eq!(body["code"], "SYS_CONSISTENCY_TIMEOUT");
+    lock.rollback().await.unwrap();
+
+    // A position nobody has handed out is refused at once.
+    let response = app.get_at(&format!("/v1/licenses/{id}"), 1_000_000).await;
+    assert_eq!(
+        problem(response, 400).await["code"],
+        "VAL_INVALID_PARAMETER"
+    );
 
     let response = app
         .http

@@ -247,13 +247,20 @@ async fn a_request_that_outlasts_the_request_timeout_answers_503_with_retry_afte
     let license: Value = response.json().await.unwrap();
     let id = license["license_id"].as_str().unwrap().to_owned();
 
-    // A consistency wait for a position the log will not reach for a long time.
+    // A consistency wait for a position the projection cannot reach while a lock holds its
+    // table.
+    let mut blocker = app.pool.get().await.unwrap();
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE licenses IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let stuck: Value = app.issue_license().await.json().await.unwrap();
     let started = Instant::now();
     let response = tokio::time::timeout(
         Duration::from_secs(15),
         app.http
             .get(app.url(&format!("/v1/licenses/{id}")))
-            .header("x-consistency-position", "1000000")
+            .header("x-consistency-position", stuck["position"].to_string())
             .send(),
     )
     .await

@@ -21,7 +21,7 @@ use keyledger_api::{ApiError, AppJson, AppPath, Code, Permission, Principal, Req
 use keyledger_events::api_key::api_key_stream;
 use keyledger_events::{EventStore, Metadata};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::CommandState;
@@ -179,25 +179,51 @@ fn request_metadata(request_id: &RequestId) -> Metadata {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateApiKeyRequest)]
 pub struct CreateRequest {
+    /// 1 to 100 characters (trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 100, example = "billing-service")]
     pub name: String,
+    /// At least one permission; each must be held by the caller.
+    #[schema(value_type = Vec<Permission>, min_items = 1)]
     pub scopes: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = CreateApiKeyResponse)]
 pub struct CreateResponse<'a> {
     pub id: Uuid,
+    #[schema(value_type = String)]
     pub name: &'a str,
+    #[schema(value_type = String)]
     pub prefix: &'a str,
+    #[schema(value_type = Vec<Permission>)]
     pub scopes: &'a [Permission],
     pub created_at: DateTime<Utc>,
     /// The key itself: in this answer and nowhere else.
+    #[schema(value_type = String)]
     pub key: &'a str,
 }
 
+/// Every API key.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub api_keys: Vec<keyledger_projections::api_key::ApiKeyRow>,
+}
+
 /// `POST /v1/api-keys {name, scopes}` → 201 with the key, once.
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    tag = "api keys",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "The key, shown this once.", body = CreateResponse,
+         headers(("Location" = String, description = "The key's address."))),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(api_key.id))]
 pub async fn create(
     State(state): State<CommandState>,
@@ -239,13 +265,29 @@ pub async fn create(
 }
 
 /// `GET /v1/api-keys`: every key, newest first, revoked ones included (never a hash).
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    tag = "api keys",
+    responses((status = 200, description = "Every key, newest first.", body = ApiKeyList)),
+)]
 pub async fn list(State(state): State<CommandState>) -> Result<Response, ApiError> {
     let client = state.pool.get().await?;
-    let keys = keyledger_projections::api_key::list(&client).await?;
-    Ok(axum::Json(json!({ "api_keys": keys })).into_response())
+    let api_keys = keyledger_projections::api_key::list(&client).await?;
+    Ok(axum::Json(ApiKeyList { api_keys }).into_response())
 }
 
 /// `GET /v1/api-keys/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys/{id}",
+    tag = "api keys",
+    params(("id" = Uuid, Path, description = "The API key's id.")),
+    responses(
+        (status = 200, description = "The key (never its hash).", body = keyledger_projections::api_key::ApiKeyRow),
+        (status = 404, description = "`RES_API_KEY_NOT_FOUND`: no API key has this id."),
+    ),
+)]
 pub async fn get(
     State(state): State<CommandState>,
     AppPath(id): AppPath<Uuid>,
@@ -258,6 +300,16 @@ pub async fn get(
 }
 
 /// `DELETE /v1/api-keys/{id}`: revokes the key → 204 (again 204 for a revoked key).
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    tag = "api keys",
+    params(("id" = Uuid, Path, description = "The API key's id.")),
+    responses(
+        (status = 204, description = "The key is revoked (again 204 for a revoked key)."),
+        (status = 404, description = "`RES_API_KEY_NOT_FOUND`: no API key has this id."),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(api_key.id = %id))]
 pub async fn revoke(
     State(state): State<CommandState>,

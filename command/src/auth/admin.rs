@@ -13,6 +13,7 @@ use keyledger_api::session::{
 use keyledger_api::{ApiError, Code, RequestId, Routes};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::{AuthState, client_ip, end_family, log_in};
 
@@ -29,9 +30,41 @@ pub fn routes() -> Routes<AuthState> {
         })
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// Where to go after logging in: a local `/admin…` path (anything else goes to `/admin`).
+    #[param(example = "/admin/licenses")]
     pub next: Option<String>,
+}
+
+/// The login form's fields (`POST /admin/login`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AdminLoginForm {
+    /// The user's email, in any case (missing: empty).
+    #[schema(required = false)]
+    email: String,
+    /// The password (missing: empty).
+    #[schema(required = false)]
+    password: String,
+    /// Where to go after logging in: a local `/admin…` path (anything else goes to `/admin`).
+    #[schema(required = false)]
+    next: String,
+    /// The CSRF token of the session the browser already has, if any: a post with a live
+    /// session cookie needs it.
+    #[schema(required = false)]
+    csrf_token: String,
+}
+
+/// The logout form's fields (`POST /admin/logout`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct AdminLogoutForm {
+    /// The session's CSRF token: a post with a live session cookie needs it (here or in
+    /// `X-CSRF-Token`).
+    #[schema(required = false)]
+    csrf_token: String,
 }
 
 #[derive(Deserialize)]
@@ -114,9 +147,20 @@ fn redirect(location: &str) -> Response {
     response
 }
 
-/// `GET /admin/login[?next=/admin/…]`: the form. Shown to a browser with a live session too
-/// (to log in as someone else): the form then carries that session's CSRF token, which the
-/// cookie's POST needs.
+/// The admin hub's login form.
+///
+/// Shown to a browser with a live session too (to log in as someone else): the form then
+/// carries that session's CSRF token, which the cookie's POST needs.
+#[utoipa::path(
+    get,
+    path = "/admin/login",
+    tag = "admin hub",
+    params(PageParams),
+    responses(
+        (status = 200, description = "The login form.", content_type = "text/html", body = String),
+        (status = 400, description = "A query string that cannot be read (`next` given twice): a plain-text message.", content_type = "text/plain", body = String),
+    ),
+)]
 pub async fn page(
     session: Option<axum::Extension<CookieSession>>,
     Query(params): Query<PageParams>,
@@ -126,11 +170,26 @@ pub async fn page(
     login_page(&next, "", None, csrf.as_deref()).into_response()
 }
 
-/// `POST /admin/login` (form: `email`, `password`, `next`): on success the session cookie (a
-/// session the browser already had ends) and 303 to `next` (a local `/admin…` path, else
-/// `/admin`); on failure the form again with an
-/// error, 401 (429 with `Retry-After` once the failed-login throttle holds the account or
-/// address).
+/// Logs a browser in to the admin hub: the session cookie, and on to `next`.
+///
+/// A session the browser already had ends. On failure the form comes back with an error;
+/// failures are throttled like `POST /v1/auth/login`'s.
+#[utoipa::path(
+    post,
+    path = "/admin/login",
+    tag = "admin hub",
+    request_body(content = AdminLoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Logged in: the session cookie, and on to `next` (a local `/admin…` path, else `/admin`).", headers(
+            ("Location" = String, description = "Where to go: `next`, or `/admin`."),
+            ("Set-Cookie" = String, description = "`kl_session`: the session (HttpOnly, SameSite=Strict, 12 hours)."),
+        )),
+        (status = 400, description = "A form that cannot be read (a field given twice): the form again, with an error.", content_type = "text/html", body = String),
+        (status = 401, description = "The email or the password is wrong (or the user is disabled): the form again, with an error.", content_type = "text/html", body = String),
+        (status = 403, description = "`AUTH_FORBIDDEN`: the post comes from another site (`Sec-Fetch-Site` or `Origin`); `AUTH_CSRF_FAILED`: a live session cookie without its CSRF token."),
+        (status = 429, description = "Too many failed logins for the account or the address: the form again, with an error.", content_type = "text/html", body = String, headers(("Retry-After" = i64, description = "Seconds to wait before trying again."))),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user.id))]
 pub async fn submit(
     State(state): State<AuthState>,
@@ -207,8 +266,21 @@ pub async fn submit(
     Ok(response)
 }
 
-/// `POST /admin/logout` (form with `csrf_token`, checked before this runs): ends the cookie's
-/// session, clears the cookie, 303 to the login page.
+/// Logs a browser out of the admin hub: ends the cookie's session and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/admin/logout",
+    tag = "admin hub",
+    request_body(content = Option<AdminLogoutForm>, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Logged out (also without a live session): on to the login page.", headers(
+            ("Location" = String, description = "`/admin/login`."),
+            ("Set-Cookie" = String, description = "Clears `kl_session`."),
+        )),
+        (status = 403, description = "`AUTH_CSRF_FAILED`: a live session cookie without its CSRF token."),
+        (status = 409, description = "`BIZ_CONCURRENCY_CONFLICT`: a concurrent change of the session's login won."),
+    ),
+)]
 pub async fn logout(
     State(state): State<AuthState>,
     session: Option<axum::Extension<CookieSession>>,

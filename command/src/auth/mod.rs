@@ -29,6 +29,7 @@ use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::Clock;
@@ -55,6 +56,35 @@ pub struct AuthState {
     pub secure_cookies: bool,
 }
 
+/// The sign-in routes' part of the OpenAPI description (the admin hub's login and logout
+/// included).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        login,
+        refresh,
+        logout,
+        me,
+        jwks,
+        admin::page,
+        admin::submit,
+        admin::logout
+    ),
+    components(schemas(
+        LoginRequest,
+        RefreshRequest,
+        TokenResponse,
+        MeResponse,
+        PrincipalKind,
+        crate::user::routes::UserRole,
+        Jwks,
+        Jwk,
+        admin::AdminLoginForm,
+        admin::AdminLogoutForm,
+    ))
+)]
+pub struct AuthApi;
+
 pub fn router(state: AuthState) -> Routes {
     // The first login with an unknown email should not pay for the dummy hash.
     tokio::spawn(async {
@@ -73,25 +103,90 @@ pub fn router(state: AuthState) -> Routes {
         .with_state(state)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    /// The user's email, in any case (surrounding whitespace is ignored).
+    #[schema(example = "ops@example.com")]
     pub email: String,
     pub password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    /// A refresh token (`klr_…`) from a login or the last refresh.
     pub refresh_token: String,
 }
 
-#[derive(Serialize)]
+/// Tokens (RFC 6749 §5.1): an access token for `Authorization: Bearer`, and the refresh token
+/// that gets the next one.
+#[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
+    /// An EdDSA JWT.
     pub access_token: String,
+    #[schema(value_type = String, example = "Bearer")]
     pub token_type: &'static str,
+    /// Seconds the access token is good for.
+    #[schema(example = 900)]
     pub expires_in: i64,
+    /// `klr_…`: good once, for 30 days (or until a logout or a password change).
     pub refresh_token: String,
+}
+
+/// What kind of caller a request acts as.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum PrincipalKind {
+    Anonymous,
+    User,
+    ApiKey,
+    License,
+    Bootstrap,
+}
+
+/// Who a request acts as (`GET /v1/auth/me`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct MeResponse {
+    kind: PrincipalKind,
+    /// The user's, API key's or license's id; `null` for the bootstrap token.
+    #[schema(required = true)]
+    sub: Option<String>,
+    /// The role a user (or the bootstrap token: `admin`) acts with; `null` for API keys and
+    /// licenses.
+    #[schema(required = true)]
+    role: Option<crate::user::routes::UserRole>,
+    /// How the events it causes name it (`user:<id>`, `api_key:<id>`, `license:<id>`,
+    /// `admin_token`).
+    #[schema(example = "user:8a0d1c2e-0000-4000-8000-000000000000")]
+    actor: String,
+}
+
+/// The JWK set access tokens are verified with (`GET /.well-known/jwks.json`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+/// An Ed25519 public key as a JWK (RFC 7517, RFC 8037).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct Jwk {
+    #[schema(example = "OKP")]
+    kty: String,
+    #[schema(example = "Ed25519")]
+    crv: String,
+    /// The public key, base64url without padding.
+    x: String,
+    /// The key's id, which access tokens name in their header.
+    kid: String,
+    #[schema(example = "EdDSA")]
+    alg: String,
+    #[schema(rename = "use", example = "sig")]
+    use_: String,
 }
 
 /// A new refresh token and its hash.
@@ -297,7 +392,20 @@ pub fn client_ip(
     throttle_ip(&state.limits, headers, peer)
 }
 
-/// `POST /v1/auth/login {email, password}`: see [`log_in`].
+/// Logs in with an email and a password: an access token and a refresh token.
+///
+/// An unknown email, a wrong password and a disabled user fail alike; failures are throttled
+/// per account and per client address.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in (never cached).", body = TokenResponse, headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 401, description = "`AUTH_INVALID_CREDENTIALS`: the email or the password is wrong (or the user is disabled)."),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user.id))]
 pub async fn login(
     State(state): State<AuthState>,
@@ -336,9 +444,21 @@ async fn family_of(state: &AuthState, token: &str) -> Result<(Uuid, Uuid), ApiEr
         .ok_or_else(invalid_refresh_token)
 }
 
-/// `POST /v1/auth/refresh {refresh_token}`: rotates the token. A token already rotated revokes
-/// its whole family (recorded as `RefreshFamilyRevoked`, reason `reuse`) and is 401
-/// `AUTH_REFRESH_REUSED`.
+/// Trades a refresh token for new tokens; the presented one is used up.
+///
+/// A token already rotated revokes its whole family (recorded as `RefreshFamilyRevoked`,
+/// reason `reuse`) and is 401 `AUTH_REFRESH_REUSED`.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/refresh",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens (never cached).", body = TokenResponse, headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 401, description = "`AUTH_INVALID_TOKEN`: not a live refresh token; `AUTH_TOKEN_EXPIRED`: it has expired; `AUTH_REFRESH_REUSED`: it was used already, and every token of its login is now revoked; `AUTH_USER_DISABLED`: its user is disabled."),
+        (status = 409, description = "`BIZ_CONCURRENCY_CONFLICT`: a concurrent refresh or logout of the same login won."),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(user.id, family.id))]
 pub async fn refresh(
     State(state): State<AuthState>,
@@ -440,7 +560,18 @@ pub async fn end_family(
     Ok(())
 }
 
-/// `POST /v1/auth/logout {refresh_token}`: revokes the token's family → 204.
+/// Logs out: revokes the refresh token's login, every token of it.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/logout",
+    tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "Logged out (also when the login had ended already, or the token was rotated or expired)."),
+        (status = 401, description = "`AUTH_INVALID_TOKEN`: no login ever issued this refresh token."),
+        (status = 409, description = "`BIZ_CONCURRENCY_CONFLICT`: a concurrent refresh or logout of the same login won."),
+    ),
+)]
 pub async fn logout(
     State(state): State<AuthState>,
     request_id: RequestId,
@@ -451,7 +582,15 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /v1/auth/me`: who the request acts as.
+/// Tells who the request acts as.
+#[utoipa::path(
+    get,
+    path = "/v1/auth/me",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The caller.", body = MeResponse),
+    ),
+)]
 pub async fn me(principal: Principal) -> Response {
     let sub = match &principal {
         Principal::User { id, .. } | Principal::ApiKey { id, .. } => Some(id.to_string()),
@@ -477,7 +616,15 @@ fn principal_kind(principal: &Principal) -> &'static str {
     }
 }
 
-/// `GET /.well-known/jwks.json`: the public key access tokens are verified with.
+/// The public key access tokens are verified with, as a JWK set.
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "auth",
+    responses(
+        (status = 200, description = "The JWK set (cacheable for 5 minutes).", body = Jwks),
+    ),
+)]
 pub async fn jwks(State(state): State<AuthState>) -> Response {
     let mut response = axum::Json(state.keys.jwks()).into_response();
     response.headers_mut().insert(

@@ -9,10 +9,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
 use keyledger_events::audit::{CERTIFICATE_TYPE, CertificateClaims};
 use keyledger_events::license::{CertificateIssued, LicenseEvent, license_stream};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{License, LicenseCommand};
@@ -30,16 +32,18 @@ pub const DEFAULT_VALID_DAYS: u32 = 30;
 /// The longest a certificate may be valid.
 pub const MAX_VALID_DAYS: u32 = 365;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateRequest {
     /// Bind the certificate to one active installation of the license.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     pub installation_id: Option<String>,
     /// 1 to 365 days (default 30), never past the license's end.
+    #[schema(minimum = 1, maximum = 365)]
     pub ttl_days: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CertificateResponse {
     /// The signed certificate: a JWT (compact JWS, EdDSA) whose header names the key.
     pub certificate: String,
@@ -107,6 +111,20 @@ fn render(
     }))
 }
 
+/// A signed statement of the license's standing that an installation can check offline,
+/// against the keys at `/.well-known/keyledger-keys.json`.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses/{id}/certificate",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), IdempotencyKeyHeader),
+    request_body = CertificateRequest,
+    responses(
+        (status = 201, description = "The certificate.", body = CertificateResponse),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id; `RES_INSTALLATION_NOT_FOUND`: the installation is not active on it."),
+        (status = 409, description = "`BIZ_LICENSE_REVOKED`: the license is revoked, which is final; `BIZ_LICENSE_SUSPENDED`: the license is suspended; `BIZ_LICENSE_EXPIRED`: the license has ended; `BIZ_CONCURRENCY_CONFLICT`: the license kept changing while the command ran; retry it."),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(license.id = %license_id))]
 pub async fn handle(
     State(state): State<CommandState>,

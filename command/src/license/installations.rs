@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
+use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson, AppPath, Code, RequestId};
 use keyledger_events::license::{
     DeactivationReason, HeartbeatEvent, InstallationHeartbeat, heartbeat_stream, license_stream,
@@ -23,6 +24,7 @@ use keyledger_events::{
 use keyledger_projections::license::validation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{License, LicenseCommand, LicenseError};
@@ -51,17 +53,23 @@ impl InstallationId {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActivateRequest {
+    /// The machine's id: 1 to 128 visible ASCII characters.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     pub installation_id: String,
+    /// 1 to 255 characters (trimmed), no control characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     pub hostname: Option<String>,
+    /// A JSON object of the client's (at most 16 KiB).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct InstallationResponse {
     pub license_id: Uuid,
     pub installation_id: String,
@@ -97,6 +105,19 @@ fn installation_response(
 }
 
 /// `POST /v1/licenses/{id}/installations`: 201 when it takes a seat, 200 when it already had one.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses/{id}/installations",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), IdempotencyKeyHeader),
+    request_body = ActivateRequest,
+    responses(
+        (status = 201, description = "The installation took a seat.", body = InstallationResponse),
+        (status = 200, description = "The installation had a seat already.", body = InstallationResponse),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id."),
+        (status = 409, description = "`BIZ_LICENSE_REVOKED`: the license is revoked, which is final; `BIZ_LICENSE_SUSPENDED`: a suspended license takes no new installation; `BIZ_TOO_MANY_INSTALLATIONS`: every seat is taken; `BIZ_CONCURRENCY_CONFLICT`: the license kept changing while the command ran; retry it."),
+    ),
+)]
 pub async fn activate(
     State(state): State<CommandState>,
     request_id: RequestId,
@@ -155,6 +176,18 @@ pub async fn activate(
 }
 
 /// `DELETE /v1/licenses/{id}/installations/{installation_id}`: frees the seat.
+#[utoipa::path(
+    delete,
+    path = "/v1/licenses/{id}/installations/{installation_id}",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), ("installation_id" = String, Path, description = "The installation's id: 1 to 128 visible ASCII characters.")),
+    responses(
+        (status = 200, description = "The seat is free (`active` is false).", body = InstallationResponse),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id; `RES_INSTALLATION_NOT_FOUND`: the installation is not active on it."),
+        (status = 422, description = "`VAL_INVALID_FIELD`: the installation id is not 1 to 128 visible ASCII characters."),
+        (status = 409, description = "`BIZ_LICENSE_REVOKED`: the license is revoked, which is final; `BIZ_CONCURRENCY_CONFLICT`: the license kept changing while the command ran; retry it."),
+    ),
+)]
 pub async fn deactivate(
     State(state): State<CommandState>,
     request_id: RequestId,
@@ -183,7 +216,7 @@ pub async fn deactivate(
     )))
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HeartbeatResponse {
     pub license_id: Uuid,
     pub installation_id: String,
@@ -193,6 +226,17 @@ pub struct HeartbeatResponse {
 }
 
 /// `POST /v1/licenses/{id}/installations/{installation_id}/heartbeat`.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses/{id}/installations/{installation_id}/heartbeat",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), ("installation_id" = String, Path, description = "The installation's id: 1 to 128 visible ASCII characters."), IdempotencyKeyHeader),
+    responses(
+        (status = 200, description = "Seen now; the next heartbeat is due by `next_heartbeat_due`.", body = HeartbeatResponse),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id; `RES_INSTALLATION_NOT_FOUND`: the installation is not active on it."),
+        (status = 422, description = "`VAL_INVALID_FIELD`: the installation id is not 1 to 128 visible ASCII characters."),
+    ),
+)]
 pub async fn heartbeat(
     State(state): State<CommandState>,
     request_id: RequestId,

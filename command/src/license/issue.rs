@@ -4,10 +4,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
+use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson, RequestId};
 use keyledger_events::license::{Tier, license_stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{IssueLicense, License, LicenseCommand};
@@ -22,25 +24,34 @@ const DEFAULT_VALID_DAYS: u32 = 365;
 const MAX_VALID_DAYS: u32 = 36_500;
 const MAX_OWNER_CHARS: usize = 256;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
+    /// Who holds the license: 1 to 256 characters (trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 256, example = "acme-corp")]
     pub owner: String,
     pub tier: Tier,
+    /// Days from now until the license ends: 1 to 36500 (default 365). Not with `expires_at`.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 36500)]
     pub valid_days: Option<u32>,
+    /// When the license ends: in the future, within 100 years. Not with `valid_days`.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
     /// A license without an end: no `valid_days` or `expires_at` with it.
     #[serde(default)]
     pub perpetual: Option<bool>,
+    /// A JSON object of the client's (at most 16 KiB); secret-looking members are redacted.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
-    /// Entitlements on top of the tier's.
+    /// Entitlements on top of the tier's: at most 100 names of 1 to 128 characters.
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub entitlements: Option<Vec<String>>,
-    /// Replaces the tier's installation limit.
+    /// Replaces the tier's installation limit: 0 to 100000.
     #[serde(default)]
+    #[schema(maximum = 100000)]
     pub max_installations: Option<u32>,
 }
 
@@ -78,7 +89,7 @@ pub fn parse_max_installations(limit: Option<u32>) -> Result<Option<u32>, ApiErr
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct IssueResponse {
     pub license_id: Uuid,
     /// Only in the first response: the key is stored nowhere, so a replay cannot show it.
@@ -87,6 +98,7 @@ pub struct IssueResponse {
     pub key_prefix: String,
     pub owner: String,
     pub tier: Tier,
+    #[schema(value_type = String, example = "active")]
     pub status: &'static str,
     pub issued_at: DateTime<Utc>,
     /// `null` for a perpetual license.
@@ -171,6 +183,20 @@ fn dated_expiry(request: &IssueRequest, now: DateTime<Utc>) -> Result<DateTime<U
     }
 }
 
+/// Issues a license. The key is in this response only: it is stored nowhere, and a retry
+/// with the same `Idempotency-Key` answers without it.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses",
+    tag = "licenses",
+    params(IdempotencyKeyHeader),
+    request_body = IssueRequest,
+    responses(
+        (status = 201, description = "The license, with its key.", body = IssueResponse),
+        (status = 409, description = "`BIZ_LICENSE_EXISTS`: a license with this id exists."),
+        (status = 422, description = "`BIZ_PERPETUAL_NOT_ALLOWED`: the tier's policy does not allow perpetual licenses."),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(license.id))]
 pub async fn handle(
     State(state): State<CommandState>,

@@ -7,10 +7,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
 use keyledger_events::license::license_stream;
 use keyledger_events::{AppendOutcome, RenderResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{License, LicenseCommand, Status};
@@ -24,9 +26,10 @@ const MAX_REASON_CHARS: usize = 1000;
 const MAX_VALID_DAYS: u32 = 36_500;
 
 /// The answer of every lifecycle command: the license as it now stands.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LicenseStatusResponse {
     pub license_id: Uuid,
+    #[schema(value_type = String, example = "active")]
     pub status: &'static str,
     /// `null` for a perpetual license.
     pub expires_at: Option<DateTime<Utc>>,
@@ -98,12 +101,27 @@ fn now(state: &CommandState) -> DateTime<Utc> {
     keyledger_events::chain::to_micros((state.clock)())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuspendRequest {
+    /// Why, for the license's history: 1 to 1000 characters.
+    #[schema(min_length = 1, max_length = 1000)]
     pub reason: String,
 }
 
+/// Suspends a license: validations answer `SUSPENDED` until it is reinstated.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses/{id}/suspend",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), IdempotencyKeyHeader),
+    request_body = SuspendRequest,
+    responses(
+        (status = 200, description = "The license's standing.", body = LicenseStatusResponse),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id."),
+        (status = 409, description = "`BIZ_LICENSE_REVOKED`: the license is revoked, which is final; `BIZ_LICENSE_SUSPENDED`: it is suspended already; `BIZ_CONCURRENCY_CONFLICT`: the license kept changing while the command ran; retry it."),
+    ),
+)]
 pub async fn suspend(
     State(state): State<CommandState>,
     request_id: RequestId,
@@ -119,13 +137,28 @@ pub async fn suspend(
     run(&state, &request_id, &idempotency, license_id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReinstateRequest {
+    /// Why, for the license's history: at most 1000 characters.
     #[serde(default)]
+    #[schema(max_length = 1000)]
     pub reason: Option<String>,
 }
 
+/// Reinstates a suspended license.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses/{id}/reinstate",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), IdempotencyKeyHeader),
+    request_body = ReinstateRequest,
+    responses(
+        (status = 200, description = "The license's standing.", body = LicenseStatusResponse),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id."),
+        (status = 409, description = "`BIZ_LICENSE_REVOKED`: the license is revoked, which is final; `BIZ_LICENSE_NOT_SUSPENDED`: it is not suspended; `BIZ_CONCURRENCY_CONFLICT`: the license kept changing while the command ran; retry it."),
+    ),
+)]
 pub async fn reinstate(
     State(state): State<CommandState>,
     request_id: RequestId,
@@ -141,12 +174,27 @@ pub async fn reinstate(
     run(&state, &request_id, &idempotency, license_id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenewRequest {
+    /// Days added from the later of now and the license's end: 1 to 36500.
+    #[schema(minimum = 1, maximum = 36500)]
     pub valid_days: u32,
 }
 
+/// Extends a license from the later of now and its end.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses/{id}/renew",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), IdempotencyKeyHeader),
+    request_body = RenewRequest,
+    responses(
+        (status = 200, description = "The license's standing.", body = LicenseStatusResponse),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id."),
+        (status = 409, description = "`BIZ_LICENSE_REVOKED`: the license is revoked, which is final; `BIZ_LICENSE_PERPETUAL`: a perpetual license has no end to extend; `BIZ_CONCURRENCY_CONFLICT`: the license kept changing while the command ran; retry it."),
+    ),
+)]
 pub async fn renew(
     State(state): State<CommandState>,
     request_id: RequestId,
@@ -169,15 +217,32 @@ pub async fn renew(
 
 /// The license's overrides: `entitlements` replace its own (the tier's stay), and
 /// `max_installations` replaces the tier's limit (`null` goes back to the tier's).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyRequest {
+    /// At most 100 names of 1 to 128 characters.
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub entitlements: Option<Vec<String>>,
+    /// 0 to 100000; `null` goes back to the tier's limit.
     #[serde(default)]
+    #[schema(maximum = 100000)]
     pub max_installations: Option<u32>,
 }
 
+/// Sets the license's own entitlements and installation limit.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses/{id}/policy",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), IdempotencyKeyHeader),
+    request_body = PolicyRequest,
+    responses(
+        (status = 200, description = "The license's standing.", body = LicenseStatusResponse),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id."),
+        (status = 409, description = "`BIZ_LICENSE_REVOKED`: the license is revoked, which is final; `BIZ_CONCURRENCY_CONFLICT`: the license kept changing while the command ran; retry it."),
+    ),
+)]
 pub async fn change_policy(
     State(state): State<CommandState>,
     request_id: RequestId,

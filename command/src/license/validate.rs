@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson, RequestId};
 use keyledger_events::license::{LicenseValidated, Tier, UsageEvent, ValidationCode, usage_stream};
 use keyledger_events::{AppendRequest, Decide, EventPayload, ExpectedVersion};
@@ -21,6 +22,7 @@ use keyledger_projections::license::view::{License, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::installations::InstallationId;
@@ -33,22 +35,29 @@ use crate::metadata::parse_metadata;
 
 const MAX_FEATURE_CHARS: usize = 128;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateRequest {
     /// The key; may be left out when the caller authenticates with `Authorization: License
     /// <key>`.
     #[serde(default)]
     pub key: Option<String>,
+    /// An entitlement the caller needs: 1 to 128 characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128)]
     pub feature: Option<String>,
+    /// The machine asking, which must be an active installation of the license: 1 to 128
+    /// visible ASCII characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]
     pub installation_id: Option<String>,
+    /// A JSON object recorded with the usage event (at most 16 KiB).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ValidateResponse {
     pub valid: bool,
     pub code: ValidationCode,
@@ -58,6 +67,7 @@ pub struct ValidateResponse {
     pub tier: Option<Tier>,
     /// Absent when no license was found; `null` for a perpetual license.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
     /// The license's entitlements: its tier's and its own.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -122,6 +132,19 @@ pub fn judge(
     }
 }
 
+/// Validates a key, for a feature and an installation: the answer's `code` says why a key is
+/// not valid. Every validation of an existing license is recorded as a usage event.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses/validate",
+    tag = "licenses",
+    params(IdempotencyKeyHeader),
+    request_body = ValidateRequest,
+    responses(
+        (status = 200, description = "The verdict (`valid` is false for every code but `VALID`).", body = ValidateResponse),
+        (status = 422, description = "`VAL_INVALID_BODY`: no `key`, and no `Authorization: License <key>`."),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(license.id))]
 pub async fn handle(
     State(state): State<CommandState>,

@@ -4,10 +4,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson, RequestId};
 use keyledger_events::session::{SessionStatus, session_stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{Session, SessionCommand};
@@ -19,22 +21,29 @@ use crate::metadata::parse_metadata;
 
 const MAX_ROLE_CHARS: usize = 64;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CreateSessionRequest)]
 pub struct CreateRequest {
+    /// The agent's role: 1 to 64 characters (trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 64, example = "reviewer")]
     pub agent_role: String,
     #[serde(default)]
     pub task_id: Option<Uuid>,
+    /// A JSON object (at most 16 KiB).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = CreateSessionResponse)]
 pub struct CreateResponse {
     pub session_id: Uuid,
     pub agent_role: String,
     pub task_id: Option<Uuid>,
     pub status: SessionStatus,
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub created_at: DateTime<Utc>,
     pub position: i64,
@@ -57,6 +66,17 @@ impl AgentRole {
     }
 }
 
+/// Creates an agent session, pending until it is moved to `active`.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions",
+    tag = "sessions",
+    params(IdempotencyKeyHeader),
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "The session.", body = CreateResponse),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(session.id))]
 pub async fn handle(
     State(state): State<CommandState>,

@@ -6,10 +6,12 @@ use axum::response::Response;
 use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
 use std::sync::Arc;
 
+use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_events::session::{SessionStatus, session_stream};
 use keyledger_events::{AppendOutcome, RenderResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{Session, SessionCommand};
@@ -18,24 +20,42 @@ use crate::execute::execute;
 use crate::idempotency::{Idempotency, json_response};
 use crate::license::request_metadata;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UpdateSessionRequest)]
 pub struct UpdateRequest {
     #[serde(default)]
     pub task_id: Option<Uuid>,
+    /// A JSON merge patch (RFC 7396) of the session's metadata: `null` members remove.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = UpdateSessionResponse)]
 pub struct UpdateResponse {
     pub session_id: Uuid,
     pub status: SessionStatus,
     pub task_id: Option<Uuid>,
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub position: i64,
 }
 
+/// Changes a session's task or merges a patch into its metadata (at least one of them).
+#[utoipa::path(
+    patch,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session's id."), IdempotencyKeyHeader),
+    request_body = UpdateRequest,
+    responses(
+        (status = 200, description = "The session after the change.", body = UpdateResponse),
+        (status = 404, description = "`RES_SESSION_NOT_FOUND`: no session has this id."),
+        (status = 409, description = "`BIZ_SESSION_TERMINAL`: the session has ended; `BIZ_CONCURRENCY_CONFLICT`: the session kept changing while the command ran; retry it."),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(session.id = %session_id))]
 pub async fn handle(
     State(state): State<CommandState>,

@@ -9,6 +9,8 @@ pub mod aggregate;
 pub mod password;
 pub mod routes;
 
+pub use routes::UserApi;
+
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use keyledger_api::{ApiError, Code, Role};

@@ -18,6 +18,7 @@ use keyledger_api::{ApiError, AppJson, AppPath, Code, Principal, RequestId, Role
 use keyledger_events::Metadata;
 use keyledger_projections::user::UserRow;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{CreateUserError, Email, create_user, password};
@@ -25,6 +26,33 @@ use crate::auth::{AuthState, throttle_account, throttle_ip};
 
 /// The advisory lock the changes that may remove an admin take turns on.
 const ADMINS_LOCK: i64 = 0x6b6c_6164_6d69_6e73; // "kladmins"
+
+/// The user routes' part of the OpenAPI description.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(
+        create,
+        list,
+        show,
+        change_role,
+        set_password,
+        disable,
+        enable,
+        revoke_tokens,
+        change_own_password,
+    ),
+    components(schemas(
+        CreateRequest,
+        RoleRequest,
+        PasswordRequest,
+        OwnPasswordRequest,
+        UserSchema,
+        UserRole,
+        UserList,
+        RevokedTokens,
+    ))
+)]
+pub struct UserApi;
 
 pub fn router(state: AuthState) -> Routes {
     Routes::new()
@@ -41,39 +69,81 @@ pub fn router(state: AuthState) -> Routes {
         .with_state(state)
 }
 
-#[derive(Deserialize)]
+/// A role: what a user may do.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum UserRole {
+    Admin,
+    Operator,
+    Auditor,
+    Viewer,
+}
+
+/// A user as the API shows them, never the password's hash (the schema of `UserRow`).
+#[derive(ToSchema)]
+#[schema(as = User)]
+#[allow(dead_code)]
+pub struct UserSchema {
+    id: Uuid,
+    /// Lower-cased.
+    #[schema(example = "ops@example.com")]
+    email: String,
+    role: UserRole,
+    /// A disabled user cannot log in, and their tokens are refused.
+    disabled: bool,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateUserRequest)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRequest {
+    /// An email address like `name@example.com` (trimmed and lower-cased; at most 254
+    /// characters), not a user's already.
+    #[schema(example = "ops@example.com")]
     pub email: String,
+    /// 8 to 256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
+    #[schema(value_type = UserRole)]
     pub role: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = ChangeRoleRequest)]
 #[serde(deny_unknown_fields)]
 pub struct RoleRequest {
+    #[schema(value_type = UserRole)]
     pub role: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = SetPasswordRequest)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordRequest {
+    /// The new password: 8 to 256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OwnPasswordRequest {
     pub current_password: String,
+    /// 8 to 256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub new_password: String,
 }
 
-#[derive(Serialize)]
+/// Every user, oldest first.
+#[derive(Serialize, ToSchema)]
 pub struct UserList {
+    #[schema(value_type = Vec<UserSchema>)]
     pub items: Vec<UserRow>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RevokedTokens {
     pub id: Uuid,
     /// How many logins (refresh families) were live and are now revoked.
@@ -140,7 +210,18 @@ async fn unless_last_admin<T>(
     result
 }
 
-/// `POST /v1/users {email, password, role}` → 201 with the user (never the password's hash).
+/// Creates a user who logs in with an email and a password.
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "The new user (never the password's hash).", body = UserSchema, headers(("Location" = String, description = "`/v1/users/{id}`."))),
+        (status = 409, description = "`BIZ_USER_EXISTS`: a user has this email."),
+        (status = 422, description = "`VAL_INVALID_FIELD`: not an email address, a password of fewer than 8 or more than 256 characters, or an unknown role."),
+    ),
+)]
 pub async fn create(
     State(state): State<AuthState>,
     principal: Principal,
@@ -182,14 +263,32 @@ pub async fn create(
     Ok(response)
 }
 
-/// `GET /v1/users`: every user, oldest first.
+/// Lists every user, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    responses(
+        (status = 200, description = "Every user.", body = UserList),
+    ),
+)]
 pub async fn list(State(state): State<AuthState>) -> Result<Response, ApiError> {
     let client = state.pool.get().await?;
     let items = keyledger_projections::user::users(&client).await?;
     Ok(axum::Json(UserList { items }).into_response())
 }
 
-/// `GET /v1/users/{id}`.
+/// Reads a user.
+#[utoipa::path(
+    get,
+    path = "/v1/users/{id}",
+    tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user.", body = UserSchema),
+        (status = 404, description = "`RES_USER_NOT_FOUND`: no user has this id."),
+    ),
+)]
 pub async fn show(
     State(state): State<AuthState>,
     AppPath(user_id): AppPath<Uuid>,
@@ -197,7 +296,20 @@ pub async fn show(
     Ok(axum::Json(current(&state, user_id).await?).into_response())
 }
 
-/// `POST /v1/users/{id}/role {role}`: the user's next request acts with the new role.
+/// Changes a user's role: their next request acts with it.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/role",
+    tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id.")),
+    request_body = RoleRequest,
+    responses(
+        (status = 200, description = "The user, with the new role (unchanged when it was theirs already).", body = UserSchema),
+        (status = 404, description = "`RES_USER_NOT_FOUND`: no user has this id."),
+        (status = 409, description = "`BIZ_LAST_ADMIN`: the user is the last enabled admin; `BIZ_USER_DISABLED`: the user is disabled; `BIZ_CONCURRENCY_CONFLICT`: a concurrent change won."),
+        (status = 422, description = "`VAL_INVALID_FIELD`: not one of admin, operator, auditor, viewer."),
+    ),
+)]
 pub async fn change_role(
     State(state): State<AuthState>,
     principal: Principal,
@@ -217,8 +329,20 @@ pub async fn change_role(
     Ok(axum::Json(current(&state, user_id).await?).into_response())
 }
 
-/// `POST /v1/users/{id}/password {password}`: sets a user's password; their access tokens are
-/// refused and their logins revoked.
+/// Sets a user's password: their access tokens are refused and their logins revoked.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/password",
+    tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id.")),
+    request_body = PasswordRequest,
+    responses(
+        (status = 204, description = "The password is set; the user logs in again with it."),
+        (status = 404, description = "`RES_USER_NOT_FOUND`: no user has this id."),
+        (status = 409, description = "`BIZ_USER_DISABLED`: the user is disabled; `BIZ_CONCURRENCY_CONFLICT`: a concurrent change won."),
+        (status = 422, description = "`VAL_INVALID_FIELD`: a password of fewer than 8 or more than 256 characters."),
+    ),
+)]
 pub async fn set_password(
     State(state): State<AuthState>,
     principal: Principal,
@@ -238,8 +362,18 @@ pub async fn set_password(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `POST /v1/users/{id}/disable`: no more logins; access tokens refused at once; logins
-/// revoked.
+/// Disables a user: no more logins, access tokens refused at once, logins revoked.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/disable",
+    tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user, disabled (also when they were already).", body = UserSchema),
+        (status = 404, description = "`RES_USER_NOT_FOUND`: no user has this id."),
+        (status = 409, description = "`BIZ_LAST_ADMIN`: the user is the last enabled admin; `BIZ_CONCURRENCY_CONFLICT`: a concurrent change won."),
+    ),
+)]
 pub async fn disable(
     State(state): State<AuthState>,
     principal: Principal,
@@ -261,7 +395,18 @@ pub async fn disable(
     Ok(axum::Json(current(&state, user_id).await?).into_response())
 }
 
-/// `POST /v1/users/{id}/enable`: the user may log in again.
+/// Enables a disabled user: they may log in again (their old logins stay ended).
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/enable",
+    tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The user, enabled (also when they were already).", body = UserSchema),
+        (status = 404, description = "`RES_USER_NOT_FOUND`: no user has this id."),
+        (status = 409, description = "`BIZ_CONCURRENCY_CONFLICT`: a concurrent change won."),
+    ),
+)]
 pub async fn enable(
     State(state): State<AuthState>,
     principal: Principal,
@@ -278,7 +423,18 @@ pub async fn enable(
     Ok(axum::Json(current(&state, user_id).await?).into_response())
 }
 
-/// `POST /v1/users/{id}/revoke-tokens`: ends every access token and login of the user.
+/// Ends every access token and login of a user.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/revoke-tokens",
+    tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id.")),
+    responses(
+        (status = 200, description = "The tokens are revoked.", body = RevokedTokens),
+        (status = 404, description = "`RES_USER_NOT_FOUND`: no user has this id."),
+        (status = 409, description = "`BIZ_CONCURRENCY_CONFLICT`: a concurrent change won."),
+    ),
+)]
 pub async fn revoke_tokens(
     State(state): State<AuthState>,
     principal: Principal,
@@ -300,10 +456,23 @@ pub async fn revoke_tokens(
     .into_response())
 }
 
-/// `POST /v1/auth/password {current_password, new_password}`: a signed-in user changes their
-/// own password. A wrong current password is 403 `AUTH_WRONG_PASSWORD`, throttled like a
-/// failed login. On success every token of the user ends, this request's too: they log in
-/// again with the new password.
+/// Changes the signed-in user's own password; every token of theirs ends.
+///
+/// A wrong current password is throttled like a failed login. On success every token of the
+/// user ends, this request's too: they log in again with the new password.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    tag = "auth",
+    request_body = OwnPasswordRequest,
+    responses(
+        (status = 204, description = "The password is changed; log in again with it."),
+        (status = 403, description = "`AUTH_WRONG_PASSWORD`: the current password is wrong; `AUTH_FORBIDDEN`: the caller is not a user signed in with a password."),
+        (status = 404, description = "`RES_USER_NOT_FOUND`: the caller's user is gone."),
+        (status = 409, description = "`BIZ_USER_DISABLED`: the user was disabled meanwhile; `BIZ_CONCURRENCY_CONFLICT`: a concurrent change won."),
+        (status = 422, description = "`VAL_INVALID_FIELD`: a new password of fewer than 8 or more than 256 characters."),
+    ),
+)]
 pub async fn change_own_password(
     State(state): State<AuthState>,
     principal: Principal,

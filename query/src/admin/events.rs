@@ -7,15 +7,20 @@ use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppQuery};
 use maud::{Markup, html};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::licenses::urlencode;
 use super::{Section, Viewer, layout, pretty_stored, time};
 use crate::QueryState;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventParams {
+    /// Only this stream's events (blank: any).
     pub stream_id: Option<String>,
+    /// Only events of this type (blank: any).
     pub event_type: Option<String>,
+    /// Only the events of this request id (blank: any).
     pub correlation_id: Option<String>,
     /// Show events before this position (the next page of older events).
     pub before: Option<i64>,
@@ -60,6 +65,17 @@ async fn newest(
         .collect()
 }
 
+/// The event log page, newest first, filtered, with a live mode.
+#[utoipa::path(
+    get,
+    path = "/admin/events",
+    tag = "admin hub",
+    params(EventParams),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String),
+        (status = 303, description = "No credentials: to the login page, which comes back here after the login.", headers(("Location" = String, description = "`/admin/login`, with `next` naming this page."))),
+    ),
+)]
 pub async fn list(
     State(state): State<QueryState>,
     viewer: Viewer,

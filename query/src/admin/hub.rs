@@ -37,6 +37,16 @@ async fn counts(client: &impl GenericClient) -> Result<Counts, tokio_postgres::E
     })
 }
 
+/// The admin hub's home page: a card per area the viewer may read, with live counts.
+#[utoipa::path(
+    get,
+    path = "/admin",
+    tag = "admin hub",
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String),
+        (status = 303, description = "No credentials: to the login page, which comes back here after the login.", headers(("Location" = String, description = "`/admin/login`, with `next` naming this page."))),
+    ),
+)]
 pub async fn page(State(state): State<QueryState>, viewer: Viewer) -> Result<Markup, ApiError> {
     let client = state.client().await?;
     let counts = counts(&client).await.map_err(ApiError::from)?;

@@ -8,6 +8,7 @@ use keyledger_events::license::license_stream;
 use keyledger_projections::license::{installations, licenses, usage};
 use maud::{Markup, html};
 use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::{Section, Viewer, expiry, layout, pretty_stored, status_class, time};
@@ -17,16 +18,32 @@ use crate::license::get::require;
 use crate::license::history::active_installations;
 use crate::license::search::{Filter, search};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// The owner, exactly but in any case (blank: any).
     pub owner: Option<String>,
+    /// `active`, `suspended` or `revoked`; anything else shows every status.
     pub status: Option<String>,
+    /// `free`, `basic`, `pro` or `enterprise`; anything else shows every tier.
     pub tier: Option<String>,
+    /// The next page's cursor, from the page's link; one not from this page shows the first.
     pub cursor: Option<String>,
 }
 
 const PAGE: i64 = 25;
 
+/// The licenses page: search, and the form to issue one.
+#[utoipa::path(
+    get,
+    path = "/admin/licenses",
+    tag = "admin hub",
+    params(ListParams),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String),
+        (status = 303, description = "No credentials: to the login page, which comes back here after the login.", headers(("Location" = String, description = "`/admin/login`, with `next` naming this page."))),
+    ),
+)]
 pub async fn list(
     State(state): State<QueryState>,
     viewer: Viewer,
@@ -163,13 +180,15 @@ pub(super) fn urlencode(text: &str) -> String {
         .collect()
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DetailParams {
     /// Wait until the page's projections have applied this position (after an action).
     pub at: Option<i64>,
     /// Show the license as it stood at this instant (RFC 3339), folded from its events.
     /// An empty value (the form submitted blank) shows the present.
     #[serde(default, deserialize_with = "empty_as_none")]
+    #[param(value_type = Option<String>, example = "2026-11-30T12:00:00Z")]
     pub as_of: Option<DateTime<Utc>>,
 }
 
@@ -187,6 +206,19 @@ fn empty_as_none<'de, D: serde::Deserializer<'de>>(
     }
 }
 
+/// A license's page: its facts, usage, installations, history and actions.
+#[utoipa::path(
+    get,
+    path = "/admin/licenses/{id}",
+    tag = "admin hub",
+    params(("id" = Uuid, Path, description = "The license's id."), DetailParams),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String),
+        (status = 303, description = "No credentials: to the login page, which comes back here after the login.", headers(("Location" = String, description = "`/admin/login`, with `next` naming this page."))),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id (or had it at `as_of`)."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply `at` (or the license) in time."),
+    ),
+)]
 pub async fn detail(
     State(state): State<QueryState>,
     viewer: Viewer,

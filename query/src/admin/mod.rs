@@ -1,11 +1,12 @@
 //! The admin hub: server-rendered pages for operators (licenses, requests, sessions, events),
 //! with a little vanilla JavaScript over the JSON API. Nothing is fetched from elsewhere.
 
-mod events;
-mod hub;
-mod licenses;
-mod requests;
-mod sessions;
+pub(crate) mod api;
+pub(crate) mod events;
+pub(crate) mod hub;
+pub(crate) mod licenses;
+pub(crate) mod requests;
+pub(crate) mod sessions;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -27,6 +28,7 @@ pub fn router(state: QueryState) -> Routes {
         .get("/admin/sessions", sessions::list)
         .get("/admin/sessions/{id}", sessions::detail)
         .get("/admin/events", events::list)
+        .get("/admin/api", api::page)
         .get("/admin/static/admin.css", css)
         .get("/admin/static/admin.js", js)
         .map(|router| {
@@ -92,7 +94,16 @@ impl FromRequestParts<QueryState> for Viewer {
     }
 }
 
-async fn css() -> impl IntoResponse {
+/// The admin hub's style sheet.
+#[utoipa::path(
+    get,
+    path = "/admin/static/admin.css",
+    tag = "admin hub",
+    responses(
+        (status = 200, description = "The style sheet (cacheable for 5 minutes).", content_type = "text/css", body = String),
+    ),
+)]
+pub(crate) async fn css() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
@@ -102,7 +113,16 @@ async fn css() -> impl IntoResponse {
     )
 }
 
-async fn js() -> impl IntoResponse {
+/// The admin hub's script.
+#[utoipa::path(
+    get,
+    path = "/admin/static/admin.js",
+    tag = "admin hub",
+    responses(
+        (status = 200, description = "The script (cacheable for 5 minutes).", content_type = "text/javascript", body = String),
+    ),
+)]
+pub(crate) async fn js() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
@@ -119,6 +139,7 @@ enum Section {
     Requests,
     Sessions,
     Events,
+    Api,
 }
 
 /// The page around every admin view: links only to the sections the viewer may read, who is
@@ -161,6 +182,7 @@ fn layout(viewer: &Viewer, title: &str, section: Section, body: Markup) -> Marku
                             @if viewer.may(Permission::EventsRead) {
                                 (link("/admin/events", "Events", Section::Events))
                             }
+                            (link("/admin/api", "API", Section::Api))
                         }
                     }
                     div.who #who {

@@ -10,6 +10,18 @@ use super::{Section, Viewer, layout, time};
 use crate::QueryState;
 use crate::request::{Filter, RequestParams, next_cursor, search};
 
+/// The request viewer: filters, pages, and each request's bodies and events.
+#[utoipa::path(
+    get,
+    path = "/admin/requests",
+    tag = "admin hub",
+    params(RequestParams),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String),
+        (status = 303, description = "No credentials: to the login page, which comes back here after the login.", headers(("Location" = String, description = "`/admin/login`, with `next` naming this page."))),
+        (status = 400, description = "`VAL_INVALID_PARAMETER`: a `status` or `status_class` out of range, a `limit` out of range or a cursor not from this API."),
+    ),
+)]
 pub async fn list(
     State(state): State<QueryState>,
     viewer: Viewer,

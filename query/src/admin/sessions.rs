@@ -6,6 +6,7 @@ use keyledger_api::{ApiError, AppPath, AppQuery};
 use keyledger_events::session::SessionStatus;
 use maud::{Markup, html};
 use serde::Deserialize;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::{Section, Viewer, layout, pretty, status_class, time};
@@ -13,9 +14,12 @@ use crate::QueryState;
 use crate::session::get::require;
 use crate::session::list::page;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// `pending`, `active`, `completed`, `failed` or `expired`; anything else shows every status.
     pub status: Option<String>,
+    /// The page, from 1 (out of range: the nearest page).
     pub page: Option<i64>,
 }
 
@@ -38,6 +42,17 @@ async fn counts(client: &impl GenericClient) -> Result<Vec<(String, i64)>, tokio
     Ok(counts)
 }
 
+/// The sessions page: counts by status and a page of sessions.
+#[utoipa::path(
+    get,
+    path = "/admin/sessions",
+    tag = "admin hub",
+    params(ListParams),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String),
+        (status = 303, description = "No credentials: to the login page, which comes back here after the login.", headers(("Location" = String, description = "`/admin/login`, with `next` naming this page."))),
+    ),
+)]
 pub async fn list(
     State(state): State<QueryState>,
     viewer: Viewer,
@@ -99,6 +114,19 @@ pub async fn list(
     ))
 }
 
+/// A session's page, with its transitions.
+#[utoipa::path(
+    get,
+    path = "/admin/sessions/{id}",
+    tag = "admin hub",
+    params(("id" = Uuid, Path, description = "The session's id.")),
+    responses(
+        (status = 200, description = "The page.", content_type = "text/html", body = String),
+        (status = 303, description = "No credentials: to the login page, which comes back here after the login.", headers(("Location" = String, description = "`/admin/login`, with `next` naming this page."))),
+        (status = 404, description = "`RES_SESSION_NOT_FOUND`: no session has this id."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not catch up with the session in time."),
+    ),
+)]
 pub async fn detail(
     State(state): State<QueryState>,
     viewer: Viewer,

@@ -9,17 +9,26 @@ use keyledger_events::license::license_stream;
 use keyledger_projections::license::licenses;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::QueryState;
+use crate::{ConsistencyHeader, QueryState};
 
-#[derive(Debug, Serialize)]
+/// A license as the `licenses` read table has it (never the key).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LicenseView {
     pub license_id: Uuid,
+    /// The key's first characters, to recognise it by.
     pub key_prefix: String,
     pub owner: String,
+    /// `free`, `basic`, `pro` or `enterprise`.
+    #[schema(example = "pro")]
     pub tier: String,
+    /// `active`, `suspended` or `revoked` (expiry is `expires_at`, not a status).
+    #[schema(example = "active")]
     pub status: String,
+    /// The client's JSON object.
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub issued_at: DateTime<Utc>,
     /// `null` for a perpetual license.
@@ -95,13 +104,26 @@ pub async fn require(
         .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GetParams {
     /// The license as it stood at this instant (RFC 3339), folded from its events.
     pub as_of: Option<DateTime<Utc>>,
 }
 
+/// Reads a license, now or as it stood at an instant.
+#[utoipa::path(
+    get,
+    path = "/v1/licenses/{id}",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), GetParams, ConsistencyHeader),
+    responses(
+        (status = 200, description = "The license.", body = LicenseView),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id (or had it at `as_of`)."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
+    ),
+)]
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,

@@ -10,11 +10,28 @@ use keyledger_events::license::license_stream;
 use keyledger_projections::license::{installations, licenses};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::events::{EventPage, LogParams, read_stream};
-use crate::{QueryState, page_limit};
+use crate::{ConsistencyHeader, QueryState, page_limit};
 
+/// Reads a license's events, oldest first: its full history, for auditors.
+#[utoipa::path(
+    get,
+    path = "/v1/licenses/{id}/events",
+    tag = "licenses",
+    params(
+        ("id" = Uuid, Path, description = "The license's id."),
+        ("after" = Option<i64>, Query, description = "Read the events after this version of the license's stream (default 0: from the first; a negative value counts as 0)."),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Events per page: 1 to 1000 (default 100)."),
+    ),
+    responses(
+        (status = 200, description = "A page of the license's events; `next_after` is a stream version.", body = EventPage),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id (asked from the start, `after` 0)."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not catch up with the license in time."),
+    ),
+)]
 pub async fn events(
     State(state): State<QueryState>,
     AppPath(license_id): AppPath<Uuid>,
@@ -42,10 +59,13 @@ pub async fn events(
     Ok(Json(EventPage { events, next_after }))
 }
 
-#[derive(Debug, Serialize)]
+/// A machine the license is activated on.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InstallationView {
     pub installation_id: String,
     pub hostname: Option<String>,
+    /// The client's JSON object.
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub activated_at: DateTime<Utc>,
     pub last_seen: Option<DateTime<Utc>>,
@@ -53,9 +73,11 @@ pub struct InstallationView {
     pub alive: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// A license's active installations (all of them: one page).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct InstallationPage {
     pub items: Vec<InstallationView>,
+    /// Always `null`: every active installation is on the one page.
     pub next_cursor: Option<String>,
 }
 
@@ -88,6 +110,18 @@ pub async fn active_installations(
         .collect()
 }
 
+/// Lists a license's active installations, alive or not.
+#[utoipa::path(
+    get,
+    path = "/v1/licenses/{id}/installations",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), ConsistencyHeader),
+    responses(
+        (status = 200, description = "The license's active installations, oldest activation first.", body = InstallationPage),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
+    ),
+)]
 pub async fn list_installations(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,

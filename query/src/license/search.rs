@@ -12,25 +12,38 @@ use keyledger_api::{ApiError, AppJson, AppQuery, Code, ConsistencyPosition};
 use keyledger_projections::license::licenses;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::get::{LICENSE_COLUMNS, LicenseView, find, license_from_row};
-use crate::{QueryState, page_limit};
+use crate::{ConsistencyHeader, QueryState, page_limit};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
+    /// The owner, exactly but in any case.
     pub owner: Option<String>,
+    /// `active`, `suspended` or `revoked`.
+    #[param(pattern = "^(active|suspended|revoked)$")]
     pub status: Option<String>,
+    /// `free`, `basic`, `pro` or `enterprise`.
+    #[param(pattern = "^(free|basic|pro|enterprise)$")]
     pub tier: Option<String>,
+    /// Only licenses that end before this instant (perpetual ones never do).
     pub expires_before: Option<DateTime<Utc>>,
+    /// Licenses per page: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// Opaque: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of licenses, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LicensePage {
     pub items: Vec<LicenseView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
@@ -86,6 +99,18 @@ pub async fn search(
         .collect()
 }
 
+/// Searches licenses, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/licenses",
+    tag = "licenses",
+    params(SearchParams, ConsistencyHeader),
+    responses(
+        (status = 200, description = "A page of licenses.", body = LicensePage),
+        (status = 400, description = "`VAL_INVALID_PARAMETER`: an unknown `status` or `tier`, a `limit` out of range or a cursor not from this API."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
+    ),
+)]
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,
@@ -137,10 +162,21 @@ pub async fn handle(
 
 pub const KEY_HEADER: &str = "x-license-key";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ByKeyRequest {
+    /// The license key (surrounding whitespace is ignored).
     pub key: String,
+}
+
+/// The `X-License-Key` header of `GET /v1/licenses/by-key`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct LicenseKeyHeader {
+    /// The license key (surrounding whitespace is ignored): in a header, never in the URL.
+    #[param(rename = "X-License-Key")]
+    license_key: String,
 }
 
 async fn by_key(
@@ -169,6 +205,19 @@ async fn by_key(
         .ok_or_else(not_found)
 }
 
+/// Finds the license of a key sent in the `X-License-Key` header.
+#[utoipa::path(
+    get,
+    path = "/v1/licenses/by-key",
+    tag = "licenses",
+    params(LicenseKeyHeader, ConsistencyHeader),
+    responses(
+        (status = 200, description = "The key's license.", body = LicenseView),
+        (status = 400, description = "`VAL_INVALID_PARAMETER`: no `X-License-Key` header (or not visible ASCII)."),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this key."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
+    ),
+)]
 pub async fn by_key_header(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,
@@ -183,6 +232,19 @@ pub async fn by_key_header(
     by_key(&state, key, position).await
 }
 
+/// Finds the license of a key sent in the body.
+#[utoipa::path(
+    post,
+    path = "/v1/licenses/by-key",
+    tag = "licenses",
+    params(ConsistencyHeader),
+    request_body = ByKeyRequest,
+    responses(
+        (status = 200, description = "The key's license.", body = LicenseView),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this key."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
+    ),
+)]
 pub async fn by_key_body(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,

@@ -8,30 +8,42 @@ use keyledger_api::{ApiError, AppPath, AppQuery, ConsistencyPosition};
 use keyledger_projections::license::{licenses, usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::{QueryState, page_limit};
+use crate::{ConsistencyHeader, QueryState, page_limit};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
+    /// Validations per page: 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Opaque: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// One validation of the license.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UsageItem {
+    /// The position of the validation's event.
     pub position: i64,
     pub validated_at: DateTime<Utc>,
+    /// The validation's answer (`VALID`, `EXPIRED`, `REVOKED`, …).
     pub code: String,
+    /// The feature the validation asked about, if any.
     pub feature: Option<String>,
+    /// The client's JSON object.
+    #[schema(value_type = Object)]
     pub metadata: Value,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of validations, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UsagePage {
     pub items: Vec<UsageItem>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
@@ -63,6 +75,19 @@ pub async fn page(
         .collect()
 }
 
+/// Lists a license's validations, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/licenses/{id}/usage",
+    tag = "licenses",
+    params(("id" = Uuid, Path, description = "The license's id."), UsageParams, ConsistencyHeader),
+    responses(
+        (status = 200, description = "A page of the license's validations.", body = UsagePage),
+        (status = 400, description = "`VAL_INVALID_PARAMETER`: a `limit` out of range or a cursor not from this API."),
+        (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
+    ),
+)]
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,

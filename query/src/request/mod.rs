@@ -10,52 +10,76 @@ use keyledger_events::request::request_stream;
 use keyledger_projections::request;
 use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::events::{EVENT_COLUMNS, EventView, event_view};
-use crate::{QueryState, page_limit};
+use crate::{ConsistencyHeader, QueryState, page_limit};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RequestParams {
+    /// The service that recorded the request, exactly (blank: any).
     pub service: Option<String>,
+    /// The HTTP method, in any case (blank: any).
     pub method: Option<String>,
+    /// The answer's status: 100 to 599.
+    #[param(minimum = 100, maximum = 599)]
     pub status: Option<i32>,
-    /// `1xx` … `5xx`.
+    /// `1xx` … `5xx` (blank: any).
+    #[param(pattern = "^(\\+?0*[1-5]xx)?$")]
     pub status_class: Option<String>,
+    /// The route template, exactly, e.g. `/v1/licenses/{id}` (blank: any).
     pub route: Option<String>,
+    /// Text the path contains (blank: any).
     pub path_contains: Option<String>,
+    /// The caller, exactly (`user:<id>`, `api_key:<id>`, …; blank: any).
     pub caller: Option<String>,
+    /// Requests at or after this instant.
     pub from: Option<DateTime<Utc>>,
+    /// Requests before this instant.
     pub to: Option<DateTime<Utc>>,
+    /// Requests per page: 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    /// Opaque: the `next_cursor` of the previous page (blank: the first page).
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A recorded API request, bodies redacted.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RequestView {
     pub record_id: Uuid,
+    /// The request's `X-Request-Id`: the events it caused carry it as `correlation_id`.
     pub request_id: String,
     pub service: String,
     pub method: String,
+    /// The route template, when a route matched.
     pub route: Option<String>,
     pub path: String,
     pub query: Option<String>,
+    /// Who called (`user:<id>`, `api_key:<id>`, …).
     pub caller: Option<String>,
     pub status: i32,
     pub duration_ms: f64,
+    /// The request body, redacted (absent or not captured: `null`).
     pub request_body: Option<String>,
+    /// The response body, redacted (not captured: `null`).
     pub response_body: Option<String>,
     pub at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of recorded requests, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RequestPage {
     pub items: Vec<RequestView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A recorded request with the events it caused.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RequestDetail {
     #[serde(flatten)]
     pub request: RequestView,
@@ -209,6 +233,18 @@ pub fn next_cursor(items: &[RequestView], limit: i64) -> Option<String> {
         .flatten()
 }
 
+/// Searches the request log, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/requests",
+    tag = "requests",
+    params(RequestParams, ConsistencyHeader),
+    responses(
+        (status = 200, description = "A page of recorded requests.", body = RequestPage),
+        (status = 400, description = "`VAL_INVALID_PARAMETER`: a `status` or `status_class` out of range, a `limit` out of range or a cursor not from this API."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
+    ),
+)]
 pub async fn list(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,
@@ -256,6 +292,18 @@ pub async fn find(
     Ok(Some(RequestDetail { request, events }))
 }
 
+/// Reads a recorded request, with the events it caused.
+#[utoipa::path(
+    get,
+    path = "/v1/requests/{id}",
+    tag = "requests",
+    params(("id" = Uuid, Path, description = "The record's id (`record_id`)."), ConsistencyHeader),
+    responses(
+        (status = 200, description = "The request, with the events whose correlation id is its request id (at most 100).", body = RequestDetail),
+        (status = 404, description = "`RES_NOT_FOUND`: no request record has this id."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
+    ),
+)]
 pub async fn get(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,

@@ -9,22 +9,27 @@ use keyledger_events::EventPayload;
 use keyledger_events::session::{SessionEvent, session_stream};
 use keyledger_projections::session;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::{SESSION_COLUMNS, SessionView, session_from_row};
-use crate::QueryState;
 use crate::events::stream_until;
+use crate::{ConsistencyHeader, QueryState};
 
-#[derive(Debug, Serialize)]
+/// A change of a session's status.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SessionTransition)]
 pub struct Transition {
     pub from: String,
     pub to: String,
     pub at: DateTime<Utc>,
     pub reason: Option<String>,
+    /// Who made the change (`user:<id>`, `api_key:<id>`, `system`, …).
     pub actor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// A session with its transitions, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionDetail {
     #[serde(flatten)]
     pub session: SessionView,
@@ -154,13 +159,26 @@ pub async fn at(
     Ok(fold(&events))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct GetParams {
     /// The session as it stood at this instant (RFC 3339), folded from its events.
     pub as_of: Option<DateTime<Utc>>,
 }
 
+/// Reads a session with its transition history, now or as it stood at an instant.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{id}",
+    tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session's id."), GetParams, ConsistencyHeader),
+    responses(
+        (status = 200, description = "The session and its transitions.", body = SessionDetail),
+        (status = 404, description = "`RES_SESSION_NOT_FOUND`: no session has this id (or had it at `as_of`)."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
+    ),
+)]
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,

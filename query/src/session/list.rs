@@ -7,22 +7,32 @@ use keyledger_api::{ApiError, AppQuery, ConsistencyPosition};
 use keyledger_events::session::SessionStatus;
 use keyledger_projections::session;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::{SESSION_COLUMNS, SessionView, session_from_row};
-use crate::QueryState;
+use crate::{ConsistencyHeader, QueryState};
 
 const MAX_PAGE_SIZE: i64 = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// `pending`, `active`, `completed`, `failed` or `expired`.
+    #[param(pattern = "^(pending|active|completed|failed|expired)$")]
     pub status: Option<String>,
+    /// The agent role, exactly.
     pub agent_role: Option<String>,
+    /// The page, from 1 (default 1; at most 1000000).
+    #[param(minimum = 1, maximum = 1000000)]
     pub page: Option<i64>,
+    /// Sessions per page: 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of sessions, newest first, with the total.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionPage {
     pub sessions: Vec<SessionView>,
     pub total: i64,
@@ -61,6 +71,18 @@ pub async fn page(
     Ok((sessions, total))
 }
 
+/// Lists sessions, newest first, a numbered page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    tag = "sessions",
+    params(ListParams, ConsistencyHeader),
+    responses(
+        (status = 200, description = "A page of sessions and how many match.", body = SessionPage),
+        (status = 400, description = "`VAL_INVALID_PARAMETER`: an unknown `status`, or `page` or `page_size` out of range."),
+        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
+    ),
+)]
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,

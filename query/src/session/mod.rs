@@ -7,14 +7,20 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::Row;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Serialize)]
+/// An agent session as the `sessions` read table has it.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
     pub session_id: Uuid,
     pub agent_role: String,
     pub task_id: Option<Uuid>,
+    /// `pending`, `active`, `completed`, `failed` or `expired`.
+    #[schema(example = "active")]
     pub status: String,
+    /// The client's JSON object.
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
