@@ -132,6 +132,22 @@ test("the hub shows a card per area", async () => {
   await page.close();
 });
 
+test("the hub's API link opens the reference rendered from the OpenAPI description", async () => {
+  const page = await context.newPage();
+  await page.goto(`${base}/admin`);
+  await Promise.all([page.waitForURL((url) => url.pathname === "/admin/api"),
+                     page.click("header nav a[href='/admin/api']")]);
+  assert.equal(await page.locator("h1").textContent(), "API reference");
+  const revoke = page.locator("#post_v1_licenses_id_revoke");
+  assert.ok(await revoke.isVisible());
+  assert.match(await revoke.textContent(), /BIZ_LICENSE_REVOKED/);
+  // The schema a route names is a link to its description on the same page.
+  await page.click("#post_v1_licenses a[href='#schema-IssueRequest']");
+  assert.ok(await page.locator("#schema-IssueRequest").isVisible());
+  await screenshots(page, "api-reference");
+  await page.close();
+});
+
 test("an operator issues a license and reads its key once", async () => {
   const page = await context.newPage();
   await page.goto(`${base}/admin/licenses`);
