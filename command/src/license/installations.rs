@@ -55,6 +55,7 @@ impl InstallationId {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"installation_id": "host-42", "hostname": "build-01"}))]
 pub struct ActivateRequest {
     /// The machine's id: 1 to 128 visible ASCII characters.
     #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$")]

@@ -26,6 +26,7 @@ const MAX_OWNER_CHARS: usize = 256;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"owner": "acme-corp", "tier": "pro", "valid_days": 365, "entitlements": ["export"]}))]
 pub struct IssueRequest {
     /// Who holds the license: 1 to 256 characters (trimmed), no control characters.
     #[schema(min_length = 1, max_length = 256, example = "acme-corp")]

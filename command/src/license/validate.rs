@@ -37,6 +37,7 @@ const MAX_FEATURE_CHARS: usize = 128;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"key": "lic_7tS3mYqJ9rWbV2xKcE4hPzN8aGdL5fUoR6iQwT1yBnM", "feature": "export", "installation_id": "host-42"}))]
 pub struct ValidateRequest {
     /// The key; may be left out when the caller authenticates with `Authorization: License
     /// <key>`.

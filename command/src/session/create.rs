@@ -24,6 +24,7 @@ const MAX_ROLE_CHARS: usize = 64;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateSessionRequest)]
+#[schema(example = json!({"agent_role": "reviewer", "task_id": "6f1c1b8e-1d1a-4c1e-9a4e-0c5f3f0b7a10"}))]
 pub struct CreateRequest {
     /// The agent's role: 1 to 64 characters (trimmed), no control characters.
     #[schema(min_length = 1, max_length = 64, example = "reviewer")]

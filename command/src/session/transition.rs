@@ -21,6 +21,7 @@ const MAX_REASON_CHARS: usize = 1000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = TransitionSessionRequest)]
+#[schema(example = json!({"to": "active"}))]
 pub struct TransitionRequest {
     pub to: SessionStatus,
     /// At most 1000 characters.
