@@ -177,3 +177,17 @@ async fn a_consistency_position_past_the_head_is_refused_at_once() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// A contract finding: the login form's query string was read by a plain extractor, whose
+/// refusal was a text/plain 400 instead of a problem.
+#[tokio::test]
+async fn an_unreadable_login_query_is_a_problem() {
+    let app = spawn_app().await;
+    let response = reqwest::get(app.url("/admin/login?next=/admin&next=/admin/events"))
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::problem(response, 400).await["code"],
+        "VAL_INVALID_PARAMETER"
+    );
+}

@@ -4,13 +4,13 @@
 //! cookie session itself is read by `keyledger_api::session`.
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyledger_api::session::{
     CookieSession, SESSION_HOURS, cleared_cookie, local_admin_path, session_cookie, wants_secure,
 };
-use keyledger_api::{ApiError, Code, RequestId, Routes};
+use keyledger_api::{ApiError, AppQuery, Code, RequestId, Routes};
 use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -158,12 +158,11 @@ fn redirect(location: &str) -> Response {
     params(PageParams),
     responses(
         (status = 200, description = "The login form.", content_type = "text/html", body = String),
-        (status = 400, description = "A query string that cannot be read (`next` given twice): a plain-text message.", content_type = "text/plain", body = String),
     ),
 )]
 pub async fn page(
     session: Option<axum::Extension<CookieSession>>,
-    Query(params): Query<PageParams>,
+    AppQuery(params): AppQuery<PageParams>,
 ) -> Response {
     let next = local_admin_path(params.next.as_deref());
     let csrf = session.map(|axum::Extension(session)| session.csrf_token);
