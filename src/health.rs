@@ -196,10 +196,25 @@ async fn startup(state: State<HealthState>) -> impl IntoResponse {
 }
 
 async fn postgres_head(pool: &Pool) -> Result<i64, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
-    keyledger_events::store::head_on(&client)
+    bounded(pool, async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        keyledger_events::store::head_on(&client)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// A probe answers within the pool's wait timeout: a PostgreSQL that hangs (its connections
+/// open, its answers never coming) reads as down, not as a probe that never returns.
+async fn bounded<T>(
+    pool: &Pool,
+    work: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    let bound = pool.timeouts().wait.unwrap_or(Duration::from_secs(5));
+    tokio::time::timeout(bound, work)
         .await
-        .map_err(|e| e.to_string())
+        .unwrap_or_else(|_| Err(format!("PostgreSQL did not answer within {bound:?}")))
 }
 
 /// One reader of the log (a projection or the relay), as its checkpoint row says: read from
@@ -250,11 +265,14 @@ async fn consumers(
     head: i64,
     stuck_after: Duration,
 ) -> Result<Vec<Consumer>, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
-    let rows = client
-        .query(CHECKPOINTS, &[&names])
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows = bounded(pool, async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        client
+            .query(CHECKPOINTS, &[&names])
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await?;
     let stuck_after = stuck_after.as_secs_f64();
     let mut consumers = Vec::with_capacity(names.len());
     for name in names {
