@@ -13,7 +13,18 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// PostgreSQL's server binaries: `PG_BIN`, or the newest version under `/usr/lib/postgresql`.
+fn pg_bin() -> String {
+    if let Ok(bin) = std::env::var("PG_BIN") {
+        return bin;
+    }
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's binaries in /usr/lib/postgresql (or PG_BIN)")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .expect("a PostgreSQL version under /usr/lib/postgresql");
+    format!("/usr/lib/postgresql/{newest}/bin")
+}
 const NATS_SERVER: &str = "/usr/sbin/nats-server";
 
 /// The bootstrap admin token every service of the suite accepts (`KEYLEDGER_ADMIN_TOKEN`).
@@ -76,7 +87,7 @@ async fn run(program: &str, args: &[&str]) -> String {
 
 /// Runs a PostgreSQL program as the `postgres` user (initdb and postgres refuse root).
 async fn as_postgres(program: &str, args: &[&str]) -> String {
-    let program = format!("{PG_BIN}/{program}");
+    let program = format!("{}/{program}", pg_bin());
     let mut all = vec!["-u", "postgres", "--", program.as_str()];
     all.extend_from_slice(args);
     run("runuser", &all).await
@@ -257,7 +268,7 @@ impl Drop for OwnPostgres {
                 .status();
         }
         if self.running {
-            let program = format!("{PG_BIN}/pg_ctl");
+            let program = format!("{}/pg_ctl", pg_bin());
             let _ = std::process::Command::new("runuser")
                 .args(["-u", "postgres", "--", &program, "-D", &self.data()])
                 .args(["-m", "immediate", "-w", "stop"])

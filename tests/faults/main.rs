@@ -4,8 +4,8 @@
 //! puts the service under load, injects the fault, and checks what clients saw and what the log
 //! holds afterwards. Figures are printed (`--nocapture` shows them).
 //!
-//! Needs root (PostgreSQL runs as the `postgres` user through `runuser`), PostgreSQL 15 in
-//! `/usr/lib/postgresql/15/bin` and `/usr/sbin/nats-server`.
+//! Needs root (PostgreSQL runs as the `postgres` user through `runuser`), PostgreSQL's binaries
+//! (`PG_BIN`, or the newest `/usr/lib/postgresql/<version>/bin`) and `/usr/sbin/nats-server`.
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,
