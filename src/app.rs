@@ -168,6 +168,8 @@ impl Application {
         }
 
         let mut router = Routes::new();
+        // The MCP tools call routes through the finished router.
+        let tools_router = crate::mcp::RouterCell::default();
         // Command nodes judge validations against the validation view, kept at the head by
         // their writer.
         let view = if runs(Role::Command) {
@@ -238,7 +240,8 @@ impl Application {
                 router = router
                     .merge(keyledger_command::auth::router(auth.clone()))
                     .merge(keyledger_command::user::routes::router(auth))
-                    .merge(crate::openapi::router());
+                    .merge(crate::openapi::router())
+                    .merge(crate::mcp::router(tools_router.clone()));
                 if args.admin_token.is_some() {
                     tracing::info!(
                         "KEYLEDGER_ADMIN_TOKEN is set: it is accepted as an admin bearer token"
@@ -410,6 +413,7 @@ impl Application {
             args.request_timeout(),
             authenticator,
         );
+        tools_router.set(router.clone());
 
         // Worker roles serve /health and /metrics only.
         let listener = TcpListener::bind(args.bind)

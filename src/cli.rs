@@ -90,6 +90,16 @@ pub enum Command {
     Permissions,
     /// Print the OpenAPI 3.1 description of the HTTP API (what `GET /openapi.json` serves).
     Openapi,
+    /// The MCP tools over stdio, for a local agent: forwards to a running service's `/mcp`
+    /// with the agent's token.
+    Mcp {
+        /// The service's base URL.
+        #[arg(long, env = "KEYLEDGER_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// A bearer token or API key (`klk_…`) the tools act as.
+        #[arg(long, env = "KEYLEDGER_TOKEN", hide_env_values = true)]
+        token: String,
+    },
     /// License certificates: `certificate verify FILE --keys keys.json` checks one offline.
     Certificate {
         #[command(subcommand)]
@@ -178,6 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Mcp { url, token } => crate::mcp::bridge::run(&url, &token).await,
         Command::Openapi => {
             println!("{}", crate::openapi::json());
             Ok(())

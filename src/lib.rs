@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod import;
+pub mod mcp;
 pub mod openapi;
 pub mod supervise;
 pub mod telemetry;

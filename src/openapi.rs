@@ -75,6 +75,7 @@ fn build() -> OpenApi {
     doc.merge(keyledger_query::QueryApi::openapi());
     doc.merge(crate::health::HealthApi::openapi());
     doc.merge(DescriptionApi::openapi());
+    doc.merge(crate::mcp::McpApi::openapi());
     doc.info = InfoBuilder::new()
         .title("keyledger")
         .version(env!("CARGO_PKG_VERSION"))

@@ -202,6 +202,8 @@ pub const TABLE: &[Rule] = {
         // The API's description and its reference page.
         rule(GET, "/openapi.json", Public),
         rule(GET, "/admin/api", Public),
+        // MCP tools for agents: each call is checked again as the route it calls.
+        rule(POST, "/mcp", Authenticated),
         rule(POST, "/v1/auth/login", Public),
         rule(POST, "/v1/auth/refresh", Public),
         rule(POST, "/v1/auth/logout", Public),

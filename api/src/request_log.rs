@@ -320,13 +320,25 @@ pub async fn layer(State(log): State<RequestLog>, request: Request, next: Next) 
     response
 }
 
-/// The inner middleware (a route layer): notes the matched route template.
+/// What the request log calls a request made on a caller's behalf inside the service (an MCP
+/// tool call is `mcp:<tool>`) instead of its route template.
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub String);
+
+/// The inner middleware (a route layer): notes the matched route template (or the request's
+/// `RouteLabel`).
 pub async fn note_route(request: Request, next: Next) -> Response {
-    if let (Some(slot), Some(matched)) = (
-        request.extensions().get::<RouteSlot>(),
-        request.extensions().get::<MatchedPath>(),
-    ) {
-        let _ = slot.0.set(matched.as_str().to_owned());
+    if let Some(slot) = request.extensions().get::<RouteSlot>() {
+        let route = match request.extensions().get::<RouteLabel>() {
+            Some(label) => Some(label.0.clone()),
+            None => request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|matched| matched.as_str().to_owned()),
+        };
+        if let Some(route) = route {
+            let _ = slot.0.set(route);
+        }
     }
     next.run(request).await
 }

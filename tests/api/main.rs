@@ -20,6 +20,7 @@ mod idempotency;
 mod import;
 mod licenses;
 mod lifecycle;
+mod mcp;
 mod nodes;
 mod openapi;
 mod permissions;

@@ -196,6 +196,24 @@ async fn prepare(app: &TestApp, world: &World, rule: &Rule) -> Call {
             headers.push(("x-license-key", license_key.clone()));
             (rule.path.to_owned(), None)
         }
+        // An MCP initialize: any credentials may open the transport (each tool call is then
+        // checked as its route).
+        ("POST", "/mcp") => {
+            headers.push(("accept", "application/json, text/event-stream".to_owned()));
+            (
+                rule.path.to_owned(),
+                Some(json!({
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-06-18",
+                        "capabilities": {},
+                        "clientInfo": {"name": "matrix", "version": "1"},
+                    },
+                })),
+            )
+        }
         ("POST", "/v1/licenses/by-key") => {
             (rule.path.to_owned(), Some(json!({"key": license_key})))
         }
