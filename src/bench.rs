@@ -28,6 +28,8 @@ use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 use uuid::Uuid;
 
+mod mcp;
+
 use crate::app::Application;
 use crate::config::ServeArgs;
 
@@ -178,7 +180,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let app = Application::build(serve_args(false)?, keyledger_command::system_clock())
                 .await
                 .context("Failed to start the service without request logging")?;
-            let quiet = Target::new(&format!("http://{}", app.address), args.clients, token)?;
+            let quiet = Target::new(
+                &format!("http://{}", app.address),
+                args.clients,
+                token.clone(),
+            )?;
             tokio::spawn(app.run_until_stopped());
             eprintln!(
                 "bench: validate phase without the request log, {} s",
@@ -197,6 +203,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .await?,
             )
         }
+    };
+    let mcp = match &token {
+        Some(token) => {
+            eprintln!("bench: every MCP tool over HTTP, one client");
+            let alone = mcp::run(&base_url, token, 1).await?;
+            eprintln!("bench: every MCP tool over HTTP, {} clients", args.clients);
+            let loaded = mcp::run(&base_url, token, args.clients).await?;
+            Some((alone, loaded))
+        }
+        None => None,
     };
     if let Some(server) = server {
         ensure_still_running(server).await?;
@@ -238,6 +254,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         replay: replay.as_ref(),
         view: view.as_ref(),
         export: export.as_ref(),
+        mcp: mcp
+            .as_ref()
+            .map(|(alone, loaded)| (alone.as_slice(), loaded.as_slice())),
     });
     Ok(())
 }
@@ -1432,6 +1451,40 @@ fn proc_status_kib(field: &str) -> Option<u64> {
     })
 }
 
+fn print_mcp(alone: &[mcp::ToolLatency], loaded: &[mcp::ToolLatency], clients: u32) {
+    println!(
+        "{:<LABEL$}{:>9}{:>8}{:>8}{:>9}{:>8}{:>8}",
+        "MCP tool over HTTP", "1 client", "p50 ms", "p95 ms", "clients", "p50 ms", "p95 ms"
+    );
+    for (one, many) in alone.iter().zip(loaded) {
+        let refusals = [one, many]
+            .iter()
+            .filter_map(|t| {
+                t.first_refusal
+                    .as_ref()
+                    .map(|why| format!("{} refused, first: {why}", t.refused))
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        println!(
+            "  {:<width$}{:>9}{:>8}{:>8}{:>9}{:>8}{:>8}{}",
+            one.tool,
+            one.calls,
+            ms(one.p50_ms),
+            ms(one.p95_ms),
+            clients,
+            ms(many.p50_ms),
+            ms(many.p95_ms),
+            if refusals.is_empty() {
+                String::new()
+            } else {
+                format!("  {refusals}")
+            },
+            width = LABEL - 2
+        );
+    }
+}
+
 fn print_export(export: &ExportResult) {
     let seconds = export.took.as_secs_f64().max(f64::EPSILON);
     println!(
@@ -1499,6 +1552,8 @@ struct Report<'a> {
     export: Option<&'a ExportResult>,
     /// The validation view loaded from the bench's database (in-process runs).
     view: Option<&'a ViewResult>,
+    /// Each MCP tool's latency over HTTP: one client alone, and the bench's clients at once.
+    mcp: Option<(&'a [mcp::ToolLatency], &'a [mcp::ToolLatency])>,
 }
 
 /// The validation view as a node loads it at start.
@@ -1728,6 +1783,9 @@ fn print_report(report: &Report<'_>) {
     }
     if let Some(export) = report.export {
         print_export(export);
+    }
+    if let Some((alone, loaded)) = report.mcp {
+        print_mcp(alone, loaded, report.args.clients);
     }
     if let Some(view) = report.view {
         println!(

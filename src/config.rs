@@ -146,7 +146,8 @@ pub struct ServeArgs {
     #[arg(long, env = "REQUEST_LOG_BODY_LIMIT", default_value_t = 2000)]
     pub request_log_body_limit: usize,
 
-    /// Comma-separated path prefixes not recorded (besides /health, /metrics, admin assets).
+    /// Comma-separated path prefixes not recorded (besides /health, /metrics, admin assets and
+    /// the MCP transport, whose tool calls are recorded as `mcp:<tool>`).
     #[arg(long, env = "REQUEST_LOG_EXCLUDE", value_delimiter = ',')]
     pub request_log_exclude: Vec<String>,
 

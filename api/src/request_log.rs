@@ -162,7 +162,8 @@ impl RequestLog {
         if !self.config.enabled {
             return false;
         }
-        let excluded = ["/health", "/metrics", "/admin/static/"]
+        // `/mcp` is a transport: each tool call in it is recorded as its route (`mcp:<tool>`).
+        let excluded = ["/health", "/metrics", "/admin/static/", "/mcp"]
             .iter()
             .any(|p| path.starts_with(p))
             || self
