@@ -189,14 +189,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Mcp { url, token } => crate::mcp::bridge::run(&url, &token).await,
-        Command::Openapi => {
-            println!("{}", crate::openapi::json());
-            Ok(())
-        }
-        Command::Permissions => {
-            print!("{}", keyledger_api::permission::markdown_table());
-            Ok(())
-        }
+        Command::Openapi => write_out(&format!("{}\n", crate::openapi::json())),
+        Command::Permissions => write_out(&keyledger_api::permission::markdown_table()),
         Command::Migrate(database) => {
             db::ensure_database(&database.database_url).await?;
             db::migrate(&database.database_url).await
@@ -412,4 +406,14 @@ async fn prepared_pool(database: &DatabaseArgs) -> anyhow::Result<deadpool_postg
     db::ensure_database(&database.database_url).await?;
     db::migrate(&database.database_url).await?;
     db::pool(&database.database_url, 4)
+}
+
+/// Writes a document to stdout; a reader that stops early (`| head`) ends it quietly.
+fn write_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => Err(error.into()),
+        _ => Ok(()),
+    }
 }
