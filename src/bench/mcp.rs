@@ -41,14 +41,16 @@ async fn connect(base_url: &str, token: &str) -> anyhow::Result<Client> {
 }
 
 /// The arguments of the `n`th call of a tool.
-type Arguments = Arc<dyn Fn(usize) -> Value + Send + Sync>;
+type Calls = Arc<dyn Fn(usize) -> Value + Send + Sync>;
+/// A tool's arguments for one id (or key).
+type Arguments = Arc<dyn Fn(Value) -> Value + Send + Sync>;
 
 /// `clients` clients call `tool` `CALLS_PER_CLIENT` times each; returns the figures and the
 /// successful results in call order.
 async fn measure(
     clients: &[Arc<Client>],
     tool: &'static str,
-    arguments: Arguments,
+    arguments: Calls,
 ) -> (ToolLatency, Vec<Value>) {
     let per_client = MIN_CALLS
         .div_ceil(clients.len().max(1))
@@ -132,7 +134,7 @@ pub async fn run(base_url: &str, token: &str, clients: u32) -> anyhow::Result<Ve
         &connected,
         "issue_license",
         Arc::new(
-            move |n| json!({"owner": format!("mcp-bench-{clients}-{n}"), "tier": "enterprise"}),
+            move |n| json!({"owner": "mcp-bench", "tier": "enterprise", "metadata": {"n": n}}),
         ),
     )
     .await;
@@ -144,122 +146,80 @@ pub async fn run(base_url: &str, token: &str, clients: u32) -> anyhow::Result<Ve
         .max()
         .unwrap_or(0);
 
-    let (k, i) = (keys.clone(), ids.clone());
-    figures.push(
-        measure(
-            &connected,
+    // Each tool after the one that made what it acts on, with the arguments of its `n`th call
+    // given that thing's id (or key).
+    let after_issue: [(&'static str, &Arc<Vec<Value>>, Arguments); 8] = [
+        (
             "validate_license",
-            Arc::new(move |n| json!({"key": nth(&k, n)})),
-        )
-        .await
-        .0,
-    );
-    figures.push(
-        measure(
-            &connected,
+            &keys,
+            Arc::new(|key| json!({"key": key})),
+        ),
+        (
             "get_license",
-            Arc::new(move |n| json!({"license_id": nth(&i, n), "consistency_position": last})),
-        )
-        .await
-        .0,
-    );
-    figures.push(
-        measure(
-            &connected,
+            &ids,
+            Arc::new(move |id| json!({"license_id": id, "consistency_position": last})),
+        ),
+        (
             "search_licenses",
-            Arc::new(move |n| json!({"owner": format!("mcp-bench-{clients}-{n}")})),
-        )
-        .await
-        .0,
-    );
-    let i = ids.clone();
-    figures.push(
-        measure(
-            &connected,
+            &ids,
+            Arc::new(|_| json!({"owner": "mcp-bench", "limit": 20})),
+        ),
+        (
             "license_usage",
-            Arc::new(move |n| json!({"license_id": nth(&i, n)})),
-        )
-        .await
-        .0,
-    );
-    let i = ids.clone();
-    figures.push(
-        measure(
-            &connected,
+            &ids,
+            Arc::new(|id| json!({"license_id": id})),
+        ),
+        (
             "license_history",
-            Arc::new(move |n| json!({"license_id": nth(&i, n)})),
-        )
-        .await
-        .0,
-    );
-    let i = ids.clone();
-    figures.push(
-        measure(
-            &connected,
+            &ids,
+            Arc::new(|id| json!({"license_id": id})),
+        ),
+        (
             "renew_license",
-            Arc::new(move |n| json!({"license_id": nth(&i, n), "valid_days": 30})),
-        )
-        .await
-        .0,
-    );
-    let i = ids.clone();
-    figures.push(
-        measure(
-            &connected,
+            &ids,
+            Arc::new(|id| json!({"license_id": id, "valid_days": 30})),
+        ),
+        (
             "suspend_license",
-            Arc::new(move |n| json!({"license_id": nth(&i, n), "reason": "bench"})),
-        )
-        .await
-        .0,
-    );
-    let i = ids.clone();
-    figures.push(
-        measure(
-            &connected,
+            &ids,
+            Arc::new(|id| json!({"license_id": id, "reason": "bench"})),
+        ),
+        (
             "revoke_license",
-            Arc::new(move |n| json!({"license_id": nth(&i, n), "reason": "bench"})),
-        )
-        .await
-        .0,
-    );
-
-    let (create, created) = measure(
-        &connected,
-        "create_session",
-        Arc::new(|n| json!({"agent_role": format!("bench-{}", n % 8)})),
-    )
-    .await;
-    figures.push(create);
-    let sessions = field(&created, "session_id");
-    let s = sessions.clone();
-    figures.push(
-        measure(
+            &ids,
+            Arc::new(|id| json!({"license_id": id, "reason": "bench"})),
+        ),
+    ];
+    let mut sessions = Arc::new(Vec::new());
+    for (tool, values, arguments) in after_issue {
+        let values = values.clone();
+        let (figure, results) = measure(
             &connected,
+            tool,
+            Arc::new(move |n| arguments(nth(&values, n))),
+        )
+        .await;
+        figures.push(figure);
+        if tool == "create_session" {
+            sessions = field(&results, "session_id");
+        }
+    }
+    let after_create: [(&'static str, Arguments); 3] = [
+        (
             "transition_session",
-            Arc::new(move |n| json!({"session_id": nth(&s, n), "to": "active"})),
-        )
-        .await
-        .0,
-    );
-    let s = sessions.clone();
-    figures.push(
-        measure(
-            &connected,
-            "get_session",
-            Arc::new(move |n| json!({"session_id": nth(&s, n)})),
-        )
-        .await
-        .0,
-    );
-    figures.push(
-        measure(
-            &connected,
+            Arc::new(|id| json!({"session_id": id, "to": "active"})),
+        ),
+        ("get_session", Arc::new(|id| json!({"session_id": id}))),
+        (
             "list_sessions",
-            Arc::new(|n| json!({"agent_role": format!("bench-{}", n % 8), "page_size": 20})),
-        )
-        .await
-        .0,
-    );
+            Arc::new(|_| json!({"agent_role": "bench", "page_size": 20})),
+        ),
+    ];
+    for (tool, arguments) in after_create {
+        let sessions = sessions.clone();
+        let arguments = Arc::new(move |n| arguments(nth(&sessions, n)));
+        figures.push(measure(&connected, tool, arguments).await.0);
+    }
 
     for client in connected {
         if let Ok(client) = Arc::try_unwrap(client) {
