@@ -190,20 +190,19 @@ pub async fn run(base_url: &str, token: &str, clients: u32) -> anyhow::Result<Ve
             Arc::new(|id| json!({"license_id": id, "reason": "bench"})),
         ),
     ];
-    let mut sessions = Arc::new(Vec::new());
     for (tool, values, arguments) in after_issue {
         let values = values.clone();
-        let (figure, results) = measure(
-            &connected,
-            tool,
-            Arc::new(move |n| arguments(nth(&values, n))),
-        )
-        .await;
-        figures.push(figure);
-        if tool == "create_session" {
-            sessions = field(&results, "session_id");
-        }
+        let arguments = Arc::new(move |n| arguments(nth(&values, n)));
+        figures.push(measure(&connected, tool, arguments).await.0);
     }
+    let (create, created) = measure(
+        &connected,
+        "create_session",
+        Arc::new(|_| json!({"agent_role": "bench"})),
+    )
+    .await;
+    figures.push(create);
+    let sessions = field(&created, "session_id");
     let after_create: [(&'static str, Arguments); 3] = [
         (
             "transition_session",

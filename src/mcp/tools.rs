@@ -333,11 +333,11 @@ pub fn call(tool: &ToolSpec, arguments: Map<String, Value>) -> Result<Call, Stri
         };
         match parameter.and_then(|p| p["in"].as_str()) {
             Some("path") => {
-                let id = text();
+                let id = value.as_str().unwrap_or_default();
                 if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
                     return Err(format!("{name}: must be an id (a UUID)"));
                 }
-                path = path.replace("{id}", &id);
+                path = path.replace("{id}", id);
             }
             Some("header") => {
                 let declared = parameter
@@ -440,6 +440,15 @@ mod tests {
             "/v1/licenses?limit=5&owner=acme+%26+co"
         );
         assert_eq!(call.body, None);
+        let get = find("get_session").unwrap();
+        let null = super::call(
+            get,
+            json!({"session_id": null}).as_object().unwrap().clone(),
+        );
+        assert_eq!(
+            null.err().as_deref(),
+            Some("session_id: must be an id (a UUID)")
+        );
         let refused = super::call(search, json!({"color": "red"}).as_object().unwrap().clone());
         assert_eq!(
             refused.err().as_deref(),
