@@ -131,6 +131,9 @@ fn complete_operation(method: &Method, path: &str, operation: &mut Operation) {
         )
     });
     let idempotent = parameters.iter().any(is_idempotency_key);
+    let waits = parameters
+        .iter()
+        .any(|p| p.parameter_in == ParameterIn::Header && p.name == "X-Consistency-Position");
     let has_body = operation.request_body.is_some();
 
     let mut generic: Vec<(&str, &[Code])> = Vec::new();
@@ -154,6 +157,9 @@ fn complete_operation(method: &Method, path: &str, operation: &mut Operation) {
         generic.push(("400", &[Code::ValInvalidIdempotencyKey]));
         generic.push(("409", &[Code::BizIdempotencyInFlight]));
         generic.push(("422", &[Code::ValIdempotencyKeyReused]));
+    }
+    if waits {
+        generic.push(("503", &[Code::SysConsistencyTimeout]));
     }
     match access {
         Some(Access::Public) | None => {}

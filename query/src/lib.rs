@@ -90,6 +90,15 @@ pub struct ConsistencyHeader {
     consistency_position: Option<i64>,
 }
 
+/// `?as_of=` of the reads of one license or session.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AsOfParams {
+    /// The instant (RFC 3339): the license or session as it stood then, folded from its events.
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 #[derive(Clone)]
 pub struct QueryState {
     /// Reads (a replica's pool when `READ_DATABASE_URL` is set).

@@ -7,12 +7,12 @@ use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
 use keyledger_events::license::license_stream;
 use keyledger_projections::license::licenses;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::{ConsistencyHeader, QueryState};
+use crate::{AsOfParams, ConsistencyHeader, QueryState};
 
 /// A license as the `licenses` read table has it (never the key).
 #[derive(Debug, Serialize, ToSchema)]
@@ -104,31 +104,22 @@ pub async fn require(
         .await
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct GetParams {
-    /// The license as it stood at this instant (RFC 3339), folded from its events.
-    pub as_of: Option<DateTime<Utc>>,
-}
-
 /// Reads a license, now or as it stood at an instant.
 #[utoipa::path(
     get,
     path = "/v1/licenses/{id}",
     tag = "licenses",
-    params(("id" = Uuid, Path, description = "The license's id."), GetParams, ConsistencyHeader),
+    params(("id" = Uuid, Path, description = "The license's id."), AsOfParams, ConsistencyHeader),
     responses(
         (status = 200, description = "The license.", body = LicenseView),
         (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id (or had it at `as_of`)."),
-        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
     ),
 )]
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,
     AppPath(license_id): AppPath<Uuid>,
-    AppQuery(params): AppQuery<GetParams>,
+    AppQuery(params): AppQuery<AsOfParams>,
 ) -> Result<Json<LicenseView>, ApiError> {
     if let Some(as_of) = params.as_of {
         let client = state.client().await?;

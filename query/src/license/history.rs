@@ -119,7 +119,6 @@ pub async fn active_installations(
     responses(
         (status = 200, description = "The license's active installations, oldest activation first.", body = InstallationPage),
         (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id."),
-        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
     ),
 )]
 pub async fn list_installations(

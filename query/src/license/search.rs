@@ -108,7 +108,6 @@ pub async fn search(
     responses(
         (status = 200, description = "A page of licenses.", body = LicensePage),
         (status = 400, description = "`VAL_INVALID_PARAMETER`: an unknown `status` or `tier`, a `limit` out of range or a cursor not from this API."),
-        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
     ),
 )]
 pub async fn handle(
@@ -215,7 +214,6 @@ async fn by_key(
         (status = 200, description = "The key's license.", body = LicenseView),
         (status = 400, description = "`VAL_INVALID_PARAMETER`: no `X-License-Key` header (or not visible ASCII)."),
         (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this key."),
-        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
     ),
 )]
 pub async fn by_key_header(
@@ -242,7 +240,6 @@ pub async fn by_key_header(
     responses(
         (status = 200, description = "The key's license.", body = LicenseView),
         (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this key."),
-        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
     ),
 )]
 pub async fn by_key_body(

@@ -85,7 +85,6 @@ pub async fn page(
         (status = 200, description = "A page of the license's validations.", body = UsagePage),
         (status = 400, description = "`VAL_INVALID_PARAMETER`: a `limit` out of range or a cursor not from this API."),
         (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id."),
-        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
     ),
 )]
 pub async fn handle(

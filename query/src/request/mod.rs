@@ -242,7 +242,6 @@ pub fn next_cursor(items: &[RequestView], limit: i64) -> Option<String> {
     responses(
         (status = 200, description = "A page of recorded requests.", body = RequestPage),
         (status = 400, description = "`VAL_INVALID_PARAMETER`: a `status` or `status_class` out of range, a `limit` out of range or a cursor not from this API."),
-        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
     ),
 )]
 pub async fn list(
@@ -301,7 +300,6 @@ pub async fn find(
     responses(
         (status = 200, description = "The request, with the events whose correlation id is its request id (at most 100).", body = RequestDetail),
         (status = 404, description = "`RES_NOT_FOUND`: no request record has this id."),
-        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
     ),
 )]
 pub async fn get(

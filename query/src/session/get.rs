@@ -8,13 +8,13 @@ use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
 use keyledger_events::EventPayload;
 use keyledger_events::session::{SessionEvent, session_stream};
 use keyledger_projections::session;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{SESSION_COLUMNS, SessionView, session_from_row};
 use crate::events::stream_until;
-use crate::{ConsistencyHeader, QueryState};
+use crate::{AsOfParams, ConsistencyHeader, QueryState};
 
 /// A change of a session's status.
 #[derive(Debug, Serialize, ToSchema)]
@@ -159,31 +159,22 @@ pub async fn at(
     Ok(fold(&events))
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct GetParams {
-    /// The session as it stood at this instant (RFC 3339), folded from its events.
-    pub as_of: Option<DateTime<Utc>>,
-}
-
 /// Reads a session with its transition history, now or as it stood at an instant.
 #[utoipa::path(
     get,
     path = "/v1/sessions/{id}",
     tag = "sessions",
-    params(("id" = Uuid, Path, description = "The session's id."), GetParams, ConsistencyHeader),
+    params(("id" = Uuid, Path, description = "The session's id."), AsOfParams, ConsistencyHeader),
     responses(
         (status = 200, description = "The session and its transitions.", body = SessionDetail),
         (status = 404, description = "`RES_SESSION_NOT_FOUND`: no session has this id (or had it at `as_of`)."),
-        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
     ),
 )]
 pub async fn handle(
     State(state): State<QueryState>,
     ConsistencyPosition(position): ConsistencyPosition,
     AppPath(session_id): AppPath<Uuid>,
-    AppQuery(params): AppQuery<GetParams>,
+    AppQuery(params): AppQuery<AsOfParams>,
 ) -> Result<Json<SessionDetail>, ApiError> {
     if let Some(as_of) = params.as_of {
         let client = state.client().await?;

@@ -80,7 +80,6 @@ pub async fn page(
     responses(
         (status = 200, description = "A page of sessions and how many match.", body = SessionPage),
         (status = 400, description = "`VAL_INVALID_PARAMETER`: an unknown `status`, or `page` or `page_size` out of range."),
-        (status = 503, description = "`SYS_CONSISTENCY_TIMEOUT`: the read tables did not apply the position in time."),
     ),
 )]
 pub async fn handle(
