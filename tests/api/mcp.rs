@@ -54,6 +54,18 @@ fn refused(result: CallToolResult) -> Value {
     result.structured_content.unwrap()
 }
 
+/// A license issued through the tool, with its key.
+async fn issue(client: &Client, owner: &str, tier: &str) -> Value {
+    done(
+        call(
+            client,
+            "issue_license",
+            json!({"owner": owner, "tier": tier}),
+        )
+        .await,
+    )
+}
+
 async fn tool_names(client: &Client) -> Vec<String> {
     let mut names: Vec<String> = client
         .list_tools(None)
@@ -97,14 +109,7 @@ async fn every_tool_answers_as_its_route_does() {
     );
     assert!(revoke.output_schema.is_some());
 
-    let issued = done(
-        call(
-            &client,
-            "issue_license",
-            json!({"owner": "agent-co", "tier": "pro"}),
-        )
-        .await,
-    );
+    let issued = issue(&client, "agent-co", "pro").await;
     let key = issued["key"].as_str().unwrap().to_owned();
     let id = issued["license_id"].as_str().unwrap().to_owned();
     let validated = done(call(&client, "validate_license", json!({"key": key})).await);
@@ -216,14 +221,7 @@ async fn every_tool_answers_as_its_route_does() {
 async fn a_refused_call_carries_the_routes_code_and_writes_nothing() {
     let app = spawn_app().await;
     let client = connect(&app, ADMIN_TOKEN).await;
-    let issued = done(
-        call(
-            &client,
-            "issue_license",
-            json!({"owner": "acme", "tier": "basic"}),
-        )
-        .await,
-    );
+    let issued = issue(&client, "acme", "basic").await;
     let id = issued["license_id"].as_str().unwrap();
     done(
         call(
@@ -342,14 +340,7 @@ async fn a_retry_with_the_same_idempotency_key_acts_once() {
 async fn a_tool_call_carries_its_actor_and_is_in_the_request_log() {
     let app = spawn_app().await;
     let client = connect(&app, ADMIN_TOKEN).await;
-    let issued = done(
-        call(
-            &client,
-            "issue_license",
-            json!({"owner": "logged", "tier": "free"}),
-        )
-        .await,
-    );
+    let issued = issue(&client, "logged", "free").await;
     let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
     assert_eq!(app.actors(&stream).await, ["admin_token"]);
     let page: Value = eventually(
@@ -385,14 +376,7 @@ async fn keyledger_mcp_serves_the_tools_over_stdio() {
     });
     let client = ().serve(TokioChildProcess::new(command).unwrap()).await.unwrap();
     assert_eq!(tool_names(&client).await.len(), 13);
-    let issued = done(
-        call(
-            &client,
-            "issue_license",
-            json!({"owner": "local", "tier": "basic"}),
-        )
-        .await,
-    );
+    let issued = issue(&client, "local", "basic").await;
     let validated = done(call(&client, "validate_license", json!({"key": issued["key"]})).await);
     assert_eq!(validated["code"], "VALID");
     let refused = refused(
@@ -405,4 +389,58 @@ async fn keyledger_mcp_serves_the_tools_over_stdio() {
     );
     assert_eq!(refused["code"], "RES_LICENSE_NOT_FOUND");
     client.cancel().await.unwrap();
+}
+
+/// Bad input to the transport itself is a problem like anywhere else, and writes nothing.
+#[tokio::test]
+async fn bad_input_to_the_transport_is_a_problem() {
+    let app = spawn_app().await;
+    let before = app.event_count().await;
+    let post = |body: &'static str, content_type: &'static str, accept: &'static str| {
+        app.http
+            .post(app.url("/mcp"))
+            .header("content-type", content_type)
+            .header("accept", accept)
+            .body(body)
+            .send()
+    };
+    let both = "application/json, text/event-stream";
+    let malformed = post(r#"{"jsonrpc":"#, "application/json", both)
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::problem(malformed, 400).await["code"],
+        "VAL_MALFORMED_JSON"
+    );
+    let text = post("tools/list", "text/plain", both).await.unwrap();
+    assert_eq!(
+        crate::helpers::problem(text, 415).await["code"],
+        "VAL_UNSUPPORTED_MEDIA_TYPE"
+    );
+    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let unacceptable = post(initialize, "application/json", "application/json")
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::problem(unacceptable, 406).await["code"],
+        "VAL_UNSUPPORTED_MEDIA_TYPE"
+    );
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"issue_license","arguments":{{"owner":"{}","tier":"pro"}}}}}}"#,
+        "a".repeat(1 << 20)
+    );
+    let too_large = app
+        .http
+        .post(app.url("/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", both)
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::helpers::problem(too_large, 413).await["code"],
+        "VAL_BODY_TOO_LARGE"
+    );
+    assert_eq!(app.event_count().await, before, "bad input wrote events");
 }
