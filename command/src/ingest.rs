@@ -14,7 +14,6 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::CommandState;
-use crate::license::store_error;
 
 pub const MAX_RECORDS: usize = 1000;
 /// The body limit of this route: a full batch of records with bodies.
@@ -298,7 +297,7 @@ pub async fn handle(
         .into_iter()
         .map(|record| state.store.append(record_append(record)));
     for result in futures::future::join_all(appends).await {
-        result.map_err(store_error)?;
+        result.map_err(ApiError::store)?;
     }
     Ok((StatusCode::ACCEPTED, Json(IngestResponse { accepted })))
 }

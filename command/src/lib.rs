@@ -5,12 +5,14 @@ pub mod api_key;
 pub mod audit;
 pub mod auth;
 pub mod execute;
+pub mod handler;
 pub mod idempotency;
 pub mod ingest;
 pub mod license;
 pub mod metadata;
 pub mod session;
 pub mod user;
+pub mod values;
 
 use std::sync::Arc;
 
@@ -48,6 +50,13 @@ pub struct CommandState {
     pub heartbeat_ttl: std::time::Duration,
     /// Characters kept of each request and response body in the request log.
     pub request_body_limit: usize,
+}
+
+impl CommandState {
+    /// Now, to the microsecond the log keeps.
+    pub fn now(&self) -> DateTime<Utc> {
+        keyledger_events::chain::to_micros((self.clock)())
+    }
 }
 
 /// The command side's routes in the OpenAPI description.

@@ -29,5 +29,5 @@ pub use payload::{DecodeError, EventPayload};
 pub use projection::{Projection, ProjectionError};
 pub use store::{
     AppendOutcome, AppendRequest, EventStore, IdempotencyCompletion, PgEventStore, ReadError,
-    RenderResponse, StoreError, StoredResponse, UnreadableEvent, WriterConfig,
+    RenderReceipt, StoreError, UnreadableEvent, WriterConfig,
 };

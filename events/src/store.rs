@@ -66,26 +66,19 @@ pub struct AppendRequest {
     pub idempotency: Option<IdempotencyCompletion>,
 }
 
-/// A response as stored for an Idempotency-Key, replayed byte for byte.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub content_type: String,
-    pub body: Vec<u8>,
-}
+/// Renders what a command keeps with its events from where they landed: bytes the log stores
+/// for the command and never reads (deterministic: the command renders them again for itself).
+pub type RenderReceipt = Arc<dyn Fn(&AppendOutcome) -> Vec<u8> + Send + Sync>;
 
-/// Renders the response of an append from where it landed (deterministic: the handler renders
-/// it again for its own reply).
-pub type RenderResponse = Arc<dyn Fn(&AppendOutcome) -> StoredResponse + Send + Sync>;
-
-/// The claimed Idempotency-Key record a command completes when its events commit.
+/// The claimed Idempotency-Key record a command completes when its events commit, with the
+/// bytes it wants kept there (its response, in a form only the command side reads).
 #[derive(Clone)]
 pub struct IdempotencyCompletion {
     pub scope: String,
     pub key: String,
     /// The claim of the request running the command.
     pub token: uuid::Uuid,
-    pub render: RenderResponse,
+    pub render: RenderReceipt,
 }
 
 impl std::fmt::Debug for IdempotencyCompletion {

@@ -47,10 +47,8 @@ const HEAD_AND_VERSIONS: &str = "SELECT \
 
 /// Completes the claimed Idempotency-Key records of the batch's accepted commands.
 const COMPLETE_IDEMPOTENCY: &str = "UPDATE idempotency_keys k \
-      SET status = 'completed', response_status = u.status, response_content_type = u.content_type, \
-          response_body = u.body \
-      FROM unnest($1::text[], $2::text[], $3::uuid[], $4::int[], $5::text[], $6::bytea[]) \
-           AS u(scope, key, token, status, content_type, body) \
+      SET status = 'completed', response = u.response \
+      FROM unnest($1::text[], $2::text[], $3::uuid[], $4::bytea[]) AS u(scope, key, token, response) \
       WHERE k.scope = u.scope AND k.key = u.key AND k.token = u.token AND k.status = 'in_flight'";
 
 /// The head view's events after its position (run under the lock, after the head was read).
@@ -365,13 +363,11 @@ impl Writer {
             &rows.hashes,
             &hash_rule,
         ];
-        let completion_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        let completion_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [
             &completions.scopes,
             &completions.keys,
             &completions.tokens,
-            &completions.statuses,
-            &completions.content_types,
-            &completions.bodies,
+            &completions.responses,
         ];
         let (inserted, completed, projected, notified) = futures::join!(
             tx.execute(&insert, &insert_params),
@@ -437,20 +433,15 @@ struct Completions {
     scopes: Vec<String>,
     keys: Vec<String>,
     tokens: Vec<Uuid>,
-    statuses: Vec<i32>,
-    content_types: Vec<String>,
-    bodies: Vec<Vec<u8>>,
+    responses: Vec<Vec<u8>>,
 }
 
 impl Completions {
     fn push(&mut self, completion: &crate::store::IdempotencyCompletion, outcome: &AppendOutcome) {
-        let response = (completion.render)(outcome);
         self.scopes.push(completion.scope.clone());
         self.keys.push(completion.key.clone());
         self.tokens.push(completion.token);
-        self.statuses.push(i32::from(response.status));
-        self.content_types.push(response.content_type);
-        self.bodies.push(response.body);
+        self.responses.push((completion.render)(outcome));
     }
 }
 

@@ -217,6 +217,11 @@ impl OwnPostgres {
     /// Connections are still accepted by the kernel; nothing answers, and no server-side
     /// timeout (statement, lock) can fire.
     pub async fn freeze(&mut self) {
+        // The postmaster first: stopped, it forks no backend that the list below would miss.
+        let pids = self.pids();
+        if let Some(postmaster) = pids.last() {
+            run("kill", &["-STOP", postmaster]).await;
+        }
         self.signal_all("-STOP").await;
         self.frozen = true;
     }

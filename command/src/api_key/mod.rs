@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use keyledger_api::api_key::{ApiKeySecret, RngFailed};
-use keyledger_api::{ApiError, AppJson, AppPath, Code, Permission, Principal, RequestId, Routes};
+use keyledger_api::{ApiError, AppJson, AppPath, Code, Permission, Principal, Routes};
 use keyledger_events::api_key::api_key_stream;
 use keyledger_events::{EventStore, Metadata};
 use serde::{Deserialize, Serialize};
@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use crate::CommandState;
 use crate::execute::{CommandError, execute, execute_on_new_stream};
+use crate::handler::CommandRequest;
 use aggregate::{ApiKey, ApiKeyCommand, ApiKeyError};
 
 /// Longest key name accepted.
@@ -170,15 +171,6 @@ pub async fn revoke_api_key(
         .map(|_| ())
 }
 
-fn request_metadata(request_id: &RequestId) -> Metadata {
-    Metadata {
-        correlation_id: Some(request_id.0.clone()),
-        causation_id: Some(request_id.0.clone()),
-        actor: Some(keyledger_api::principal::request_actor()),
-        idempotency_key: None,
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = CreateApiKeyRequest)]
@@ -226,9 +218,8 @@ pub struct ApiKeyList {
 )]
 #[tracing::instrument(skip_all, fields(api_key.id))]
 pub async fn create(
-    State(state): State<CommandState>,
+    command_request: CommandRequest,
     principal: Principal,
-    request_id: RequestId,
     AppJson(request): AppJson<CreateRequest>,
 ) -> Result<Response, ApiError> {
     let name = parse_name(&request.name).map_err(|m| ApiError::invalid_field("name", m))?;
@@ -239,11 +230,11 @@ pub async fn create(
         )));
     }
     let created = create_api_key(
-        state.store.as_ref(),
+        command_request.state().store.as_ref(),
         name,
         scopes,
-        &request_metadata(&request_id),
-        (state.clock)(),
+        command_request.metadata(),
+        command_request.now,
     )
     .await?;
     tracing::Span::current().record("api_key.id", tracing::field::display(created.id));
@@ -312,15 +303,14 @@ pub async fn get(
 )]
 #[tracing::instrument(skip_all, fields(api_key.id = %id))]
 pub async fn revoke(
-    State(state): State<CommandState>,
-    request_id: RequestId,
+    request: CommandRequest,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
     revoke_api_key(
-        state.store.as_ref(),
+        request.state().store.as_ref(),
         id,
-        &request_metadata(&request_id),
-        (state.clock)(),
+        request.metadata(),
+        request.now,
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())

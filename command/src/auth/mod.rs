@@ -56,6 +56,13 @@ pub struct AuthState {
     pub secure_cookies: bool,
 }
 
+impl AuthState {
+    /// Now, to the microsecond the log keeps.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        keyledger_events::chain::to_micros((self.clock)())
+    }
+}
+
 /// The sign-in routes' part of the OpenAPI description (the admin hub's login and logout
 /// included).
 #[derive(utoipa::OpenApi)]
@@ -334,7 +341,7 @@ pub async fn log_in(
     tracing::Span::current().record("user.id", tracing::field::display(user.user_id));
     let role = Role::parse(&user.role)
         .ok_or_else(|| ApiError::internal(format!("user with unknown role {}", user.role)))?;
-    let now = keyledger_events::chain::to_micros((state.clock)());
+    let now = state.now();
     let (refresh_token, hash) = new_refresh_token()?;
     let family_id = Uuid::new_v4();
     let command = FamilyCommand::Start {
@@ -471,7 +478,7 @@ pub async fn refresh(
     span.record("family.id", tracing::field::display(family_id));
     let stream = refresh_family_stream(family_id);
     let meta = metadata(&request_id, user_id);
-    let now = keyledger_events::chain::to_micros((state.clock)());
+    let now = state.now();
     let status = {
         let client = state.pool.get().await?;
         keyledger_api::principal::user_status(&client, user_id).await?
@@ -544,7 +551,7 @@ pub async fn end_family(
     user_id: Uuid,
     request_id: &RequestId,
 ) -> Result<(), ApiError> {
-    let now = keyledger_events::chain::to_micros((state.clock)());
+    let now = state.now();
     execute::<RefreshFamily>(
         state.store.as_ref(),
         &refresh_family_stream(family_id),

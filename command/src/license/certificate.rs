@@ -3,14 +3,11 @@
 //! calling home). The hand-out is a `CertificateIssued` event on the license's stream, decided
 //! like every license command: a revoked, suspended or expired license gets none.
 
-use std::sync::Arc;
-
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
+use keyledger_api::{ApiError, AppJson, AppPath};
 use keyledger_events::audit::{CERTIFICATE_TYPE, CertificateClaims};
 use keyledger_events::license::{CertificateIssued, LicenseEvent, license_stream};
 use serde::{Deserialize, Serialize};
@@ -18,14 +15,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{License, LicenseCommand};
-use super::installations::InstallationId;
 use super::policy::Policy;
-use super::request_metadata;
-use crate::CommandState;
 use crate::audit::AuditKey;
-use crate::execute::execute;
-use crate::idempotency::{Idempotency, json_response};
-use keyledger_events::RenderResponse;
+use crate::handler::CommandRequest;
+use crate::idempotency::StoredResponse;
+use crate::values::InstallationId;
+use keyledger_events::AppendOutcome;
 
 /// Days a certificate is valid when the request does not say.
 pub const DEFAULT_VALID_DAYS: u32 = 30;
@@ -83,32 +78,37 @@ pub fn claims(license: &License, issued: &CertificateIssued, policy: &Policy) ->
     }
 }
 
-fn render(
+/// The certificate the command decided, signed.
+fn answer(
     license: &License,
     events: &[LicenseEvent],
+    outcome: &AppendOutcome,
     policy: &Policy,
     audit: &AuditKey,
-) -> Option<RenderResponse> {
-    let issued = events.iter().find_map(|event| match event {
-        LicenseEvent::CertificateIssued(issued) => Some(issued.clone()),
+) -> StoredResponse {
+    let Some(issued) = events.iter().find_map(|event| match event {
+        LicenseEvent::CertificateIssued(issued) => Some(issued),
         _ => None,
-    })?;
-    let certificate = audit
-        .key()
-        .sign_certificate(&claims(license, &issued, policy));
-    Some(Arc::new(move |outcome| {
-        json_response(
-            StatusCode::CREATED,
-            &CertificateResponse {
-                certificate: certificate.clone(),
-                certificate_id: issued.certificate_id,
-                license_id: issued.license_id,
-                valid_until: issued.valid_until,
-                kid: issued.kid.clone(),
-                position: outcome.position,
-            },
-        )
-    }))
+    }) else {
+        // `Certify` decides a `CertificateIssued` or refuses.
+        return StoredResponse::json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &serde_json::json!({"detail": "the certificate command decided no certificate"}),
+        );
+    };
+    StoredResponse::json(
+        StatusCode::CREATED,
+        &CertificateResponse {
+            certificate: audit
+                .key()
+                .sign_certificate(&claims(license, issued, policy)),
+            certificate_id: issued.certificate_id,
+            license_id: issued.license_id,
+            valid_until: issued.valid_until,
+            kid: issued.kid.clone(),
+            position: outcome.position,
+        },
+    )
 }
 
 /// A signed statement of the license's standing that an installation can check offline,
@@ -127,17 +127,16 @@ fn render(
 )]
 #[tracing::instrument(skip_all, fields(license.id = %license_id))]
 pub async fn handle(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    request: CommandRequest,
     AppPath(license_id): AppPath<Uuid>,
-    AppJson(request): AppJson<CertificateRequest>,
+    AppJson(body): AppJson<CertificateRequest>,
 ) -> Result<Response, ApiError> {
-    let installation_id = match &request.installation_id {
-        Some(id) => Some(InstallationId::parse(id)?.0),
+    let state = request.state();
+    let installation_id = match &body.installation_id {
+        Some(id) => Some(InstallationId::parse(id)?.into()),
         None => None,
     };
-    let valid_days = match request.ttl_days {
+    let valid_days = match body.ttl_days {
         None => DEFAULT_VALID_DAYS,
         Some(days) => u32::try_from(days)
             .ok()
@@ -157,21 +156,14 @@ pub async fn handle(
         installation_id,
         valid_days,
         kid: state.audit_key.key().kid().to_owned(),
-        at: keyledger_events::chain::to_micros((state.clock)()),
+        at: request.now,
     };
     let (policy, audit) = (state.policy.clone(), state.audit_key.clone());
-    let executed = execute::<License>(
-        state.store.as_ref(),
-        &license_stream(license_id),
-        &command,
-        &request_metadata(&request_id, &idempotency),
-        &|license, events| {
-            render(license, events, &policy, &audit)
-                .and_then(|render| idempotency.completion(&render))
-        },
-    )
-    .await?;
-    let render = render(&executed.state, &executed.events, &policy, &audit)
-        .ok_or_else(|| ApiError::internal("the certificate command decided no certificate"))?;
-    Ok(idempotency.reply(render(&executed.outcome)))
+    request
+        .run::<License>(
+            &license_stream(license_id),
+            &command,
+            move |license, events, outcome| answer(license, events, outcome, &policy, &audit),
+        )
+        .await
 }

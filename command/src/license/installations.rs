@@ -7,20 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson, AppPath, Code, RequestId};
+use keyledger_api::{ApiError, AppJson, AppPath, Code};
 use keyledger_events::license::{
     DeactivationReason, HeartbeatEvent, InstallationHeartbeat, heartbeat_stream, license_stream,
 };
-use keyledger_events::{
-    AppendOutcome, AppendRequest, EventPayload, EventStore, ExpectedVersion, Metadata,
-    RenderResponse,
-};
+use keyledger_events::{AppendOutcome, EventPayload, EventStore, ExpectedVersion, Metadata};
 use keyledger_projections::license::validation;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -28,30 +24,12 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{License, LicenseCommand, LicenseError};
-use super::{request_metadata, store_error};
+use crate::Clock;
 use crate::execute::{CommandError, execute};
-use crate::idempotency::{Idempotency, json_response, renderer};
+use crate::handler::CommandRequest;
+use crate::idempotency::StoredResponse;
 use crate::metadata::parse_metadata;
-use crate::{Clock, CommandState};
-
-/// An installation id: 1 to 128 visible ASCII characters.
-pub struct InstallationId(pub(crate) String);
-
-impl InstallationId {
-    pub fn parse(text: &str) -> Result<InstallationId, ApiError> {
-        if text.is_empty() || text.len() > 128 || !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ApiError::invalid_field(
-                "installation_id",
-                "must be 1 to 128 visible ASCII characters",
-            ));
-        }
-        Ok(InstallationId(text.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
+use crate::values::InstallationId;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -85,7 +63,7 @@ fn installation_response(
     installation_id: &str,
     outcome: &AppendOutcome,
     status: StatusCode,
-) -> keyledger_events::StoredResponse {
+) -> StoredResponse {
     let (license_id, activated_at) = match license {
         License::Existing(state) => (
             state.license_id,
@@ -93,7 +71,7 @@ fn installation_response(
         ),
         License::Absent => (Uuid::nil(), None),
     };
-    json_response(
+    StoredResponse::json(
         status,
         &InstallationResponse {
             license_id,
@@ -120,14 +98,12 @@ fn installation_response(
     ),
 )]
 pub async fn activate(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    request: CommandRequest,
     AppPath(license_id): AppPath<Uuid>,
-    AppJson(request): AppJson<ActivateRequest>,
+    AppJson(body): AppJson<ActivateRequest>,
 ) -> Result<Response, ApiError> {
-    let installation = InstallationId::parse(&request.installation_id)?;
-    let hostname = match request.hostname.map(|h| h.trim().to_owned()) {
+    let installation = InstallationId::parse(&body.installation_id)?;
+    let hostname = match body.hostname.map(|h| h.trim().to_owned()) {
         Some(h) if h.is_empty() || h.len() > 255 || h.chars().any(char::is_control) => {
             return Err(ApiError::invalid_field(
                 "hostname",
@@ -136,44 +112,30 @@ pub async fn activate(
         }
         other => other,
     };
-    let metadata = parse_metadata(request.metadata)?;
+    let metadata = parse_metadata(body.metadata)?;
     let command = LicenseCommand::Activate {
-        installation_id: installation.0.clone(),
+        installation_id: installation.to_string(),
         hostname,
         metadata,
-        at: keyledger_events::chain::to_micros((state.clock)()),
-        policy: state.policy.clone(),
+        at: request.now,
+        policy: request.state().policy.clone(),
     };
-    let id = installation.0.clone();
-    let executed = execute::<License>(
-        state.store.as_ref(),
-        &license_stream(license_id),
-        &command,
-        &request_metadata(&request_id, &idempotency),
-        &|license, _| {
-            let license = license.clone();
-            let id = id.clone();
-            let render: RenderResponse = Arc::new(move |outcome| {
-                installation_response(&license, &id, outcome, StatusCode::CREATED)
-            });
-            idempotency.completion(&render)
-        },
-    )
-    .await?;
-    if executed.events.is_empty() {
-        return Ok(idempotency.reply_unstored(installation_response(
-            &executed.state,
-            &installation.0,
-            &executed.outcome,
-            StatusCode::OK,
-        )));
-    }
-    Ok(idempotency.reply(installation_response(
-        &executed.state,
-        &installation.0,
-        &executed.outcome,
-        StatusCode::CREATED,
-    )))
+    let id = String::from(installation);
+    request
+        .run::<License>(
+            &license_stream(license_id),
+            &command,
+            move |license, events, outcome| {
+                // Nothing decided: the installation had its seat already.
+                let status = if events.is_empty() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CREATED
+                };
+                installation_response(license, &id, outcome, status)
+            },
+        )
+        .await
 }
 
 /// `DELETE /v1/licenses/{id}/installations/{installation_id}`: frees the seat.
@@ -190,31 +152,23 @@ pub async fn activate(
     ),
 )]
 pub async fn deactivate(
-    State(state): State<CommandState>,
-    request_id: RequestId,
+    request: CommandRequest,
     AppPath((license_id, installation_id)): AppPath<(Uuid, String)>,
 ) -> Result<Response, ApiError> {
     let installation = InstallationId::parse(&installation_id)?;
     let command = LicenseCommand::Deactivate {
-        installation_id: installation.0.clone(),
+        installation_id: installation.to_string(),
         reason: DeactivationReason::Released,
-        at: keyledger_events::chain::to_micros((state.clock)()),
+        at: request.now,
     };
-    let none = Idempotency(None);
-    let executed = execute::<License>(
-        state.store.as_ref(),
-        &license_stream(license_id),
-        &command,
-        &request_metadata(&request_id, &none),
-        &|_, _| None,
-    )
-    .await?;
-    Ok(none.reply(installation_response(
-        &executed.state,
-        &installation.0,
-        &executed.outcome,
-        StatusCode::OK,
-    )))
+    let id = String::from(installation);
+    request
+        .run::<License>(
+            &license_stream(license_id),
+            &command,
+            move |license, _, outcome| installation_response(license, &id, outcome, StatusCode::OK),
+        )
+        .await
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -239,12 +193,11 @@ pub struct HeartbeatResponse {
     ),
 )]
 pub async fn heartbeat(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    request: CommandRequest,
     AppPath((license_id, installation_id)): AppPath<(Uuid, String)>,
 ) -> Result<Response, ApiError> {
     let installation = InstallationId::parse(&installation_id)?;
+    let state = request.state();
     let client = state.pool.get().await.map_err(ApiError::from)?;
     let active = validation::installation_active(&client, license_id, installation.as_str())
         .await
@@ -265,34 +218,34 @@ pub async fn heartbeat(
         }
         Some(true) => {}
     }
-    let now = keyledger_events::chain::to_micros((state.clock)());
+    let now = request.now;
     let due = now
         + chrono::Duration::from_std(state.heartbeat_ttl).unwrap_or(chrono::Duration::minutes(10));
-    let id = installation.0.clone();
-    let render = renderer(StatusCode::OK, move |outcome| HeartbeatResponse {
-        license_id,
-        installation_id: id.clone(),
-        last_seen: now,
-        next_heartbeat_due: due,
-        position: outcome.position,
-    });
     let event = HeartbeatEvent::InstallationHeartbeat(InstallationHeartbeat {
         license_id,
-        installation_id: installation.0.clone(),
+        installation_id: installation.to_string(),
         at: now,
     });
-    let outcome = state
-        .store
-        .append(AppendRequest {
-            stream_id: heartbeat_stream(license_id),
-            expected: ExpectedVersion::Any,
-            events: vec![event.to_new_event(Uuid::new_v4())],
-            metadata: request_metadata(&request_id, &idempotency),
-            idempotency: idempotency.completion(&render),
-        })
+    let id = String::from(installation);
+    request
+        .append(
+            heartbeat_stream(license_id),
+            ExpectedVersion::Any,
+            vec![event.to_new_event(Uuid::new_v4())],
+            move |outcome| {
+                StoredResponse::json(
+                    StatusCode::OK,
+                    &HeartbeatResponse {
+                        license_id,
+                        installation_id: id.clone(),
+                        last_seen: now,
+                        next_heartbeat_due: due,
+                        position: outcome.position,
+                    },
+                )
+            },
+        )
         .await
-        .map_err(store_error)?;
-    Ok(idempotency.reply(render(&outcome)))
 }
 
 /// Deactivates installations whose last heartbeat (or activation) is older than `ttl`, through

@@ -1,11 +1,10 @@
 //! `POST /v1/licenses`: issue a license. The key is in this response and nowhere else.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson, RequestId};
+use keyledger_api::{ApiError, AppJson};
 use keyledger_events::license::{Tier, license_stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,15 +13,13 @@ use uuid::Uuid;
 
 use super::aggregate::{IssueLicense, License, LicenseCommand};
 use super::key::LicenseKey;
-use super::request_metadata;
-use crate::CommandState;
-use crate::execute::execute_on_new_stream;
-use crate::idempotency::{Idempotency, json_response, renderer};
+use crate::handler::CommandRequest;
+use crate::idempotency::StoredResponse;
 use crate::metadata::parse_metadata;
+use crate::values::Owner;
 
 const DEFAULT_VALID_DAYS: u32 = 365;
 const MAX_VALID_DAYS: u32 = 36_500;
-const MAX_OWNER_CHARS: usize = 256;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -109,29 +106,13 @@ pub struct IssueResponse {
     pub position: i64,
 }
 
-/// A license owner: trimmed, 1..=256 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner(String);
-
-impl Owner {
-    pub fn parse(text: &str) -> Result<Owner, ApiError> {
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
-            return Err(ApiError::invalid_field("owner", "must not be empty"));
+impl IssueResponse {
+    /// This answer, at the position the license's events landed at.
+    fn at(&self, outcome: &keyledger_events::AppendOutcome) -> IssueResponse {
+        IssueResponse {
+            position: outcome.position,
+            ..self.clone()
         }
-        if trimmed.chars().count() > MAX_OWNER_CHARS {
-            return Err(ApiError::invalid_field(
-                "owner",
-                format!("must be at most {MAX_OWNER_CHARS} characters"),
-            ));
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(ApiError::invalid_field(
-                "owner",
-                "must not contain control characters",
-            ));
-        }
-        Ok(Owner(trimmed.to_owned()))
     }
 }
 
@@ -200,12 +181,10 @@ fn dated_expiry(request: &IssueRequest, now: DateTime<Utc>) -> Result<DateTime<U
 )]
 #[tracing::instrument(skip_all, fields(license.id))]
 pub async fn handle(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    command_request: CommandRequest,
     AppJson(request): AppJson<IssueRequest>,
 ) -> Result<Response, ApiError> {
-    let now = keyledger_events::chain::to_micros((state.clock)());
+    let now = command_request.now;
     let owner = Owner::parse(&request.owner)?;
     let expires_at = expiry(&request, now)?;
     let metadata = parse_metadata(request.metadata)?;
@@ -218,20 +197,21 @@ pub async fn handle(
         license_id,
         key_hash: key.hash(),
         key_prefix: key.display_prefix(),
-        owner: owner.0.clone(),
+        owner: owner.to_string(),
         tier: request.tier,
         issued_at: now,
         expires_at,
         metadata,
         entitlements: entitlements.clone(),
         max_installations,
-        policy: state.policy.clone(),
+        policy: command_request.state().policy.clone(),
     });
+    // The answer as stored for a retry of the same Idempotency-Key: without the key.
     let stored = IssueResponse {
         license_id,
         key: None,
         key_prefix: key.display_prefix(),
-        owner: owner.0,
+        owner: owner.into(),
         tier: request.tier,
         status: "active",
         issued_at: now,
@@ -240,28 +220,17 @@ pub async fn handle(
         max_installations,
         position: 0,
     };
-    let first = IssueResponse {
+    let shown = IssueResponse {
         key: Some(key.expose().to_owned()),
         ..stored.clone()
     };
-    let render = renderer(StatusCode::CREATED, move |outcome| IssueResponse {
-        position: outcome.position,
-        ..stored.clone()
-    });
-    let executed = execute_on_new_stream::<License>(
-        state.store.as_ref(),
-        &license_stream(license_id),
-        &command,
-        &request_metadata(&request_id, &idempotency),
-        &|_, _| idempotency.completion(&render),
-    )
-    .await?;
-    let outcome = executed.outcome;
-    Ok(idempotency.reply(json_response(
-        StatusCode::CREATED,
-        &IssueResponse {
-            position: outcome.position,
-            ..first
-        },
-    )))
+    command_request
+        .run_new_showing::<License>(
+            &license_stream(license_id),
+            &command,
+            move |_, _, outcome| StoredResponse::json(StatusCode::CREATED, &stored.at(outcome)),
+            // The key is in this reply only, never in the answer stored for a retry.
+            |outcome| StoredResponse::json(StatusCode::CREATED, &shown.at(outcome)),
+        )
+        .await
 }

@@ -1,28 +1,23 @@
 //! `POST /v1/licenses/{id}/suspend`, `/reinstate`, `/renew` and `/policy`: the reversible
 //! changes of a license's life. Revoked is final: each of these answers 409 on it.
 
-use std::sync::Arc;
-
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
+use keyledger_api::{ApiError, AppJson, AppPath};
+use keyledger_events::AppendOutcome;
 use keyledger_events::license::license_stream;
-use keyledger_events::{AppendOutcome, RenderResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{License, LicenseCommand, Status};
 use super::issue::{parse_entitlements, parse_max_installations};
-use super::request_metadata;
-use crate::CommandState;
-use crate::execute::execute;
-use crate::idempotency::{Idempotency, json_response};
+use crate::handler::CommandRequest;
+use crate::idempotency::StoredResponse;
+use crate::values::Reason;
 
-const MAX_REASON_CHARS: usize = 1000;
 const MAX_VALID_DAYS: u32 = 36_500;
 
 /// The answer of every lifecycle command: the license as it now stands.
@@ -46,9 +41,9 @@ pub fn status_name(status: Status) -> &'static str {
     }
 }
 
-fn render(license: &License, outcome: &AppendOutcome) -> keyledger_events::StoredResponse {
+fn answer(license: &License, outcome: &AppendOutcome) -> StoredResponse {
     match license {
-        License::Existing(state) => json_response(
+        License::Existing(state) => StoredResponse::json(
             StatusCode::OK,
             &LicenseStatusResponse {
                 license_id: state.license_id,
@@ -59,46 +54,23 @@ fn render(license: &License, outcome: &AppendOutcome) -> keyledger_events::Store
                 position: outcome.position,
             },
         ),
-        License::Absent => json_response(StatusCode::NOT_FOUND, &serde_json::Value::Null),
+        License::Absent => StoredResponse::json(StatusCode::NOT_FOUND, &serde_json::Value::Null),
     }
 }
 
 /// Runs `command` on the license and answers with its new standing.
 async fn run(
-    state: &CommandState,
-    request_id: &RequestId,
-    idempotency: &Idempotency,
+    request: &CommandRequest,
     license_id: Uuid,
     command: LicenseCommand,
 ) -> Result<Response, ApiError> {
-    let executed = execute::<License>(
-        state.store.as_ref(),
-        &license_stream(license_id),
-        &command,
-        &request_metadata(request_id, idempotency),
-        &|license, _| {
-            let license = license.clone();
-            let render: RenderResponse = Arc::new(move |outcome| render(&license, outcome));
-            idempotency.completion(&render)
-        },
-    )
-    .await?;
-    Ok(idempotency.reply(render(&executed.state, &executed.outcome)))
-}
-
-fn reason(text: &str, required: bool) -> Result<Option<String>, ApiError> {
-    let text = text.trim();
-    if text.chars().count() > MAX_REASON_CHARS || (required && text.is_empty()) {
-        return Err(ApiError::invalid_field(
-            "reason",
-            format!("must be 1 to {MAX_REASON_CHARS} characters"),
-        ));
-    }
-    Ok((!text.is_empty()).then(|| text.to_owned()))
-}
-
-fn now(state: &CommandState) -> DateTime<Utc> {
-    keyledger_events::chain::to_micros((state.clock)())
+    request
+        .run::<License>(
+            &license_stream(license_id),
+            &command,
+            |license, _, outcome| answer(license, outcome),
+        )
+        .await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -123,18 +95,16 @@ pub struct SuspendRequest {
     ),
 )]
 pub async fn suspend(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    request: CommandRequest,
     AppPath(license_id): AppPath<Uuid>,
-    AppJson(request): AppJson<SuspendRequest>,
+    AppJson(body): AppJson<SuspendRequest>,
 ) -> Result<Response, ApiError> {
-    let reason = reason(&request.reason, true)?.unwrap_or_default();
+    let reason = Reason::required(&body.reason)?.into();
     let command = LicenseCommand::Suspend {
         reason,
-        at: now(&state),
+        at: request.now,
     };
-    run(&state, &request_id, &idempotency, license_id, command).await
+    run(&request, license_id, command).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -160,18 +130,16 @@ pub struct ReinstateRequest {
     ),
 )]
 pub async fn reinstate(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    request: CommandRequest,
     AppPath(license_id): AppPath<Uuid>,
-    AppJson(request): AppJson<ReinstateRequest>,
+    AppJson(body): AppJson<ReinstateRequest>,
 ) -> Result<Response, ApiError> {
-    let reason = reason(request.reason.as_deref().unwrap_or(""), false)?;
+    let reason = Reason::optional(body.reason.as_deref())?.map(String::from);
     let command = LicenseCommand::Reinstate {
         reason,
-        at: now(&state),
+        at: request.now,
     };
-    run(&state, &request_id, &idempotency, license_id, command).await
+    run(&request, license_id, command).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -196,23 +164,21 @@ pub struct RenewRequest {
     ),
 )]
 pub async fn renew(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    request: CommandRequest,
     AppPath(license_id): AppPath<Uuid>,
-    AppJson(request): AppJson<RenewRequest>,
+    AppJson(body): AppJson<RenewRequest>,
 ) -> Result<Response, ApiError> {
-    if !(1..=MAX_VALID_DAYS).contains(&request.valid_days) {
+    if !(1..=MAX_VALID_DAYS).contains(&body.valid_days) {
         return Err(ApiError::invalid_field(
             "valid_days",
             format!("must be between 1 and {MAX_VALID_DAYS}"),
         ));
     }
     let command = LicenseCommand::Renew {
-        valid_days: request.valid_days,
-        at: now(&state),
+        valid_days: body.valid_days,
+        at: request.now,
     };
-    run(&state, &request_id, &idempotency, license_id, command).await
+    run(&request, license_id, command).await
 }
 
 /// The license's overrides: `entitlements` replace its own (the tier's stay), and
@@ -244,16 +210,14 @@ pub struct PolicyRequest {
     ),
 )]
 pub async fn change_policy(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    request: CommandRequest,
     AppPath(license_id): AppPath<Uuid>,
-    AppJson(request): AppJson<PolicyRequest>,
+    AppJson(body): AppJson<PolicyRequest>,
 ) -> Result<Response, ApiError> {
     let command = LicenseCommand::ChangePolicy {
-        entitlements: parse_entitlements(request.entitlements)?,
-        max_installations: parse_max_installations(request.max_installations)?,
-        at: now(&state),
+        entitlements: parse_entitlements(body.entitlements)?,
+        max_installations: parse_max_installations(body.max_installations)?,
+        at: request.now,
     };
-    run(&state, &request_id, &idempotency, license_id, command).await
+    run(&request, license_id, command).await
 }

@@ -11,11 +11,9 @@ pub mod revoke;
 pub mod validate;
 
 use axum::http::StatusCode;
-use keyledger_api::{ApiError, Code, RequestId};
-use keyledger_events::{Metadata, StoreError};
+use keyledger_api::{ApiError, Code};
 
 use crate::execute::CommandError;
-use crate::idempotency::Idempotency;
 use aggregate::LicenseError;
 
 impl From<CommandError<LicenseError>> for ApiError {
@@ -82,22 +80,7 @@ impl From<CommandError<LicenseError>> for ApiError {
                     "the license kept changing while this command ran; retry it",
                 )
             },
-            CommandError::Store(cause) => store_error(cause),
+            CommandError::Store(cause) => ApiError::store(cause),
         }
-    }
-}
-
-pub(crate) fn store_error(error: StoreError) -> ApiError {
-    ApiError::store(error)
-}
-
-/// Metadata of the events an API request causes.
-pub(crate) fn request_metadata(request_id: &RequestId, idempotency: &Idempotency) -> Metadata {
-    Metadata {
-        correlation_id: Some(request_id.0.clone()),
-        // The command came straight from the request.
-        causation_id: Some(request_id.0.clone()),
-        actor: Some(keyledger_api::principal::request_actor()),
-        idempotency_key: idempotency.key(),
     }
 }

@@ -1,23 +1,19 @@
 //! `POST /v1/licenses/{id}/revoke`: revoke a license for good.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
+use keyledger_api::{ApiError, AppJson, AppPath};
 use keyledger_events::license::license_stream;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{License, LicenseCommand};
-use super::request_metadata;
-use crate::CommandState;
-use crate::execute::execute;
-use crate::idempotency::{Idempotency, renderer};
-
-const MAX_REASON_CHARS: usize = 1000;
+use crate::handler::CommandRequest;
+use crate::idempotency::StoredResponse;
+use crate::values::Reason;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,38 +47,31 @@ pub struct RevokeResponse {
 )]
 #[tracing::instrument(skip_all, fields(license.id = %license_id))]
 pub async fn handle(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    request: CommandRequest,
     AppPath(license_id): AppPath<Uuid>,
-    AppJson(request): AppJson<RevokeRequest>,
+    AppJson(body): AppJson<RevokeRequest>,
 ) -> Result<Response, ApiError> {
-    let reason = request.reason.trim();
-    if reason.is_empty() || reason.chars().count() > MAX_REASON_CHARS {
-        return Err(ApiError::invalid_field(
-            "reason",
-            format!("must be 1 to {MAX_REASON_CHARS} characters"),
-        ));
-    }
-    let revoked_at = keyledger_events::chain::to_micros((state.clock)());
+    let reason = Reason::required(&body.reason)?;
+    let revoked_at = request.now;
     let command = LicenseCommand::Revoke {
-        reason: reason.to_owned(),
+        reason: reason.into(),
         at: revoked_at,
     };
-    let render = renderer(StatusCode::OK, move |outcome| RevokeResponse {
-        license_id,
-        status: "revoked",
-        revoked_at,
-        position: outcome.position,
-    });
-    let executed = execute::<License>(
-        state.store.as_ref(),
-        &license_stream(license_id),
-        &command,
-        &request_metadata(&request_id, &idempotency),
-        &|_, _| idempotency.completion(&render),
-    )
-    .await?;
-    let outcome = executed.outcome;
-    Ok(idempotency.reply(render(&outcome)))
+    request
+        .run::<License>(
+            &license_stream(license_id),
+            &command,
+            move |_, _, outcome| {
+                StoredResponse::json(
+                    StatusCode::OK,
+                    &RevokeResponse {
+                        license_id,
+                        status: "revoked",
+                        revoked_at,
+                        position: outcome.position,
+                    },
+                )
+            },
+        )
+        .await
 }

@@ -10,14 +10,13 @@
 //! not know after reading the log's tail gets `NOT_FOUND`: neither reaches the writer or the
 //! log (the request log still records the call).
 
-use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson, RequestId};
+use keyledger_api::{ApiError, AppJson};
 use keyledger_events::license::{LicenseValidated, Tier, UsageEvent, ValidationCode, usage_stream};
-use keyledger_events::{AppendRequest, Decide, EventPayload, ExpectedVersion};
+use keyledger_events::{Decide, EventPayload};
 use keyledger_projections::license::view::{License, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,13 +24,12 @@ use std::sync::{Arc, Mutex};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::installations::InstallationId;
 use super::key::LicenseKey;
 use super::policy::Policy;
-use super::{request_metadata, store_error};
-use crate::CommandState;
-use crate::idempotency::{Idempotency, json_response, renderer};
+use crate::handler::CommandRequest;
+use crate::idempotency::StoredResponse;
 use crate::metadata::parse_metadata;
+use crate::values::InstallationId;
 
 const MAX_FEATURE_CHARS: usize = 128;
 
@@ -148,12 +146,11 @@ pub fn judge(
 )]
 #[tracing::instrument(skip_all, fields(license.id))]
 pub async fn handle(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    command_request: CommandRequest,
     headers: HeaderMap,
     AppJson(request): AppJson<ValidateRequest>,
 ) -> Result<Response, ApiError> {
+    let state = command_request.state();
     let presented = request.key.as_deref().or_else(|| {
         headers
             .get(header::AUTHORIZATION)
@@ -166,8 +163,10 @@ pub async fn handle(
             "missing field `key` (or authenticate with `Authorization: License <key>`)",
         ));
     };
-    let answer =
-        |body: ValidateResponse| idempotency.reply_unstored(json_response(StatusCode::OK, &body));
+    // An answer without a usage event to append.
+    let answer = |body: ValidateResponse| {
+        command_request.answer(StoredResponse::json(StatusCode::OK, &body))
+    };
     let feature = match request.feature {
         Some(f) if f.is_empty() || f.chars().count() > MAX_FEATURE_CHARS => {
             return Err(ApiError::invalid_field(
@@ -206,7 +205,7 @@ pub async fn handle(
         }
     };
     tracing::Span::current().record("license.id", tracing::field::display(license_id));
-    let now = keyledger_events::chain::to_micros((state.clock)());
+    let now = command_request.now;
     // Decided under the append lock: only the verdict and what the answer needs of the license
     // are copied there; the answer itself is built outside the lock.
     let verdict: Arc<Mutex<Option<Verdict>>> = Arc::default();
@@ -247,11 +246,11 @@ pub async fn handle(
             vec![usage.to_new_event(event_id)]
         })
     };
-    let render = {
-        let (verdict, policy) = (verdict.clone(), state.policy.clone());
-        renderer(StatusCode::OK, move |outcome| {
+    let policy = state.policy.clone();
+    command_request
+        .append_decided(usage_stream(license_id), decide, move |outcome| {
             let decided = verdict.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            match decided {
+            let body = match decided {
                 Some(verdict) => ValidateResponse {
                     valid: verdict.code == ValidationCode::Valid,
                     code: verdict.code,
@@ -270,24 +269,10 @@ pub async fn handle(
                     position: Some(outcome.position),
                     ..ValidateResponse::rejected(ValidationCode::NotFound)
                 },
-            }
+            };
+            StoredResponse::json(StatusCode::OK, &body)
         })
-    };
-    let outcome = state
-        .store
-        .append_decided(
-            AppendRequest {
-                stream_id: usage_stream(license_id),
-                expected: ExpectedVersion::Any,
-                events: Vec::new(),
-                metadata: request_metadata(&request_id, &idempotency),
-                idempotency: idempotency.completion(&render),
-            },
-            decide,
-        )
         .await
-        .map_err(store_error)?;
-    Ok(idempotency.reply(render(&outcome)))
 }
 
 #[cfg(test)]

@@ -1,11 +1,10 @@
 //! `POST /v1/sessions`: start an agent session (pending).
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson, RequestId};
+use keyledger_api::{ApiError, AppJson};
 use keyledger_events::session::{SessionStatus, session_stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,13 +12,10 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{Session, SessionCommand};
-use crate::CommandState;
-use crate::execute::execute_on_new_stream;
-use crate::idempotency::{Idempotency, renderer};
-use crate::license::request_metadata;
+use crate::handler::CommandRequest;
+use crate::idempotency::StoredResponse;
 use crate::metadata::parse_metadata;
-
-const MAX_ROLE_CHARS: usize = 64;
+use crate::values::AgentRole;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -50,23 +46,6 @@ pub struct CreateResponse {
     pub position: i64,
 }
 
-/// An agent role: 1 to 64 characters, no control characters, trimmed.
-pub struct AgentRole(String);
-
-impl AgentRole {
-    pub fn parse(text: &str) -> Result<AgentRole, ApiError> {
-        let trimmed = text.trim();
-        let chars = trimmed.chars().count();
-        if chars == 0 || chars > MAX_ROLE_CHARS || trimmed.chars().any(char::is_control) {
-            return Err(ApiError::invalid_field(
-                "agent_role",
-                format!("must be 1 to {MAX_ROLE_CHARS} characters without control characters"),
-            ));
-        }
-        Ok(AgentRole(trimmed.to_owned()))
-    }
-}
-
 /// Creates an agent session, pending until it is moved to `active`.
 #[utoipa::path(
     post,
@@ -80,44 +59,43 @@ impl AgentRole {
 )]
 #[tracing::instrument(skip_all, fields(session.id))]
 pub async fn handle(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    command_request: CommandRequest,
     AppJson(request): AppJson<CreateRequest>,
 ) -> Result<Response, ApiError> {
     let role = AgentRole::parse(&request.agent_role)?;
     let metadata = parse_metadata(request.metadata)?;
-    let now = keyledger_events::chain::to_micros((state.clock)());
+    let now = command_request.now;
     let session_id = Uuid::new_v4();
     tracing::Span::current().record("session.id", tracing::field::display(session_id));
     let command = SessionCommand::Create {
         session_id,
-        agent_role: role.0.clone(),
+        agent_role: role.to_string(),
         task_id: request.task_id,
         metadata: metadata.clone(),
         at: now,
     };
     let body = CreateResponse {
         session_id,
-        agent_role: role.0,
+        agent_role: role.into(),
         task_id: request.task_id,
         status: SessionStatus::Pending,
         metadata,
         created_at: now,
         position: 0,
     };
-    let render = renderer(StatusCode::CREATED, move |outcome| CreateResponse {
-        position: outcome.position,
-        ..body.clone()
-    });
-    let executed = execute_on_new_stream::<Session>(
-        state.store.as_ref(),
-        &session_stream(session_id),
-        &command,
-        &request_metadata(&request_id, &idempotency),
-        &|_, _| idempotency.completion(&render),
-    )
-    .await?;
-    let outcome = executed.outcome;
-    Ok(idempotency.reply(render(&outcome)))
+    command_request
+        .run_new::<Session>(
+            &session_stream(session_id),
+            &command,
+            move |_, _, outcome| {
+                StoredResponse::json(
+                    StatusCode::CREATED,
+                    &CreateResponse {
+                        position: outcome.position,
+                        ..body.clone()
+                    },
+                )
+            },
+        )
+        .await
 }

@@ -11,7 +11,6 @@ use axum::http::StatusCode;
 use keyledger_api::{ApiError, Code};
 
 use crate::execute::CommandError;
-use crate::license::store_error;
 use aggregate::{MAX_METADATA_BYTES, SessionError};
 
 impl From<CommandError<SessionError>> for ApiError {
@@ -69,7 +68,7 @@ impl From<CommandError<SessionError>> for ApiError {
                     "the session kept changing while this command ran; retry it",
                 )
             },
-            CommandError::Store(cause) => store_error(cause),
+            CommandError::Store(cause) => ApiError::store(cause),
         }
     }
 }

@@ -1,22 +1,18 @@
 //! `POST /v1/sessions/{id}/transition`: move a session along its lifecycle.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
+use keyledger_api::{ApiError, AppJson, AppPath};
 use keyledger_events::session::{SessionStatus, session_stream};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{Session, SessionCommand};
-use crate::CommandState;
-use crate::execute::execute;
-use crate::idempotency::{Idempotency, renderer};
-use crate::license::request_metadata;
-
-const MAX_REASON_CHARS: usize = 1000;
+use crate::handler::CommandRequest;
+use crate::idempotency::StoredResponse;
+use crate::values::Reason;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,41 +50,31 @@ pub struct TransitionResponse {
 )]
 #[tracing::instrument(skip_all, fields(session.id = %session_id))]
 pub async fn handle(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    command_request: CommandRequest,
     AppPath(session_id): AppPath<Uuid>,
     AppJson(request): AppJson<TransitionRequest>,
 ) -> Result<Response, ApiError> {
-    let reason = match request.reason.as_deref().map(str::trim) {
-        Some(r) if r.chars().count() > MAX_REASON_CHARS => {
-            return Err(ApiError::invalid_field(
-                "reason",
-                format!("must be at most {MAX_REASON_CHARS} characters"),
-            ));
-        }
-        Some("") | None => None,
-        Some(r) => Some(r.to_owned()),
-    };
+    let reason = Reason::optional(request.reason.as_deref())?.map(String::from);
     let to = request.to;
     let command = SessionCommand::Transition {
         to,
         reason,
-        at: keyledger_events::chain::to_micros((state.clock)()),
+        at: command_request.now,
     };
-    let render = renderer(StatusCode::OK, move |outcome| TransitionResponse {
-        session_id,
-        status: to,
-        position: outcome.position,
-    });
-    let executed = execute::<Session>(
-        state.store.as_ref(),
-        &session_stream(session_id),
-        &command,
-        &request_metadata(&request_id, &idempotency),
-        &|_, _| idempotency.completion(&render),
-    )
-    .await?;
-    let outcome = executed.outcome;
-    Ok(idempotency.reply(render(&outcome)))
+    command_request
+        .run::<Session>(
+            &session_stream(session_id),
+            &command,
+            move |_, _, outcome| {
+                StoredResponse::json(
+                    StatusCode::OK,
+                    &TransitionResponse {
+                        session_id,
+                        status: to,
+                        position: outcome.position,
+                    },
+                )
+            },
+        )
+        .await
 }

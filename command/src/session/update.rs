@@ -1,24 +1,18 @@
 //! `PATCH /v1/sessions/{id}`: set the task and merge metadata (JSON merge patch, RFC 7396).
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
-use std::sync::Arc;
-
 use keyledger_api::openapi::IdempotencyKeyHeader;
+use keyledger_api::{ApiError, AppJson, AppPath};
 use keyledger_events::session::{SessionStatus, session_stream};
-use keyledger_events::{AppendOutcome, RenderResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{Session, SessionCommand};
-use crate::CommandState;
-use crate::execute::execute;
-use crate::idempotency::{Idempotency, json_response};
-use crate::license::request_metadata;
+use crate::handler::CommandRequest;
+use crate::idempotency::StoredResponse;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -58,9 +52,7 @@ pub struct UpdateResponse {
 )]
 #[tracing::instrument(skip_all, fields(session.id = %session_id))]
 pub async fn handle(
-    State(state): State<CommandState>,
-    request_id: RequestId,
-    idempotency: Idempotency,
+    command_request: CommandRequest,
     AppPath(session_id): AppPath<Uuid>,
     AppJson(request): AppJson<UpdateRequest>,
 ) -> Result<Response, ApiError> {
@@ -86,38 +78,30 @@ pub async fn handle(
     let command = SessionCommand::Update {
         task_id: request.task_id,
         metadata_patch,
-        at: keyledger_events::chain::to_micros((state.clock)()),
+        at: command_request.now,
     };
     // The response shows the merged state, known once the command is decided.
-    let respond = move |session: &Session, outcome: &AppendOutcome| match session {
-        Session::Existing {
-            status,
-            metadata,
-            task_id,
-            ..
-        } => json_response(
-            StatusCode::OK,
-            &UpdateResponse {
-                session_id,
-                status: *status,
-                task_id: *task_id,
-                metadata: metadata.clone(),
-                position: outcome.position,
-            },
-        ),
-        Session::Absent => json_response(StatusCode::NOT_FOUND, &Value::Null),
+    let answer = move |session: &Session, _: &[_], outcome: &keyledger_events::AppendOutcome| {
+        match session {
+            Session::Existing {
+                status,
+                metadata,
+                task_id,
+                ..
+            } => StoredResponse::json(
+                StatusCode::OK,
+                &UpdateResponse {
+                    session_id,
+                    status: *status,
+                    task_id: *task_id,
+                    metadata: metadata.clone(),
+                    position: outcome.position,
+                },
+            ),
+            Session::Absent => StoredResponse::json(StatusCode::NOT_FOUND, &Value::Null),
+        }
     };
-    let executed = execute::<Session>(
-        state.store.as_ref(),
-        &session_stream(session_id),
-        &command,
-        &request_metadata(&request_id, &idempotency),
-        &|session, _| {
-            let session = session.clone();
-            let render: RenderResponse = Arc::new(move |outcome| respond(&session, outcome));
-            idempotency.completion(&render)
-        },
-    )
-    .await?;
-    Ok(idempotency.reply(respond(&executed.state, &executed.outcome)))
+    command_request
+        .run::<Session>(&session_stream(session_id), &command, answer)
+        .await
 }

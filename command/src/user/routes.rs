@@ -14,8 +14,8 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use deadpool_postgres::GenericClient;
-use keyledger_api::{ApiError, AppJson, AppPath, Code, Principal, RequestId, Role, Routes};
-use keyledger_events::Metadata;
+use keyledger_api::{ApiError, AppJson, AppPath, Code, Principal, Role, Routes};
+
 use keyledger_projections::user::UserRow;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::{CreateUserError, Email, create_user, password};
 use crate::auth::{AuthState, throttle_account, throttle_ip};
+use crate::handler::RequestMetadata;
 
 /// The advisory lock the changes that may remove an admin take turns on.
 const ADMINS_LOCK: i64 = 0x6b6c_6164_6d69_6e73; // "kladmins"
@@ -150,19 +151,6 @@ pub struct RevokedTokens {
     pub revoked_logins: usize,
 }
 
-fn metadata(request_id: &RequestId, principal: &Principal) -> Metadata {
-    Metadata {
-        correlation_id: Some(request_id.0.clone()),
-        causation_id: Some(request_id.0.clone()),
-        actor: Some(principal.actor()),
-        idempotency_key: None,
-    }
-}
-
-fn now(state: &AuthState) -> chrono::DateTime<chrono::Utc> {
-    keyledger_events::chain::to_micros((state.clock)())
-}
-
 fn parse_role(text: &str) -> Result<Role, ApiError> {
     Role::parse(text)
         .ok_or_else(|| ApiError::invalid_field("role", "one of admin, operator, auditor, viewer"))
@@ -224,8 +212,7 @@ async fn unless_last_admin<T>(
 )]
 pub async fn create(
     State(state): State<AuthState>,
-    principal: Principal,
-    request_id: RequestId,
+    RequestMetadata(metadata): RequestMetadata,
     AppJson(request): AppJson<CreateRequest>,
 ) -> Result<Response, ApiError> {
     let role = parse_role(&request.role)?;
@@ -243,8 +230,8 @@ pub async fn create(
         request.password,
         role,
         taken,
-        &metadata(&request_id, &principal),
-        now(&state),
+        &metadata,
+        state.now(),
     )
     .await
     .map_err(|error| match error {
@@ -312,15 +299,14 @@ pub async fn show(
 )]
 pub async fn change_role(
     State(state): State<AuthState>,
-    principal: Principal,
-    request_id: RequestId,
+    RequestMetadata(metadata): RequestMetadata,
     AppPath(user_id): AppPath<Uuid>,
     AppJson(request): AppJson<RoleRequest>,
 ) -> Result<Response, ApiError> {
     let role = parse_role(&request.role)?;
-    let meta = metadata(&request_id, &principal);
+    let meta = metadata;
     let change =
-        async || super::change_role(state.store.as_ref(), user_id, role, &meta, now(&state)).await;
+        async || super::change_role(state.store.as_ref(), user_id, role, &meta, state.now()).await;
     if role == Role::Admin {
         change().await?;
     } else {
@@ -345,8 +331,7 @@ pub async fn change_role(
 )]
 pub async fn set_password(
     State(state): State<AuthState>,
-    principal: Principal,
-    request_id: RequestId,
+    RequestMetadata(metadata): RequestMetadata,
     AppPath(user_id): AppPath<Uuid>,
     AppJson(request): AppJson<PasswordRequest>,
 ) -> Result<Response, ApiError> {
@@ -355,8 +340,8 @@ pub async fn set_password(
         &state.pool,
         user_id,
         request.password,
-        &metadata(&request_id, &principal),
-        now(&state),
+        &metadata,
+        state.now(),
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -376,18 +361,17 @@ pub async fn set_password(
 )]
 pub async fn disable(
     State(state): State<AuthState>,
-    principal: Principal,
-    request_id: RequestId,
+    RequestMetadata(metadata): RequestMetadata,
     AppPath(user_id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let meta = metadata(&request_id, &principal);
+    let meta = metadata;
     unless_last_admin(&state, user_id, async || {
         super::disable_user(
             state.store.as_ref(),
             &state.pool,
             user_id,
             &meta,
-            now(&state),
+            state.now(),
         )
         .await
     })
@@ -409,17 +393,10 @@ pub async fn disable(
 )]
 pub async fn enable(
     State(state): State<AuthState>,
-    principal: Principal,
-    request_id: RequestId,
+    RequestMetadata(metadata): RequestMetadata,
     AppPath(user_id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    super::enable_user(
-        state.store.as_ref(),
-        user_id,
-        &metadata(&request_id, &principal),
-        now(&state),
-    )
-    .await?;
+    super::enable_user(state.store.as_ref(), user_id, &metadata, state.now()).await?;
     Ok(axum::Json(current(&state, user_id).await?).into_response())
 }
 
@@ -437,16 +414,15 @@ pub async fn enable(
 )]
 pub async fn revoke_tokens(
     State(state): State<AuthState>,
-    principal: Principal,
-    request_id: RequestId,
+    RequestMetadata(metadata): RequestMetadata,
     AppPath(user_id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let revoked_logins = super::revoke_tokens(
         state.store.as_ref(),
         &state.pool,
         user_id,
-        &metadata(&request_id, &principal),
-        now(&state),
+        &metadata,
+        state.now(),
     )
     .await?;
     Ok(axum::Json(RevokedTokens {
@@ -476,7 +452,7 @@ pub async fn revoke_tokens(
 pub async fn change_own_password(
     State(state): State<AuthState>,
     principal: Principal,
-    request_id: RequestId,
+    RequestMetadata(metadata): RequestMetadata,
     peer: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     AppJson(request): AppJson<OwnPasswordRequest>,
@@ -516,8 +492,8 @@ pub async fn change_own_password(
         &state.pool,
         user_id,
         request.new_password,
-        &metadata(&request_id, &principal),
-        now(&state),
+        &metadata,
+        state.now(),
     )
     .await
     .map_err(|error| match error.code {
