@@ -223,8 +223,7 @@ async fn a_viewer_sees_no_controls_and_no_link_to_what_it_may_not_read() {
     assert!(list.contains(r#"href="/admin/sessions""#));
     let detail_path = format!(
         "/admin/licenses/{}?at={}",
-        issued["license_id"].as_str().unwrap(),
-        issued["position"]
+        issued.license_id, issued.position
     );
     let detail = html(&app, &viewer, &detail_path).await;
     assert!(detail.contains("acme"));
