@@ -1,9 +1,12 @@
 //! State as of an instant: a license folded from its stream up to a time.
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::helpers::{License, NewLicense, instant, problem, spawn_app};
+use crate::helpers::{
+    License, NewLicense, NewSession, SessionDetail, Transitioned, expect, instant, problem,
+    spawn_app,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_license_as_of_before_and_after_its_revoke() {
@@ -96,59 +99,39 @@ async fn the_license_as_of_now_is_the_read_tables_license_after_a_whole_lifecycl
 async fn a_session_as_of_an_instant_and_as_of_now_is_the_read_tables_session() {
     let app = spawn_app().await;
     let before = Utc::now();
-    let created: Value = app
-        .post(
-            "/v1/sessions",
-            &json!({"agent_role": "planner", "metadata": {"a": 1}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = created["session_id"].as_str().unwrap();
+    let sessions = app.sessions();
+    let created = sessions
+        .create(&NewSession::new("planner").metadata(json!({"a": 1})))
+        .await;
+    let id = created.session_id;
     let transition = |to: &'static str| {
-        let app = &app;
+        let sessions = &sessions;
         async move {
-            let response = app
-                .post(
-                    &format!("/v1/sessions/{id}/transition"),
-                    &json!({"to": to, "reason": format!("to {to}")}),
-                )
+            let response = sessions
+                .try_transition_with(id, &json!({"to": to, "reason": format!("to {to}")}))
                 .await;
-            assert_eq!(response.status(), 200);
-            response.json::<Value>().await.unwrap()
+            expect::<Transitioned>(response, 200, "a transition").await
         }
     };
     transition("active").await;
     let between = Utc::now();
-    let response = app
-        .http
-        .patch(app.url(&format!("/v1/sessions/{id}")))
-        .json(&json!({"metadata": {"b": 2}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    sessions.update(id, &json!({"metadata": {"b": 2}})).await;
     let done = transition("completed").await;
 
-    let session_at = |at: chrono::DateTime<Utc>| {
-        let path = format!(
-            "/v1/sessions/{id}?as_of={}",
-            at.to_rfc3339_opts(SecondsFormat::Micros, true)
-        );
-        let app = &app;
-        async move { app.get(&path).await }
+    let session_at = |at| {
+        let sessions = &sessions;
+        async move { sessions.try_get_as_of(id, &instant(at)).await }
     };
-    let then: Value = session_at(between).await.json().await.unwrap();
-    assert_eq!(then["status"], "active");
-    assert_eq!(then["metadata"], json!({"a": 1}));
-    assert_eq!(then["history"].as_array().unwrap().len(), 1);
+    let then: SessionDetail = session_at(between).await.json().await.unwrap();
+    assert_eq!(then.session.status, "active");
+    assert_eq!(then.session.metadata, json!({"a": 1}));
+    assert_eq!(then.history.len(), 1);
 
     let projected: Value = app
-        .get_at(
-            &format!("/v1/sessions/{id}"),
-            done["position"].as_i64().unwrap(),
-        )
+        .api()
+        .at(done.position)
+        .sessions()
+        .try_get(id)
         .await
         .json()
         .await

@@ -21,9 +21,11 @@ use uuid::Uuid;
 mod client;
 mod licenses;
 mod log;
+mod sessions;
 pub use client::*;
 pub use licenses::*;
 pub use log::*;
+pub use sessions::*;
 
 pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 pub const NATS: &str = "nats://127.0.0.1:4222";

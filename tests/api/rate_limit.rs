@@ -7,7 +7,7 @@ use keyledger::config::ServeArgs;
 use keyledger_api::rate_limit::{Per, Rate};
 use serde_json::{Value, json};
 
-use crate::helpers::{NewLicense, TestApp, eventually, problem, spawn_app_with};
+use crate::helpers::{NewLicense, NewSession, TestApp, eventually, problem, spawn_app_with};
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
     response
@@ -227,7 +227,7 @@ async fn a_refused_command_writes_nothing_and_is_still_in_the_request_log() {
     let body = problem(refused, 429).await;
     assert_eq!(body["code"], "RATE_LIMITED");
     assert_eq!(body["limit_class"], "commands");
-    let refused_session = app.post("/v1/sessions", &json!({"agent_role": "x"})).await;
+    let refused_session = app.sessions().try_create(&NewSession::new("x")).await;
     assert_eq!(refused_session.status(), 429);
 
     let page: Value = eventually(

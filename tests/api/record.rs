@@ -10,7 +10,9 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 
-use crate::helpers::{NewLicense, TestApp, TestDatabase, eventually, problem, spawn_app};
+use crate::helpers::{
+    NewLicense, NewSession, TestApp, TestDatabase, eventually, problem, spawn_app,
+};
 
 fn verify(database: &TestDatabase) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
@@ -146,21 +148,13 @@ async fn verify_passes_on_a_mixed_workload_with_the_request_log_on() {
             app.revoke(license.license_id, "chargeback").await;
         }
     }
-    let session: Value = app
-        .post(
-            "/v1/sessions",
-            &json!({"agent_role": "planner", "metadata": {"temperature": 0.7, "tokens": 1e5}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let session_id = session["session_id"].as_str().unwrap();
-    app.post(
-        &format!("/v1/sessions/{session_id}/transition"),
-        &json!({"to": "active"}),
-    )
-    .await;
+    let sessions = app.sessions();
+    let session = sessions
+        .create(&NewSession::new("planner").metadata(json!({"temperature": 0.7, "tokens": 1e5})))
+        .await;
+    sessions
+        .try_transition_with(session.session_id, &json!({"to": "active"}))
+        .await;
     let response = app
         .requests()
         .try_ingest(
