@@ -22,10 +22,12 @@ mod client;
 mod licenses;
 mod log;
 mod sessions;
+mod users;
 pub use client::*;
 pub use licenses::*;
 pub use log::*;
 pub use sessions::*;
+pub use users::*;
 
 pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 pub const NATS: &str = "nats://127.0.0.1:4222";
