@@ -409,6 +409,19 @@ impl TestApp {
         keyledger_events::store::head_on(&client).await.unwrap()
     }
 
+    /// Events of `event_type` in the whole log.
+    pub async fn count_of(&self, event_type: &str) -> i64 {
+        let client = self.pool.get().await.unwrap();
+        client
+            .query_one(
+                "SELECT count(*) FROM events WHERE event_type = $1",
+                &[&event_type],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     pub async fn events_of_type(&self, stream_id: &str, event_type: &str) -> i64 {
         let client = self.pool.get().await.unwrap();
         client

@@ -51,17 +51,7 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 async fn license_count(app: &TestApp) -> i64 {
-    app.pool
-        .get()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT count(*) FROM events WHERE event_type = 'LicenseIssued'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    app.count_of("LicenseIssued").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,16 +155,7 @@ async fn verify_passes_on_a_mixed_workload_with_the_request_log_on() {
     assert_eq!(response.status(), 202);
     // Every request above is in the log as a request record.
     eventually(Duration::from_secs(10), "the request records", || async {
-        let client = app.pool.get().await.unwrap();
-        let n: i64 = client
-            .query_one(
-                "SELECT count(*) FROM events WHERE event_type = 'ApiRequestRecorded'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        (n >= 14).then_some(())
+        (app.count_of("ApiRequestRecorded").await >= 14).then_some(())
     })
     .await;
 

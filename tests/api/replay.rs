@@ -27,6 +27,22 @@ async fn read_tables(app: &TestApp) -> Vec<String> {
     dumps
 }
 
+/// Runs `keyledger replay` on the app's database, which must succeed; what it printed.
+fn replay(app: &TestApp) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        .arg("replay")
+        .env("DATABASE_URL", &app.database.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_rebuilds_identical_read_tables_while_the_service_runs() {
     let app = spawn_app().await;
@@ -52,18 +68,7 @@ async fn replay_rebuilds_identical_read_tables_while_the_service_runs() {
     let before = read_tables(&app).await;
     assert!(before[1].len() > 100, "usage was projected");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
-        .arg("replay")
-        .env("DATABASE_URL", &app.database.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let printed = String::from_utf8_lossy(&output.stdout);
+    let printed = replay(&app);
     for name in ["license_validation", "licenses", "license_usage"] {
         assert!(printed.contains(name), "{printed}");
     }
@@ -123,16 +128,6 @@ async fn a_rebuilt_projection_keeps_the_names_of_its_indexes_and_constraints() {
         "{before:?}"
     );
 
-    let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
-        .arg("replay")
-        .env("DATABASE_URL", &app.database.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    replay(&app);
     assert_eq!(index_and_constraint_names(&app).await, before);
 }

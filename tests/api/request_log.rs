@@ -164,16 +164,7 @@ async fn nothing_is_recorded_when_sampling_is_zero_or_the_path_is_excluded() {
 
     let unsampled = spawn_app_with(|args| args.request_log_sample_rate = 0.0).await;
     unsampled.issue_license().await;
-    let client = unsampled.pool.get().await.unwrap();
-    let records: i64 = client
-        .query_one(
-            "SELECT count(*) FROM events WHERE event_type = 'ApiRequestRecorded'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(records, 0);
+    assert_eq!(unsampled.count_of("ApiRequestRecorded").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
