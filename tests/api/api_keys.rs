@@ -5,53 +5,31 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use keyledger_api::Role;
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{ADMIN_TOKEN, PASSWORD, TestApp, create_user, eventually, problem, spawn_app};
+use crate::helpers::{
+    ADMIN_TOKEN, ApiKey, ApiKeyList, Issued, NewApiKey, NewLicense, TestApp, create_user,
+    eventually, expect, problem, spawn_app,
+};
 
-/// A request as the bearer of `token` (none: anonymous), from a client of its own.
-async fn call(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let mut request = reqwest::Client::new().request(method, app.url(path));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-async fn create_key(app: &TestApp, token: &str, name: &str, scopes: &[&str]) -> Value {
-    let response = call(
-        app,
-        Method::POST,
-        "/v1/api-keys",
-        Some(token),
-        Some(json!({"name": name, "scopes": scopes})),
-    )
-    .await;
-    assert_eq!(response.status(), 201);
+/// Creates a key as the bearer of `token`; the answer, which no cache may keep.
+async fn create_key(app: &TestApp, token: &str, name: &str, scopes: &[&str]) -> NewApiKey {
+    let response = app
+        .as_bearer(token)
+        .api_keys()
+        .try_create(name, scopes)
+        .await;
     assert_eq!(response.headers()["cache-control"], "no-store");
-    response.json().await.unwrap()
+    expect(response, 201, "creating an API key").await
 }
 
+/// Issues a license as the bearer of `token`.
 async fn issue_license(app: &TestApp, token: &str) -> reqwest::Response {
-    call(
-        app,
-        Method::POST,
-        "/v1/licenses",
-        Some(token),
-        Some(json!({"owner": "acme", "tier": "pro"})),
-    )
-    .await
+    app.as_bearer(token)
+        .licenses()
+        .try_issue(&NewLicense::new("acme", "pro"))
+        .await
 }
 
 async fn count(
@@ -81,44 +59,27 @@ async fn api_key_events(app: &TestApp) -> i64 {
 /// Creates a user through the same command the CLI runs, and logs them in.
 async fn user_access_token(app: &TestApp, email: &str, role: Role) -> String {
     create_user(&app.database.url, email, role).await;
-    let response = call(
-        app,
-        Method::POST,
-        "/v1/auth/login",
-        None,
-        Some(json!({"email": email, "password": PASSWORD})),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let tokens: Value = response.json().await.unwrap();
-    tokens["access_token"].as_str().unwrap().to_owned()
+    app.anonymous().auth().login(email).await.access_token
 }
 
 #[tokio::test]
 async fn a_key_with_licenses_write_issues_a_license_recorded_as_the_key() {
     let app = spawn_app().await;
     let created = create_key(&app, ADMIN_TOKEN, "ci", &["licenses:write"]).await;
-    let key = created["key"].as_str().unwrap();
-    let id = created["id"].as_str().unwrap();
+    let (key, id) = (created.key.as_str(), created.id);
     assert!(key.starts_with("klk_"), "{key}");
     assert!(key.len() >= 4 + 43, "{key}");
-    assert_eq!(created["prefix"], key[..12]);
-    assert_eq!(created["name"], "ci");
-    assert_eq!(created["scopes"], json!(["licenses:write"]));
+    assert_eq!(created.prefix, key[..12]);
+    assert_eq!(created.name, "ci");
+    assert_eq!(created.scopes, ["licenses:write"]);
 
-    let response = issue_license(&app, key).await;
-    assert_eq!(response.status(), 201);
-    let issued: Value = response.json().await.unwrap();
-    let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
+    let issued: Issued = expect(issue_license(&app, key).await, 201, "issuing").await;
+    let stream = format!("license-{}", issued.license_id);
     assert_eq!(app.actors(&stream).await, [format!("api_key:{id}")]);
 
-    let me: Value = call(&app, Method::GET, "/v1/auth/me", Some(key), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["kind"], "api_key");
-    assert_eq!(me["sub"], id);
+    let me = app.as_bearer(key).auth().me().await;
+    assert_eq!(me.kind, "api_key");
+    assert_eq!(me.sub, Some(id.to_string()));
 }
 
 #[tokio::test]
@@ -127,11 +88,7 @@ async fn a_key_without_the_scope_is_forbidden_naming_the_permission_and_writes_n
     let created = create_key(&app, ADMIN_TOKEN, "llm-service", &["requests:write"]).await;
     let before = app.event_count().await;
 
-    let refused = problem(
-        issue_license(&app, created["key"].as_str().unwrap()).await,
-        403,
-    )
-    .await;
+    let refused = problem(issue_license(&app, &created.key).await, 403).await;
     assert_eq!(refused["code"], "AUTH_FORBIDDEN");
     assert!(
         refused["detail"]
@@ -146,15 +103,12 @@ async fn a_key_without_the_scope_is_forbidden_naming_the_permission_and_writes_n
 #[tokio::test]
 async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes_nothing() {
     let app = spawn_app().await;
+    let keys = app.as_bearer(ADMIN_TOKEN).api_keys();
     let created = create_key(&app, ADMIN_TOKEN, "ci", &["licenses:write"]).await;
-    let (key, id) = (
-        created["key"].as_str().unwrap(),
-        created["id"].as_str().unwrap(),
-    );
+    let (key, id) = (created.key.as_str(), created.id);
     assert_eq!(issue_license(&app, key).await.status(), 201);
 
-    let path = format!("/v1/api-keys/{id}");
-    let revoked = call(&app, Method::DELETE, &path, Some(ADMIN_TOKEN), None).await;
+    let revoked = keys.try_revoke(id).await;
     assert_eq!(revoked.status(), 204);
     let response = issue_license(&app, key).await;
     assert_eq!(
@@ -163,7 +117,7 @@ async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes
     );
     assert_eq!(problem(response, 401).await["code"], "AUTH_INVALID_TOKEN");
 
-    let again = call(&app, Method::DELETE, &path, Some(ADMIN_TOKEN), None).await;
+    let again = keys.try_revoke(id).await;
     assert_eq!(again.status(), 204);
     let revocations = count(
         &app,
@@ -172,20 +126,12 @@ async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes
     )
     .await;
     assert_eq!(revocations, 1);
-    let shown: Value = call(&app, Method::GET, &path, Some(ADMIN_TOKEN), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert!(shown["revoked_at"].is_string(), "{shown}");
+    let shown = keys.get(id).await;
+    assert!(shown.revoked_at.is_some(), "{shown:?}");
 
-    let unknown = format!("/v1/api-keys/{}", uuid::Uuid::new_v4());
-    for method in [Method::DELETE, Method::GET] {
-        let missing = problem(
-            call(&app, method, &unknown, Some(ADMIN_TOKEN), None).await,
-            404,
-        )
-        .await;
+    let unknown = uuid::Uuid::new_v4();
+    for missing in [keys.try_revoke(unknown).await, keys.try_get(unknown).await] {
+        let missing = problem(missing, 404).await;
         assert_eq!(missing["code"], "RES_API_KEY_NOT_FOUND");
     }
     let never_created = keyledger_api::api_key::ApiKeySecret::generate().unwrap();
@@ -195,8 +141,9 @@ async fn a_revoked_or_unknown_key_is_refused_with_401_and_revoking_again_changes
     assert_eq!(problem(malformed, 401).await["code"], "AUTH_INVALID_TOKEN");
 }
 
+/// The listing's text, as the bootstrap admin reads it.
 async fn listing(app: &TestApp) -> String {
-    let response = call(app, Method::GET, "/v1/api-keys", Some(ADMIN_TOKEN), None).await;
+    let response = app.as_bearer(ADMIN_TOKEN).api_keys().try_list().await;
     assert_eq!(response.status(), 200);
     response.text().await.unwrap()
 }
@@ -205,31 +152,33 @@ async fn listing(app: &TestApp) -> String {
 async fn the_listing_shows_prefix_and_last_use_but_never_the_key_or_its_hash() {
     let app = spawn_app().await;
     let created = create_key(&app, ADMIN_TOKEN, "llm-service", &["requests:write"]).await;
-    let key = created["key"].as_str().unwrap().to_owned();
+    let key = created.key.clone();
     let hash = hex::encode(Sha256::digest(key.as_bytes()));
-    let id = created["id"].as_str().unwrap().to_owned();
     let text = listing(&app).await;
-    let page: Value = serde_json::from_str(&text).unwrap();
-    let [shown] = page["api_keys"].as_array().unwrap().as_slice() else {
-        panic!("{page}");
+    let page: ApiKeyList = serde_json::from_str(&text).unwrap();
+    let [shown] = page.api_keys.as_slice() else {
+        panic!("{page:?}");
     };
-    assert_eq!(shown["id"], id);
-    assert_eq!(shown["name"], "llm-service");
-    assert_eq!(shown["prefix"], key[..12]);
-    assert_eq!(shown["scopes"], json!(["requests:write"]));
-    assert_eq!(shown["created_by"], "admin_token");
-    assert!(shown["created_at"].is_string());
-    assert!(shown["revoked_at"].is_null());
-    assert!(shown["last_used_at"].is_null(), "unused so far: {shown}");
+    assert_eq!(
+        shown,
+        &ApiKey {
+            id: created.id,
+            name: "llm-service".into(),
+            prefix: key[..12].into(),
+            scopes: vec!["requests:write".into()],
+            created_by: "admin_token".into(),
+            created_at: shown.created_at,
+            revoked_at: None,
+            last_used_at: None,
+        },
+        "unused so far"
+    );
 
-    let me = call(&app, Method::GET, "/v1/auth/me", Some(&key), None).await;
-    assert_eq!(me.status(), 200);
+    app.as_bearer(&key).auth().me().await;
     let used = eventually(Duration::from_secs(10), "the key's last use", || async {
         let text = listing(&app).await;
-        let page: Value = serde_json::from_str(&text).unwrap();
-        page["api_keys"][0]["last_used_at"]
-            .is_string()
-            .then_some(text)
+        let page: ApiKeyList = serde_json::from_str(&text).unwrap();
+        page.api_keys[0].last_used_at.is_some().then_some(text)
     })
     .await;
     for listing in [text, used] {
@@ -237,25 +186,23 @@ async fn the_listing_shows_prefix_and_last_use_but_never_the_key_or_its_hash() {
         assert!(!listing.contains(&key[12..]), "the key's body is listed");
         assert!(!listing.contains(&hash), "the hash is listed");
     }
-    let one = call(
-        &app,
-        Method::GET,
-        &format!("/v1/api-keys/{id}"),
-        Some(ADMIN_TOKEN),
-        None,
-    )
-    .await
-    .text()
-    .await
-    .unwrap();
+    let one = app
+        .as_bearer(ADMIN_TOKEN)
+        .api_keys()
+        .try_get(created.id)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(one.contains("last_used_at") && !one.contains(&hash) && !one.contains(&key));
 }
 
 #[tokio::test]
 async fn the_key_is_in_no_event_and_not_in_the_request_log() {
     let app = spawn_app().await;
-    let created = create_key(&app, ADMIN_TOKEN, "ci", &["licenses:write"]).await;
-    let key = created["key"].as_str().unwrap().to_owned();
+    let key = create_key(&app, ADMIN_TOKEN, "ci", &["licenses:write"])
+        .await
+        .key;
     assert_eq!(issue_license(&app, &key).await.status(), 201);
 
     // The creation's and the key's requests have reached the request log.
@@ -303,6 +250,7 @@ async fn the_key_is_in_no_event_and_not_in_the_request_log() {
 #[tokio::test]
 async fn bad_names_and_scopes_are_refused_and_nothing_is_written() {
     let app = spawn_app().await;
+    let keys = app.api_keys();
     for (body, field) in [
         (json!({"name": "", "scopes": ["licenses:read"]}), "name"),
         (json!({"name": "   ", "scopes": ["licenses:read"]}), "name"),
@@ -321,29 +269,14 @@ async fn bad_names_and_scopes_are_refused_and_nothing_is_written() {
         ),
         (json!({"name": "ci", "scopes": ["admin"]}), "admin"),
     ] {
-        let response = call(
-            &app,
-            Method::POST,
-            "/v1/api-keys",
-            Some(ADMIN_TOKEN),
-            Some(body.clone()),
-        )
-        .await;
-        let refused = problem(response, 422).await;
+        let refused = problem(keys.try_create_with(&body).await, 422).await;
         assert_eq!(refused["code"], "VAL_INVALID_FIELD", "{body}");
         assert!(
             refused["detail"].as_str().unwrap().contains(field),
             "{body}: {refused}"
         );
     }
-    let no_scopes = call(
-        &app,
-        Method::POST,
-        "/v1/api-keys",
-        Some(ADMIN_TOKEN),
-        Some(json!({"name": "ci"})),
-    )
-    .await;
+    let no_scopes = keys.try_create_with(&json!({"name": "ci"})).await;
     assert_eq!(problem(no_scopes, 422).await["code"], "VAL_INVALID_BODY");
     assert_eq!(api_key_events(&app).await, 0);
 
@@ -354,28 +287,24 @@ async fn bad_names_and_scopes_are_refused_and_nothing_is_written() {
         &["requests:write", "licenses:read", "requests:write"],
     )
     .await;
-    assert_eq!(deduplicated["name"], "ci");
-    assert_eq!(
-        deduplicated["scopes"],
-        json!(["licenses:read", "requests:write"])
-    );
+    assert_eq!(deduplicated.name, "ci");
+    assert_eq!(deduplicated.scopes, ["licenses:read", "requests:write"]);
 }
 
 #[tokio::test]
 async fn only_a_caller_with_api_keys_manage_manages_keys_and_grants_only_what_it_holds() {
     let app = spawn_app().await;
-    let body = json!({"name": "ci", "scopes": ["licenses:read"]});
     for (email, role) in [
         ("viewer@example.com", Role::Viewer),
         ("operator@example.com", Role::Operator),
     ] {
         let token = user_access_token(&app, email, role).await;
-        for (method, body) in [(Method::POST, Some(body.clone())), (Method::GET, None)] {
-            let refused = problem(
-                call(&app, method, "/v1/api-keys", Some(&token), body).await,
-                403,
-            )
-            .await;
+        let keys = app.as_bearer(&token).api_keys();
+        for response in [
+            keys.try_create("ci", &["licenses:read"]).await,
+            keys.try_list().await,
+        ] {
+            let refused = problem(response, 403).await;
             assert_eq!(refused["code"], "AUTH_FORBIDDEN");
             assert!(
                 refused["detail"]
@@ -385,7 +314,11 @@ async fn only_a_caller_with_api_keys_manage_manages_keys_and_grants_only_what_it
             );
         }
     }
-    let anonymous = call(&app, Method::POST, "/v1/api-keys", None, Some(body.clone())).await;
+    let anonymous = app
+        .anonymous()
+        .api_keys()
+        .try_create("ci", &["licenses:read"])
+        .await;
     assert_eq!(
         problem(anonymous, 401).await["code"],
         "AUTH_MISSING_CREDENTIALS"
@@ -394,31 +327,10 @@ async fn only_a_caller_with_api_keys_manage_manages_keys_and_grants_only_what_it
 
     let admin = user_access_token(&app, "admin@example.com", Role::Admin).await;
     let created = create_key(&app, &admin, "key admin", &["api_keys:manage"]).await;
-    let created_by: Value = call(
-        &app,
-        Method::GET,
-        &format!("/v1/api-keys/{}", created["id"].as_str().unwrap()),
-        Some(created["key"].as_str().unwrap()),
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    assert!(
-        created_by["created_by"]
-            .as_str()
-            .unwrap()
-            .starts_with("user:")
-    );
-    let escalation = call(
-        &app,
-        Method::POST,
-        "/v1/api-keys",
-        Some(created["key"].as_str().unwrap()),
-        Some(json!({"name": "more", "scopes": ["licenses:write"]})),
-    )
-    .await;
+    let by_itself = app.as_bearer(&created.key).api_keys();
+    let shown = by_itself.get(created.id).await;
+    assert!(shown.created_by.starts_with("user:"));
+    let escalation = by_itself.try_create("more", &["licenses:write"]).await;
     let refused = problem(escalation, 403).await;
     assert_eq!(refused["code"], "AUTH_FORBIDDEN");
     assert!(
@@ -480,12 +392,12 @@ async fn a_key_created_on_the_command_line_works_until_revoked_there() {
     let response = issue_license(&app, &key).await;
     assert_eq!(response.status(), 201);
 
-    let page: Value = serde_json::from_str(&listing(&app).await).unwrap();
-    let shown = &page["api_keys"][0];
-    assert_eq!(shown["scopes"], json!(["licenses:read", "licenses:write"]));
-    assert_eq!(shown["created_by"], "system");
-    let id = shown["id"].as_str().unwrap();
-    let revoked = run(&["api-keys", "revoke", "--id", id]).await;
+    let page: ApiKeyList = serde_json::from_str(&listing(&app).await).unwrap();
+    let shown = &page.api_keys[0];
+    assert_eq!(shown.scopes, ["licenses:read", "licenses:write"]);
+    assert_eq!(shown.created_by, "system");
+    let id = shown.id.to_string();
+    let revoked = run(&["api-keys", "revoke", "--id", &id]).await;
     assert!(
         revoked.status.success(),
         "{}",

@@ -1,58 +1,40 @@
 //! State as of an instant: a license folded from its stream up to a time.
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, problem, spawn_app};
-
-async fn license_as_of(
-    app: &TestApp,
-    license_id: &str,
-    at: chrono::DateTime<Utc>,
-) -> reqwest::Response {
-    app.get(&format!(
-        "/v1/licenses/{license_id}?as_of={}",
-        at.to_rfc3339_opts(SecondsFormat::Micros, true)
-    ))
-    .await
-}
+use crate::helpers::{
+    License, NewLicense, NewSession, SessionDetail, Transitioned, expect, instant, problem,
+    spawn_app,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_license_as_of_before_and_after_its_revoke() {
     let app = spawn_app().await;
     let before_issue = Utc::now();
-    let issued = app.issue_license().await;
-    let license_id = issued["license_id"].as_str().unwrap();
+    let licenses = app.licenses();
+    let license_id = app.issue_license().await.license_id;
     let between = Utc::now();
-    assert_eq!(app.revoke(license_id, "refund").await.status(), 200);
+    app.revoke(license_id, "refund").await;
     let after = Utc::now();
+    let as_of = |at| {
+        let licenses = &licenses;
+        async move { licenses.try_get_as_of(license_id, &instant(at)).await }
+    };
 
-    let then: Value = license_as_of(&app, license_id, between)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(then["status"], "active");
-    assert_eq!(then["revoked_at"], Value::Null);
-    assert_eq!(then["owner"], "acme");
+    let then: License = as_of(between).await.json().await.unwrap();
+    assert_eq!(then.status, "active");
+    assert_eq!(then.revoked_at, None);
+    assert_eq!(then.owner, "acme");
 
-    let now: Value = license_as_of(&app, license_id, after)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(now["status"], "revoked");
-    assert_eq!(now["revoke_reason"], "refund");
-    assert!(now["position"].as_i64().unwrap() > then["position"].as_i64().unwrap());
+    let now: License = as_of(after).await.json().await.unwrap();
+    assert_eq!(now.status, "revoked");
+    assert_eq!(now.revoke_reason.as_deref(), Some("refund"));
+    assert!(now.position > then.position);
 
-    let body = problem(license_as_of(&app, license_id, before_issue).await, 404).await;
+    let body = problem(as_of(before_issue).await, 404).await;
     assert_eq!(body["code"], "RES_LICENSE_NOT_FOUND");
-    let body = problem(
-        app.get(&format!("/v1/licenses/{license_id}?as_of=yesterday"))
-            .await,
-        400,
-    )
-    .await;
+    let body = problem(licenses.try_get_as_of(license_id, "yesterday").await, 400).await;
     assert_eq!(body["code"], "VAL_INVALID_PARAMETER");
 }
 
@@ -61,41 +43,50 @@ async fn a_license_as_of_before_and_after_its_revoke() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_license_as_of_now_is_the_read_tables_license_after_a_whole_lifecycle() {
     let app = spawn_app().await;
+    let licenses = app.licenses();
     let issued = app
-        .issue_license_with(json!({"owner": "globex", "tier": "basic", "valid_days": 30,
-                                    "metadata": {"plan": "annual"}, "entitlements": ["beta"]}))
+        .issue_license_with(
+            NewLicense::new("globex", "basic")
+                .valid_days(30)
+                .metadata(json!({"plan": "annual"}))
+                .entitlements(&["beta"]),
+        )
         .await;
-    let id = issued["license_id"].as_str().unwrap();
+    let id = issued.license_id;
     let steps = [
-        ("/suspend", json!({"reason": "unpaid"})),
-        ("/reinstate", json!({"reason": "paid"})),
-        ("/renew", json!({"valid_days": 10})),
+        ("suspend", json!({"reason": "unpaid"})),
+        ("reinstate", json!({"reason": "paid"})),
+        ("renew", json!({"valid_days": 10})),
         (
-            "/policy",
+            "policy",
             json!({"entitlements": ["beta", "export"], "max_installations": 4}),
         ),
-        ("/installations", json!({"installation_id": "host-1"})),
-        ("/certificate", json!({})),
-        ("/suspend", json!({"reason": "audit"})),
+        ("installations", json!({"installation_id": "host-1"})),
+        ("certificate", json!({})),
+        ("suspend", json!({"reason": "audit"})),
     ];
     let mut position = 0;
-    for (path, body) in steps {
-        let response = app.post(&format!("/v1/licenses/{id}{path}"), &body).await;
+    for (action, body) in steps {
+        let response = licenses.command(id, action, &body).await;
         assert!(
             response.status().is_success(),
-            "{path}: {}",
+            "{action}: {}",
             response.status()
         );
         let body: Value = response.json().await.unwrap();
         position = position.max(body["position"].as_i64().unwrap_or(0));
     }
     let projected: Value = app
-        .get_at(&format!("/v1/licenses/{id}"), position)
+        .api()
+        .at(position)
+        .licenses()
+        .try_get(id)
         .await
         .json()
         .await
         .unwrap();
-    let folded: Value = license_as_of(&app, id, Utc::now())
+    let folded: Value = licenses
+        .try_get_as_of(id, &instant(Utc::now()))
         .await
         .json()
         .await
@@ -108,59 +99,39 @@ async fn the_license_as_of_now_is_the_read_tables_license_after_a_whole_lifecycl
 async fn a_session_as_of_an_instant_and_as_of_now_is_the_read_tables_session() {
     let app = spawn_app().await;
     let before = Utc::now();
-    let created: Value = app
-        .post(
-            "/v1/sessions",
-            &json!({"agent_role": "planner", "metadata": {"a": 1}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = created["session_id"].as_str().unwrap();
+    let sessions = app.sessions();
+    let created = sessions
+        .create(&NewSession::new("planner").metadata(json!({"a": 1})))
+        .await;
+    let id = created.session_id;
     let transition = |to: &'static str| {
-        let app = &app;
+        let sessions = &sessions;
         async move {
-            let response = app
-                .post(
-                    &format!("/v1/sessions/{id}/transition"),
-                    &json!({"to": to, "reason": format!("to {to}")}),
-                )
+            let response = sessions
+                .try_transition_with(id, &json!({"to": to, "reason": format!("to {to}")}))
                 .await;
-            assert_eq!(response.status(), 200);
-            response.json::<Value>().await.unwrap()
+            expect::<Transitioned>(response, 200, "a transition").await
         }
     };
     transition("active").await;
     let between = Utc::now();
-    let response = app
-        .http
-        .patch(app.url(&format!("/v1/sessions/{id}")))
-        .json(&json!({"metadata": {"b": 2}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    sessions.update(id, &json!({"metadata": {"b": 2}})).await;
     let done = transition("completed").await;
 
-    let session_at = |at: chrono::DateTime<Utc>| {
-        let path = format!(
-            "/v1/sessions/{id}?as_of={}",
-            at.to_rfc3339_opts(SecondsFormat::Micros, true)
-        );
-        let app = &app;
-        async move { app.get(&path).await }
+    let session_at = |at| {
+        let sessions = &sessions;
+        async move { sessions.try_get_as_of(id, &instant(at)).await }
     };
-    let then: Value = session_at(between).await.json().await.unwrap();
-    assert_eq!(then["status"], "active");
-    assert_eq!(then["metadata"], json!({"a": 1}));
-    assert_eq!(then["history"].as_array().unwrap().len(), 1);
+    let then: SessionDetail = session_at(between).await.json().await.unwrap();
+    assert_eq!(then.session.status, "active");
+    assert_eq!(then.session.metadata, json!({"a": 1}));
+    assert_eq!(then.history.len(), 1);
 
     let projected: Value = app
-        .get_at(
-            &format!("/v1/sessions/{id}"),
-            done["position"].as_i64().unwrap(),
-        )
+        .api()
+        .at(done.position)
+        .sessions()
+        .try_get(id)
         .await
         .json()
         .await

@@ -162,7 +162,7 @@ async fn the_service_signs_its_head_publishes_key_and_checkpoint_and_an_auditor_
     app.issue_license().await;
     let head = app.head().await;
     let checkpoint: Value = eventually(Duration::from_secs(10), "a signed checkpoint", || async {
-        let response = app.get("/v1/checkpoints/latest").await;
+        let response = app.log().try_latest_checkpoint().await;
         if response.status() != 200 {
             return None;
         }
@@ -173,12 +173,7 @@ async fn the_service_signs_its_head_publishes_key_and_checkpoint_and_an_auditor_
     let signed: SignedCheckpoint = serde_json::from_value(checkpoint.clone()).unwrap();
 
     // The keys are public and verify the checkpoint; its hash is the log's at its position.
-    let keys_response = app
-        .anonymous
-        .get(app.url("/.well-known/keyledger-keys.json"))
-        .send()
-        .await
-        .unwrap();
+    let keys_response = app.anonymous().log().try_keys().await;
     assert_eq!(keys_response.status(), 200);
     let keys: KeySet = keys_response.json().await.unwrap();
     assert_eq!(signed.verify(&keys), Ok(()));

@@ -13,8 +13,8 @@ use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::helpers::{
-    PASSWORD, ServiceProcess, TestApp, TestDatabase, create_user, eventually, problem, spawn_app,
-    spawn_app_with, system,
+    Me, NewLicense, PASSWORD, ServiceProcess, TestApp, TestDatabase, Tokens, create_user,
+    eventually, problem, spawn_app, spawn_app_with, system,
 };
 
 async fn disable_user(database_url: &str, user_id: Uuid) {
@@ -33,48 +33,30 @@ async fn disable_user(database_url: &str, user_id: Uuid) {
 }
 
 async fn login(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
-    app.post(
-        "/v1/auth/login",
-        &json!({"email": email, "password": password}),
-    )
-    .await
+    app.auth().try_login(email, password).await
 }
 
-async fn logged_in(app: &TestApp, email: &str) -> Value {
-    let response = login(app, email, PASSWORD).await;
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
+async fn logged_in(app: &TestApp, email: &str) -> Tokens {
+    app.auth().login(email).await
 }
 
 /// Issues a license as the bearer of `token`; the actor its event records.
 async fn actor_of_a_license_issued_with(app: &TestApp, token: &str) -> String {
-    let issued: Value = app
-        .http
-        .post(app.url("/v1/licenses"))
-        .bearer_auth(token)
-        .json(&json!({"owner": "acme", "tier": "pro"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let stream = format!("license-{}", issued["license_id"].as_str().unwrap());
+    let issued = app
+        .as_bearer(token)
+        .licenses()
+        .issue(&NewLicense::new("acme", "pro"))
+        .await;
+    let stream = format!("license-{}", issued.license_id);
     app.actors(&stream).await.remove(0)
 }
 
 async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
-    app.post("/v1/auth/refresh", &json!({"refresh_token": token}))
-        .await
+    app.auth().try_refresh(token).await
 }
 
 async fn me(app: &TestApp, bearer: &str) -> reqwest::Response {
-    app.http
-        .get(app.url("/v1/auth/me"))
-        .bearer_auth(bearer)
-        .send()
-        .await
-        .unwrap()
+    app.as_bearer(bearer).auth().try_me().await
 }
 
 /// The problem without what differs between any two requests.
@@ -105,30 +87,23 @@ async fn a_user_who_logs_in_gets_tokens_and_auth_me_names_them() {
     let response = login(&app, "ops@example.COM", PASSWORD).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "no-store");
-    let tokens: Value = response.json().await.unwrap();
-    assert_eq!(tokens["token_type"], "Bearer");
-    assert_eq!(tokens["expires_in"], 900);
-    assert!(
-        tokens["refresh_token"]
-            .as_str()
-            .unwrap()
-            .starts_with("klr_")
+    let tokens: Tokens = response.json().await.unwrap();
+    assert_eq!(tokens.token_type, "Bearer");
+    assert_eq!(tokens.expires_in, 900);
+    assert!(tokens.refresh_token.starts_with("klr_"));
+
+    let who = app.as_bearer(&tokens.access_token).auth().me().await;
+    assert_eq!(
+        who,
+        Me {
+            kind: "user".into(),
+            sub: Some(user_id.to_string()),
+            role: Some("operator".into()),
+            actor: format!("user:{user_id}"),
+        }
     );
 
-    let response = me(&app, tokens["access_token"].as_str().unwrap()).await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["kind"], "user");
-    assert_eq!(body["sub"], user_id.to_string());
-    assert_eq!(body["role"], "operator");
-    assert_eq!(body["actor"], format!("user:{user_id}"));
-
-    let anonymous = app
-        .anonymous
-        .get(app.url("/v1/auth/me"))
-        .send()
-        .await
-        .unwrap();
+    let anonymous = app.anonymous().auth().try_me().await;
     assert_eq!(
         anonymous.headers()["www-authenticate"],
         r#"Bearer realm="keyledger""#
@@ -165,19 +140,11 @@ async fn a_refresh_rotates_the_refresh_token_and_gives_a_working_access_token() 
     create_user(&app.database.url, "ops@example.com", Role::Auditor).await;
     let first = logged_in(&app, "ops@example.com").await;
 
-    let response = refresh(&app, first["refresh_token"].as_str().unwrap()).await;
-    assert_eq!(response.status(), 200);
-    let second: Value = response.json().await.unwrap();
-    assert_ne!(second["refresh_token"], first["refresh_token"]);
-    assert_eq!(
-        me(&app, second["access_token"].as_str().unwrap())
-            .await
-            .status(),
-        200
-    );
+    let second = app.auth().refresh(&first.refresh_token).await;
+    assert_ne!(second.refresh_token, first.refresh_token);
+    assert_eq!(me(&app, &second.access_token).await.status(), 200);
     // The new token rotates in turn.
-    let third = refresh(&app, second["refresh_token"].as_str().unwrap()).await;
-    assert_eq!(third.status(), 200);
+    app.auth().refresh(&second.refresh_token).await;
 
     let rotations = family_events(&app, "RefreshTokenRotated").await;
     assert_eq!(rotations.len(), 2);
@@ -189,17 +156,13 @@ async fn presenting_a_rotated_refresh_token_revokes_its_family_and_records_the_r
     let app = spawn_app().await;
     create_user(&app.database.url, "ops@example.com", Role::Operator).await;
     let first = logged_in(&app, "ops@example.com").await;
-    let old = first["refresh_token"].as_str().unwrap();
-    let newest: Value = refresh(&app, old).await.json().await.unwrap();
+    let old = first.refresh_token.as_str();
+    let newest = app.auth().refresh(old).await;
 
     let reused = problem(refresh(&app, old).await, 401).await;
     assert_eq!(reused["code"], "AUTH_REFRESH_REUSED");
     // The newest token of the family is dead too.
-    let newest_refused = problem(
-        refresh(&app, newest["refresh_token"].as_str().unwrap()).await,
-        401,
-    )
-    .await;
+    let newest_refused = problem(refresh(&app, &newest.refresh_token).await, 401).await;
     assert_eq!(newest_refused["code"], "AUTH_INVALID_TOKEN");
 
     let revoked = family_events(&app, "RefreshFamilyRevoked").await;
@@ -216,7 +179,7 @@ async fn two_refreshes_racing_with_one_token_give_one_new_token_and_one_reuse() 
     let app = spawn_app().await;
     create_user(&app.database.url, "ops@example.com", Role::Operator).await;
     let first = logged_in(&app, "ops@example.com").await;
-    let token = first["refresh_token"].as_str().unwrap();
+    let token = first.refresh_token.as_str();
 
     let (a, b) = tokio::join!(refresh(&app, token), refresh(&app, token));
     let mut statuses = vec![a.status().as_u16(), b.status().as_u16()];
@@ -232,11 +195,9 @@ async fn after_logout_the_refresh_token_no_longer_works() {
     let app = spawn_app().await;
     create_user(&app.database.url, "ops@example.com", Role::Operator).await;
     let tokens = logged_in(&app, "ops@example.com").await;
-    let token = tokens["refresh_token"].as_str().unwrap();
+    let token = tokens.refresh_token.as_str();
 
-    let response = app
-        .post("/v1/auth/logout", &json!({"refresh_token": token}))
-        .await;
+    let response = app.auth().try_logout(token).await;
     assert_eq!(response.status(), 204);
     let refused = problem(refresh(&app, token).await, 401).await;
     assert_eq!(refused["code"], "AUTH_INVALID_TOKEN");
@@ -253,13 +214,9 @@ async fn a_disabled_user_can_neither_log_in_nor_refresh_nor_use_an_access_token(
 
     let login_refused = problem(login(&app, "ops@example.com", PASSWORD).await, 401).await;
     assert_eq!(login_refused["code"], "AUTH_INVALID_CREDENTIALS");
-    let refresh_refused = problem(
-        refresh(&app, tokens["refresh_token"].as_str().unwrap()).await,
-        401,
-    )
-    .await;
+    let refresh_refused = problem(refresh(&app, &tokens.refresh_token).await, 401).await;
     assert_eq!(refresh_refused["code"], "AUTH_USER_DISABLED");
-    let response = me(&app, tokens["access_token"].as_str().unwrap()).await;
+    let response = me(&app, &tokens.access_token).await;
     assert!(
         response.headers()["www-authenticate"]
             .to_str()
@@ -276,7 +233,7 @@ async fn a_tampered_or_expired_access_token_is_refused_with_a_bearer_challenge()
     let app = spawn_app().await;
     create_user(&app.database.url, "ops@example.com", Role::Viewer).await;
     let tokens = logged_in(&app, "ops@example.com").await;
-    let access = tokens["access_token"].as_str().unwrap();
+    let access = tokens.access_token.as_str();
 
     // The payload says admin; the signature does not agree.
     let parts: Vec<&str> = access.split('.').collect();
@@ -313,7 +270,7 @@ async fn the_published_jwks_verifies_an_access_token() {
     let app = spawn_app().await;
     let user_id = create_user(&app.database.url, "ops@example.com", Role::Operator).await;
     let tokens = logged_in(&app, "ops@example.com").await;
-    let access = tokens["access_token"].as_str().unwrap();
+    let access = tokens.access_token.as_str();
 
     let set: jsonwebtoken::jwk::JwkSet = app
         .get("/.well-known/jwks.json")
@@ -378,13 +335,9 @@ async fn a_user_created_on_the_command_line_can_log_in_until_disabled_there() {
     let user_id = Uuid::parse_str(printed.trim()).unwrap();
 
     let tokens = logged_in(&app, "boss@example.com").await;
-    let body: Value = me(&app, tokens["access_token"].as_str().unwrap())
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["sub"], user_id.to_string());
-    assert_eq!(body["role"], "admin");
+    let who = app.as_bearer(&tokens.access_token).auth().me().await;
+    assert_eq!(who.sub, Some(user_id.to_string()));
+    assert_eq!(who.role.as_deref(), Some("admin"));
 
     let again = run(
         &[
@@ -430,8 +383,7 @@ async fn the_events_of_a_logged_in_users_command_carry_their_actor() {
     let user_id = create_user(&app.database.url, "ops@example.com", Role::Operator).await;
     let tokens = logged_in(&app, "ops@example.com").await;
 
-    let actor =
-        actor_of_a_license_issued_with(&app, tokens["access_token"].as_str().unwrap()).await;
+    let actor = actor_of_a_license_issued_with(&app, &tokens.access_token).await;
     assert_eq!(actor, format!("user:{user_id}"));
     let client = app.pool.get().await.unwrap();
     // Login itself is recorded as the user's.
@@ -453,10 +405,16 @@ async fn the_bootstrap_token_acts_as_an_admin_recorded_as_admin_token() {
         args.admin_token = Some(keyledger_api::principal::AdminToken::parse(token).unwrap());
     })
     .await;
-    let body: Value = me(&app, token).await.json().await.unwrap();
-    assert_eq!(body["kind"], "bootstrap");
-    assert_eq!(body["role"], "admin");
-    assert_eq!(body["actor"], "admin_token");
+    let who = app.as_bearer(token).auth().me().await;
+    assert_eq!(
+        who,
+        Me {
+            kind: "bootstrap".into(),
+            sub: None,
+            role: Some("admin".into()),
+            actor: "admin_token".into(),
+        }
+    );
     let actor = actor_of_a_license_issued_with(&app, token).await;
     assert_eq!(actor, "admin_token");
     // One character off is just an invalid token.
@@ -570,7 +528,7 @@ async fn a_login_or_refresh_body_of_the_wrong_shape_is_refused_and_writes_nothin
         ("/v1/auth/refresh", json!({})),
         ("/v1/auth/logout", json!({"refresh_token": 7})),
     ] {
-        let refused = problem(app.post(path, &body).await, 422).await;
+        let refused = problem(app.api().post(path, &body).await, 422).await;
         assert!(
             refused["code"].as_str().unwrap().starts_with("VAL_"),
             "{path} {body}: {refused}"
@@ -618,25 +576,11 @@ async fn a_logged_in_user_is_rate_limited_on_a_budget_of_their_own() {
     .await;
     create_user(&app.database.url, "a@example.com", Role::Viewer).await;
     create_user(&app.database.url, "b@example.com", Role::Viewer).await;
-    let token_a = logged_in(&app, "a@example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let token_b = logged_in(&app, "b@example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let token_a = logged_in(&app, "a@example.com").await.access_token;
+    let token_b = logged_in(&app, "b@example.com").await.access_token;
     let me = |token: String| {
         let app = &app;
-        async move {
-            app.http
-                .get(app.url("/v1/auth/me"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        async move { me(app, &token).await.status() }
     };
 
     // Same address, three callers: each has its own two reads a minute.
@@ -656,19 +600,13 @@ async fn an_idempotency_key_belongs_to_the_caller_who_sent_it() {
     let issue = |email: &'static str| {
         let app = &app;
         async move {
-            let token = logged_in(app, email).await["access_token"]
-                .as_str()
-                .unwrap()
-                .to_owned();
+            let token = logged_in(app, email).await.access_token;
             let response = app
-                .http
-                .post(app.url("/v1/licenses"))
-                .bearer_auth(token)
-                .header("idempotency-key", "order-42")
-                .json(&json!({"owner": "acme", "tier": "pro"}))
-                .send()
-                .await
-                .unwrap();
+                .as_bearer(&token)
+                .idempotency_key("order-42")
+                .licenses()
+                .try_issue(&NewLicense::new("acme", "pro"))
+                .await;
             assert_eq!(response.status(), 201);
             let replayed = response.headers().contains_key("idempotent-replayed");
             let body: Value = response.json().await.unwrap();

@@ -6,54 +6,34 @@ use keyledger_events::audit::{KeySet, verify_certificate};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, client_with, problem, spawn_app};
+use crate::helpers::{NewLicense, TestApp, problem, spawn_app};
 
 async fn published_keys(app: &TestApp) -> KeySet {
-    app.anonymous
-        .get(app.url("/.well-known/keyledger-keys.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn certify(app: &TestApp, license_id: &str, body: Value) -> reqwest::Response {
-    app.post(&format!("/v1/licenses/{license_id}/certificate"), &body)
-        .await
+    app.anonymous().log().try_keys().await.json().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_verifies_with_the_published_key_and_not_after_one_byte_changes() {
     let app = spawn_app().await;
     let issued = app
-        .issue_license_with(json!({"owner": "acme", "tier": "pro", "valid_days": 90}))
+        .issue_license_with(NewLicense::new("acme", "pro").valid_days(90))
         .await;
-    let license_id = issued["license_id"].as_str().unwrap();
-    let key = issued["key"].as_str().unwrap();
+    let license_id = issued.license_id;
+    let key = issued.key.as_str();
     // The license holder asks for a certificate for its installation, with its own key.
-    let holder = client_with(&format!("License {key}"));
-    let activated = holder
-        .post(app.url(&format!("/v1/licenses/{license_id}/installations")))
-        .json(&json!({"installation_id": "host-1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(activated.status(), 201);
-    let response = holder
-        .post(app.url(&format!("/v1/licenses/{license_id}/certificate")))
-        .json(&json!({"installation_id": "host-1", "ttl_days": 7}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
-    let certificate = body["certificate"].as_str().unwrap();
+    let holder = app.as_license(key).licenses();
+    holder.activate(license_id, "host-1").await;
+    let body = holder
+        .certify(
+            license_id,
+            &json!({"installation_id": "host-1", "ttl_days": 7}),
+        )
+        .await;
+    let certificate = body.certificate.as_str();
 
     let keys = published_keys(&app).await;
     let claims = verify_certificate(certificate, &keys).unwrap();
-    assert_eq!(claims.license_id.to_string(), license_id);
+    assert_eq!(claims.license_id, license_id);
     assert_eq!(claims.tier, "pro");
     assert_eq!(claims.installation_id.as_deref(), Some("host-1"));
     assert!(
@@ -65,7 +45,7 @@ async fn a_certificate_verifies_with_the_published_key_and_not_after_one_byte_ch
         chrono::Duration::days(7)
     );
     assert_eq!(claims.exp, claims.valid_until.timestamp());
-    assert_eq!(body["kid"], keys.keys[0].kid);
+    assert_eq!(body.kid, keys.keys[0].kid);
     assert!(
         !certificate.contains(key),
         "the certificate never carries the key"
@@ -84,7 +64,8 @@ async fn a_certificate_verifies_with_the_published_key_and_not_after_one_byte_ch
 
     // The hand-out is in the license's history.
     let history: Value = app
-        .get(&format!("/v1/licenses/{license_id}/events"))
+        .licenses()
+        .try_history(license_id, "")
         .await
         .json()
         .await
@@ -117,7 +98,7 @@ async fn a_certificate_verifies_with_the_published_key_and_not_after_one_byte_ch
     std::fs::write(&certificate_file, certificate).unwrap();
     let (ok, out) = run(&certificate_file);
     assert!(ok, "{out}");
-    assert!(out.contains(license_id), "{out}");
+    assert!(out.contains(&license_id.to_string()), "{out}");
     std::fs::write(&certificate_file, certificate.replacen('.', "x.", 1)).unwrap();
     let (ok, out) = run(&certificate_file);
     assert!(!ok, "{out}");
@@ -128,72 +109,63 @@ async fn a_certificate_verifies_with_the_published_key_and_not_after_one_byte_ch
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_suspended_or_expired_license_gets_no_certificate() {
     let app = spawn_app().await;
+    let licenses = app.licenses();
+    let certify = |id, body: Value| {
+        let licenses = &licenses;
+        async move { licenses.try_certify(id, &body).await }
+    };
 
-    let revoked = app.issue_license().await;
-    let revoked_id = revoked["license_id"].as_str().unwrap();
-    assert_eq!(app.revoke(revoked_id, "refund").await.status(), 200);
-    let body = problem(certify(&app, revoked_id, json!({})).await, 409).await;
+    let revoked_id = app.issue_license().await.license_id;
+    app.revoke(revoked_id, "refund").await;
+    let body = problem(certify(revoked_id, json!({})).await, 409).await;
     assert_eq!(body["code"], "BIZ_LICENSE_REVOKED");
 
-    let suspended = app.issue_license().await;
-    let suspended_id = suspended["license_id"].as_str().unwrap();
-    let response = app
-        .post(
-            &format!("/v1/licenses/{suspended_id}/suspend"),
-            &json!({"reason": "unpaid"}),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let body = problem(certify(&app, suspended_id, json!({})).await, 409).await;
+    let suspended_id = app.issue_license().await.license_id;
+    licenses.suspend(suspended_id, "unpaid").await;
+    let body = problem(certify(suspended_id, json!({})).await, 409).await;
     assert_eq!(body["code"], "BIZ_LICENSE_SUSPENDED");
 
-    let expiring = app
-        .issue_license_with(json!({"owner": "acme", "tier": "pro", "valid_days": 1}))
-        .await;
-    let expiring_id = expiring["license_id"].as_str().unwrap();
+    let expiring_id = app
+        .issue_license_with(NewLicense::new("acme", "pro").valid_days(1))
+        .await
+        .license_id;
     // Valid now: a certificate never outlives the license.
-    let response = certify(&app, expiring_id, json!({"ttl_days": 30})).await;
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
+    let body = licenses
+        .certify(expiring_id, &json!({"ttl_days": 30}))
+        .await;
     let keys = published_keys(&app).await;
-    let claims = verify_certificate(body["certificate"].as_str().unwrap(), &keys).unwrap();
+    let claims = verify_certificate(&body.certificate, &keys).unwrap();
     assert_eq!(Some(claims.valid_until), claims.expires_at);
     app.clock.advance(chrono::Duration::days(2));
-    let body = problem(certify(&app, expiring_id, json!({})).await, 409).await;
+    let body = problem(certify(expiring_id, json!({})).await, 409).await;
     assert_eq!(body["code"], "BIZ_LICENSE_EXPIRED");
 
     // An installation the license does not have, and a validity out of range.
     let body = problem(
-        certify(&app, suspended_id, json!({"installation_id": "nowhere"})).await,
+        certify(suspended_id, json!({"installation_id": "nowhere"})).await,
         409,
     )
     .await;
     assert_eq!(body["code"], "BIZ_LICENSE_SUSPENDED");
-    let active = app.issue_license().await;
-    let active_id = active["license_id"].as_str().unwrap();
+    let active_id = app.issue_license().await.license_id;
     let body = problem(
-        certify(&app, active_id, json!({"installation_id": "nowhere"})).await,
+        certify(active_id, json!({"installation_id": "nowhere"})).await,
         404,
     )
     .await;
     assert_eq!(body["code"], "RES_INSTALLATION_NOT_FOUND");
     for ttl in [0, 366, -1] {
-        let body = problem(
-            certify(&app, active_id, json!({"ttl_days": ttl})).await,
-            422,
-        )
-        .await;
+        let body = problem(certify(active_id, json!({"ttl_days": ttl})).await, 422).await;
         assert_eq!(body["code"], "VAL_INVALID_FIELD", "ttl_days {ttl}");
     }
-    let unknown = uuid::Uuid::new_v4().to_string();
-    let body = problem(certify(&app, &unknown, json!({})).await, 404).await;
+    let body = problem(certify(Uuid::new_v4(), json!({})).await, 404).await;
     assert_eq!(body["code"], "RES_LICENSE_NOT_FOUND");
-    let response = certify(&app, active_id, json!({"ttl_days": "thirty"})).await;
+    let response = certify(active_id, json!({"ttl_days": "thirty"})).await;
     assert!(response.status().is_client_error());
     let body: Value = response.json().await.unwrap();
     assert!(body["code"].as_str().unwrap().starts_with("VAL_"), "{body}");
-    let events: Value = app
-        .get(&format!("/v1/licenses/{active_id}/events"))
+    let events: Value = licenses
+        .try_history(active_id, "")
         .await
         .json()
         .await

@@ -7,32 +7,26 @@ use keyledger_events::verify::{self, Finding, Head, Report};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, problem, spawn_app};
+use crate::helpers::{NewLicense, TestApp, Validate, problem, spawn_app};
 
 /// A short history of every kind: issues, a validation with awkward metadata, a revoke.
 async fn history(app: &TestApp) {
-    let mut keys = Vec::new();
+    let mut issued = Vec::new();
     for owner in ["acme", "globex", "initech"] {
-        let issued = app
-            .issue_license_with(json!({"owner": owner, "tier": "pro"}))
-            .await;
-        keys.push(issued);
+        issued.push(app.issue_license_with(NewLicense::new(owner, "pro")).await);
     }
-    let response = app
-        .post(
-            "/v1/licenses/validate",
-            &json!({"key": keys[0]["key"], "metadata": {"n": 1e300, "s": "a\nb", "u": "ünï"}}),
-        )
+    let awkward = json!({"n": 1e300, "s": "a\nb", "u": "ünï"});
+    app.licenses()
+        .validate(&Validate {
+            metadata: Some(awkward),
+            ..Validate::key(&issued[0].key)
+        })
         .await;
-    assert_eq!(response.status(), 200);
-    let revoked = app
-        .revoke(keys[1]["license_id"].as_str().unwrap(), "refund")
-        .await;
-    assert_eq!(revoked.status(), 200);
+    app.revoke(issued[1].license_id, "refund").await;
 }
 
 async fn export(app: &TestApp, query: &str) -> String {
-    let response = app.get(&format!("/v1/events/export{query}")).await;
+    let response = app.log().try_export(query).await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["content-type"].to_str().unwrap(),
@@ -138,9 +132,9 @@ async fn an_export_of_a_range_holds_exactly_that_range_and_a_backwards_range_is_
         .collect();
     assert_eq!(positions, [3, 4]);
 
-    let body = problem(app.get("/v1/events/export?after=4&until=2").await, 400).await;
+    let body = problem(app.log().try_export("?after=4&until=2").await, 400).await;
     assert_eq!(body["code"], "VAL_INVALID_PARAMETER");
-    let body = problem(app.get("/v1/events/export?after=-1").await, 400).await;
+    let body = problem(app.log().try_export("?after=-1").await, 400).await;
     assert_eq!(body["code"], "VAL_INVALID_PARAMETER");
 }
 

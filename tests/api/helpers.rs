@@ -12,11 +12,22 @@ use keyledger::app::Application;
 use keyledger::config::ServeArgs;
 use keyledger_command::Clock;
 use keyledger_events::db;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
+
+mod client;
+mod licenses;
+mod log;
+mod sessions;
+mod users;
+pub use client::*;
+pub use licenses::*;
+pub use log::*;
+pub use sessions::*;
+pub use users::*;
 
 pub const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 pub const NATS: &str = "nats://127.0.0.1:4222";
@@ -340,32 +351,27 @@ impl TestApp {
             .unwrap()
     }
 
-    /// Issues a license and returns the 201 body.
-    pub async fn issue_license(&self) -> Value {
-        self.issue_license_with(json!({"owner": "acme", "tier": "pro"}))
+    /// Issues a license to acme on the pro tier.
+    pub async fn issue_license(&self) -> Issued {
+        self.issue_license_with(NewLicense::new("acme", "pro"))
             .await
     }
 
-    pub async fn issue_license_with(&self, body: Value) -> Value {
-        let response = self.post("/v1/licenses", &body).await;
-        assert_eq!(response.status(), 201, "issuing {body}");
-        response.json().await.unwrap()
+    pub async fn issue_license_with(&self, license: NewLicense) -> Issued {
+        self.licenses().issue(&license).await
     }
 
-    pub async fn validate(&self, key: &str) -> Value {
-        let response = self
-            .post("/v1/licenses/validate", &json!({"key": key}))
-            .await;
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
+    /// Validates `key` (and nothing else).
+    pub async fn validate(&self, key: &str) -> Validation {
+        self.licenses().validate(&Validate::key(key)).await
     }
 
-    pub async fn revoke(&self, license_id: &str, reason: &str) -> reqwest::Response {
-        self.post(
-            &format!("/v1/licenses/{license_id}/revoke"),
-            &json!({"reason": reason}),
-        )
-        .await
+    pub async fn revoke(&self, license_id: impl ToString, reason: &str) -> Revoked {
+        self.licenses().revoke(license_id, reason).await
+    }
+
+    pub async fn try_revoke(&self, license_id: impl ToString, reason: &str) -> reqwest::Response {
+        self.licenses().try_revoke(license_id, reason).await
     }
 
     /// The actors of a stream's events (`admin_token`, `user:<id>`, …), in order.
@@ -401,6 +407,19 @@ impl TestApp {
     pub async fn head(&self) -> i64 {
         let client = self.pool.get().await.unwrap();
         keyledger_events::store::head_on(&client).await.unwrap()
+    }
+
+    /// Events of `event_type` in the whole log.
+    pub async fn count_of(&self, event_type: &str) -> i64 {
+        let client = self.pool.get().await.unwrap();
+        client
+            .query_one(
+                "SELECT count(*) FROM events WHERE event_type = $1",
+                &[&event_type],
+            )
+            .await
+            .unwrap()
+            .get(0)
     }
 
     pub async fn events_of_type(&self, stream_id: &str, event_type: &str) -> i64 {

@@ -7,17 +7,13 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    ServiceProcess, TestApp, TestDatabase, eventually, problem, spawn_app, spawn_app_with,
+    Issued, Licenses, NewLicense, ServiceProcess, TestApp, TestDatabase, Validate, Validation,
+    eventually, expect, problem, spawn_app, spawn_app_with,
 };
 
-async fn post_with_key(app: &TestApp, path: &str, key: &str, body: &Value) -> Response {
-    app.http
-        .post(app.url(path))
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+/// The calls of the bootstrap admin, each with `Idempotency-Key: key`.
+fn keyed<'a>(app: &'a TestApp, key: &str) -> Licenses<'a> {
+    app.api().idempotency_key(key).licenses()
 }
 
 fn replayed(response: &Response) -> bool {
@@ -30,16 +26,16 @@ fn replayed(response: &Response) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_issue_returns_the_stored_response_without_the_key_and_appends_nothing() {
     let app = spawn_app().await;
-    let body = json!({"owner": "acme", "tier": "pro"});
+    let body = NewLicense::new("acme", "pro");
 
-    let first = post_with_key(&app, "/v1/licenses", "order-1", &body).await;
+    let first = keyed(&app, "order-1").try_issue(&body).await;
     assert_eq!(first.status(), 201);
     assert!(!replayed(&first));
     let first: Value = first.json().await.unwrap();
     assert!(first["key"].as_str().unwrap().starts_with("lic_"));
     let events = app.event_count().await;
 
-    let again = post_with_key(&app, "/v1/licenses", "order-1", &body).await;
+    let again = keyed(&app, "order-1").try_issue(&body).await;
     assert_eq!(again.status(), 201);
     assert!(replayed(&again));
     let again: Value = again.json().await.unwrap();
@@ -59,8 +55,9 @@ async fn a_repeated_issue_returns_the_stored_response_without_the_key_and_append
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_identical_issues_create_one_license() {
     let app = spawn_app().await;
-    let body = json!({"owner": "acme", "tier": "enterprise", "metadata": {"order": 7}});
-    let requests = (0..50).map(|_| post_with_key(&app, "/v1/licenses", "burst", &body));
+    let body = NewLicense::new("acme", "enterprise").metadata(json!({"order": 7}));
+    let licenses = keyed(&app, "burst");
+    let requests = (0..50).map(|_| licenses.try_issue(&body));
     let responses = futures::future::join_all(requests).await;
 
     let mut bodies = Vec::new();
@@ -80,37 +77,20 @@ async fn fifty_concurrent_identical_issues_create_one_license() {
     let replay: Value = serde_json::from_str(replays[0]).unwrap();
     assert_eq!(first["license_id"], replay["license_id"]);
 
-    let client = app.pool.get().await.unwrap();
-    let issued: i64 = client
-        .query_one(
-            "SELECT count(*) FROM events WHERE event_type = 'LicenseIssued'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(issued, 1);
+    assert_eq!(app.count_of("LicenseIssued").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_reused_with_another_body_is_422() {
     let app = spawn_app().await;
-    let first = post_with_key(
-        &app,
-        "/v1/licenses",
-        "k1",
-        &json!({"owner": "a", "tier": "pro"}),
-    )
-    .await;
+    let first = keyed(&app, "k1")
+        .try_issue(&NewLicense::new("a", "pro"))
+        .await;
     assert_eq!(first.status(), 201);
     let events = app.event_count().await;
-    let other = post_with_key(
-        &app,
-        "/v1/licenses",
-        "k1",
-        &json!({"owner": "b", "tier": "pro"}),
-    )
-    .await;
+    let other = keyed(&app, "k1")
+        .try_issue(&NewLicense::new("b", "pro"))
+        .await;
     assert_eq!(
         problem(other, 422).await["code"],
         "VAL_IDEMPOTENCY_KEY_REUSED"
@@ -132,18 +112,16 @@ async fn a_key_reused_with_another_body_is_422() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_domain_refusal_is_stored_and_replayed() {
     let app = spawn_app().await;
-    let issued = app.issue_license().await;
-    let id = issued["license_id"].as_str().unwrap();
-    assert_eq!(app.revoke(id, "first").await.status(), 200);
+    let id = app.issue_license().await.license_id;
+    app.revoke(id, "first").await;
     let events = app.event_count().await;
 
-    let path = format!("/v1/licenses/{id}/revoke");
-    let refused = post_with_key(&app, &path, "again", &json!({"reason": "second"})).await;
+    let refused = keyed(&app, "again").try_revoke(id, "second").await;
     assert!(!replayed(&refused));
     let refused_text = refused.text().await.unwrap();
     assert!(refused_text.contains("BIZ_LICENSE_REVOKED"));
 
-    let repeat = post_with_key(&app, &path, "again", &json!({"reason": "second"})).await;
+    let repeat = keyed(&app, "again").try_revoke(id, "second").await;
     assert_eq!(repeat.status(), 409);
     assert!(replayed(&repeat));
     assert_eq!(repeat.text().await.unwrap(), refused_text, "byte for byte");
@@ -153,21 +131,13 @@ async fn a_domain_refusal_is_stored_and_replayed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_that_fails_validation_stores_nothing_and_may_be_retried() {
     let app = spawn_app().await;
-    let bad = post_with_key(
-        &app,
-        "/v1/licenses",
-        "retry-me",
-        &json!({"owner": "", "tier": "pro"}),
-    )
-    .await;
+    let bad = keyed(&app, "retry-me")
+        .try_issue(&NewLicense::new("", "pro"))
+        .await;
     assert_eq!(problem(bad, 422).await["code"], "VAL_INVALID_FIELD");
-    let good = post_with_key(
-        &app,
-        "/v1/licenses",
-        "retry-me",
-        &json!({"owner": "fixed", "tier": "pro"}),
-    )
-    .await;
+    let good = keyed(&app, "retry-me")
+        .try_issue(&NewLicense::new("fixed", "pro"))
+        .await;
     assert_eq!(good.status(), 201);
     assert!(!replayed(&good));
 }
@@ -180,13 +150,9 @@ async fn malformed_keys_are_400_and_nothing_is_appended() {
         "with space".to_owned(),
         "tab\tkey".to_owned(),
     ] {
-        let response = post_with_key(
-            &app,
-            "/v1/licenses",
-            &key,
-            &json!({"owner": "a", "tier": "pro"}),
-        )
-        .await;
+        let response = keyed(&app, &key)
+            .try_issue(&NewLicense::new("a", "pro"))
+            .await;
         assert_eq!(
             problem(response, 400).await["code"],
             "VAL_INVALID_IDEMPOTENCY_KEY",
@@ -214,7 +180,7 @@ async fn a_repeat_while_the_first_request_runs_is_409() {
         )
         .await
         .unwrap();
-    let response = post_with_key(&app, "/v1/licenses", "busy", &body).await;
+    let response = keyed(&app, "busy").try_issue(&body).await;
     assert_eq!(
         problem(response, 409).await["code"],
         "BIZ_IDEMPOTENCY_IN_FLIGHT"
@@ -263,13 +229,9 @@ async fn expired_keys_are_purged_and_may_be_used_again() {
         args.idempotency_purge_interval = Duration::from_millis(100);
     })
     .await;
-    let first = post_with_key(
-        &app,
-        "/v1/licenses",
-        "short-lived",
-        &json!({"owner": "a", "tier": "pro"}),
-    )
-    .await;
+    let first = keyed(&app, "short-lived")
+        .try_issue(&NewLicense::new("a", "pro"))
+        .await;
     assert_eq!(first.status(), 201);
     let client = app.pool.get().await.unwrap();
     eventually(
@@ -288,13 +250,9 @@ async fn expired_keys_are_purged_and_may_be_used_again() {
         },
     )
     .await;
-    let second = post_with_key(
-        &app,
-        "/v1/licenses",
-        "short-lived",
-        &json!({"owner": "b", "tier": "pro"}),
-    )
-    .await;
+    let second = keyed(&app, "short-lived")
+        .try_issue(&NewLicense::new("b", "pro"))
+        .await;
     assert_eq!(second.status(), 201);
     assert!(!replayed(&second));
 }
@@ -302,23 +260,14 @@ async fn expired_keys_are_purged_and_may_be_used_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_is_scoped_to_its_route() {
     let app = spawn_app().await;
-    let issued = post_with_key(
-        &app,
-        "/v1/licenses",
-        "shared",
-        &json!({"owner": "a", "tier": "pro"}),
-    )
-    .await;
-    let issued: Value = issued.json().await.unwrap();
-    let validated = post_with_key(
-        &app,
-        "/v1/licenses/validate",
-        "shared",
-        &json!({"key": issued["key"]}),
-    )
-    .await;
-    assert_eq!(validated.status(), 200);
+    let issued = keyed(&app, "shared")
+        .try_issue(&NewLicense::new("a", "pro"))
+        .await;
+    let issued: Issued = issued.json().await.unwrap();
+    let validated = keyed(&app, "shared")
+        .try_validate(&Validate::key(&issued.key))
+        .await;
     assert!(!replayed(&validated));
-    let validated: Value = validated.json().await.unwrap();
-    assert_eq!(validated["code"], "VALID");
+    let validated: Validation = expect(validated, 200, "validating").await;
+    assert_eq!(validated.code, "VALID");
 }

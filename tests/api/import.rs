@@ -10,11 +10,11 @@ use keyledger::import::{ImportError, ImportOptions, Summary, import_file};
 use keyledger_events::license::Tier;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::helpers::{TestDatabase, problem, spawn_app_on};
+use crate::helpers::{License, LicensePage, TestDatabase, Validate, expect, problem, spawn_app_on};
 
 /// A legacy database, as the legacy service created it, in a file removed on drop.
 struct LegacyDb {
@@ -257,25 +257,28 @@ async fn importing_twice_appends_once_and_legacy_keys_keep_working() {
     let app = spawn_app_on(database, |_| {}).await;
     let active = &keys[0];
     let validation = app.validate(active).await;
-    assert_eq!(validation["code"], "VALID", "{validation}");
-    assert_eq!(validation["tier"], "basic");
+    assert_eq!(validation.code, "VALID", "{validation:?}");
+    assert_eq!(validation.tier.as_deref(), Some("basic"));
     let revoked = &keys[3];
-    assert_eq!(app.validate(revoked).await["code"], "REVOKED");
+    assert_eq!(app.validate(revoked).await.code, "REVOKED");
     let expired = &keys[4];
-    assert_eq!(app.validate(expired).await["code"], "EXPIRED");
+    assert_eq!(app.validate(expired).await.code, "EXPIRED");
 
     // Imported licenses are searchable, carry their legacy id, and never their key.
     let head = app.head().await;
-    let page: Value = app
-        .get_at("/v1/licenses?owner=USER0@example.org", head)
+    let page = app
+        .api()
+        .at(head)
+        .licenses()
+        .try_search("?owner=USER0@example.org")
         .await
-        .json()
+        .text()
         .await
         .unwrap();
-    let items = page["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2, "{page}");
-    assert!(items.iter().all(|l| l["legacy_id"].as_i64().is_some()));
-    assert!(!page.to_string().contains(active.as_str()));
+    assert!(!page.contains(active.as_str()));
+    let page: LicensePage = serde_json::from_str(&page).unwrap();
+    assert_eq!(page.items.len(), 2, "{page:?}");
+    assert!(page.items.iter().all(|l| l.legacy_id.is_some()));
     let client = app.pool.get().await.unwrap();
     let plaintext: i64 = client
         .query_one(
@@ -289,18 +292,10 @@ async fn importing_twice_appends_once_and_legacy_keys_keep_working() {
 }
 
 /// The license of a legacy key, looked up as support staff do.
-async fn license_of(app: &crate::helpers::TestApp, key: &str) -> Value {
+async fn license_of(app: &crate::helpers::TestApp, key: &str) -> License {
     let head = app.head().await;
-    let response = app
-        .http
-        .get(app.url("/v1/licenses/by-key"))
-        .header("x-license-key", key)
-        .header("x-consistency-position", head.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
+    let response = app.api().at(head).licenses().try_by_key_header(key).await;
+    expect(response, 200, "finding a license by key").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,23 +333,23 @@ async fn a_legacy_license_without_an_expiry_date_is_imported_as_perpetual() {
     let app = spawn_app_on(database, |_| {}).await;
     // Far in the future, the license is still valid and still has no end.
     app.clock.advance(chrono::Duration::days(365 * 150));
-    let validation = app.validate(&active).await;
+    let validation: Value = app
+        .licenses()
+        .try_validate(&Validate::key(&active))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(validation["code"], "VALID", "{validation}");
     assert_eq!(validation["expires_at"], Value::Null, "{validation}");
     let license = license_of(&app, &active).await;
-    assert_eq!(license["expires_at"], Value::Null, "{license}");
+    assert_eq!(license.expires_at, None, "{license:?}");
     // Its legacy status still counts.
-    assert_eq!(app.validate(&revoked).await["code"], "REVOKED");
+    assert_eq!(app.validate(&revoked).await.code, "REVOKED");
     // Marked expired without a date: it expired at the import.
-    assert_eq!(app.validate(&expired).await["code"], "EXPIRED");
+    assert_eq!(app.validate(&expired).await.code, "EXPIRED");
 
-    let id = license["license_id"].as_str().unwrap();
-    let renewed = app
-        .post(
-            &format!("/v1/licenses/{id}/renew"),
-            &json!({"valid_days": 30}),
-        )
-        .await;
+    let renewed = app.licenses().try_renew(license.license_id, 30).await;
     let body = problem(renewed, 409).await;
     assert_eq!(body["code"], "BIZ_LICENSE_PERPETUAL");
 }
@@ -398,24 +393,19 @@ async fn installations_find_their_license_whatever_the_case_of_the_email() {
     })
     .await;
     let license = license_of(&app, &key).await;
-    let id = license["license_id"].as_str().unwrap();
-    let page: Value = app
-        .get_at(
-            &format!("/v1/licenses/{id}/installations"),
-            app.head().await,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let mut ids: Vec<&str> = page["items"]
-        .as_array()
-        .unwrap()
+    let page = app
+        .api()
+        .at(app.head().await)
+        .licenses()
+        .installations(license.license_id)
+        .await;
+    let mut ids: Vec<&str> = page
+        .items
         .iter()
-        .map(|i| i["installation_id"].as_str().unwrap())
+        .map(|i| i.installation_id.as_str())
         .collect();
     ids.sort_unstable();
-    assert_eq!(ids, ["m-lower", "m-spaced", "m-upper"], "{page}");
+    assert_eq!(ids, ["m-lower", "m-spaced", "m-upper"], "{page:?}");
 }
 
 /// A legacy database with one good license and rows that cannot be imported.
@@ -505,8 +495,8 @@ async fn skip_invalid_imports_the_rest_and_counts_each_skipped_row() {
     assert!(second.contains("appended 0 new events"), "{second}");
 
     let app = spawn_app_on(database, |_| {}).await;
-    assert_eq!(app.validate(&good).await["code"], "VALID");
-    assert_eq!(app.validate(&bad).await["code"], "NOT_FOUND");
+    assert_eq!(app.validate(&good).await.code, "VALID");
+    assert_eq!(app.validate(&bad).await.code, "NOT_FOUND");
 }
 
 /// One generated legacy license row, and whether the generator made it unusable.

@@ -4,50 +4,39 @@
 use std::time::Duration;
 
 use keyledger_events::{Notifier, PgEventStore, WriterConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{TestApp, policy_file, problem, spawn_app, spawn_app_with};
-
-async fn validate_with(app: &TestApp, body: Value) -> Value {
-    let response = app.post("/v1/licenses/validate", &body).await;
-    assert_eq!(response.status(), 200, "{body}");
-    response.json().await.unwrap()
-}
-
-async fn command(app: &TestApp, id: &str, action: &str, body: Value) -> reqwest::Response {
-    app.post(&format!("/v1/licenses/{id}/{action}"), &body)
-        .await
-}
+use crate::helpers::{
+    License, NewLicense, Validate, policy_file, problem, query, spawn_app, spawn_app_with,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn features_are_checked_against_the_tier_and_the_licenses_own_entitlements() {
     let app = spawn_app().await;
+    let licenses = app.licenses();
     let issued = app
-        .issue_license_with(json!({"owner": "acme", "tier": "basic", "entitlements": ["sso"]}))
+        .issue_license_with(NewLicense::new("acme", "basic").entitlements(&["sso"]))
         .await;
-    let key = issued["key"].as_str().unwrap();
+    let needing = |feature| Validate::key(&issued.key).feature(feature);
 
-    let ok = validate_with(&app, json!({"key": key, "feature": "reports"})).await;
-    assert_eq!(ok["code"], "VALID");
-    assert_eq!(ok["entitlements"], json!(["core", "reports", "sso"]));
+    let ok = licenses.validate(&needing("reports")).await;
+    assert_eq!(ok.code, "VALID");
     assert_eq!(
-        validate_with(&app, json!({"key": key, "feature": "sso"})).await["code"],
-        "VALID"
+        ok.entitlements,
+        Some(vec!["core".into(), "reports".into(), "sso".into()])
     );
-    let refused = validate_with(&app, json!({"key": key, "feature": "export"})).await;
-    assert_eq!(refused["code"], "FEATURE_NOT_ENTITLED");
-    assert_eq!(refused["valid"], false);
+    assert_eq!(licenses.validate(&needing("sso")).await.code, "VALID");
+    let refused = licenses.validate(&needing("export")).await;
+    assert_eq!(refused.code, "FEATURE_NOT_ENTITLED");
+    assert!(!refused.valid);
 
     // Overrides later: entitlements replaced (the tier's stay).
-    let id = issued["license_id"].as_str().unwrap();
-    let changed = command(&app, id, "policy", json!({"entitlements": ["export"]})).await;
-    assert_eq!(changed.status(), 200);
+    licenses
+        .change_policy(issued.license_id, &json!({"entitlements": ["export"]}))
+        .await;
+    assert_eq!(licenses.validate(&needing("export")).await.code, "VALID");
     assert_eq!(
-        validate_with(&app, json!({"key": key, "feature": "export"})).await["code"],
-        "VALID"
-    );
-    assert_eq!(
-        validate_with(&app, json!({"key": key, "feature": "sso"})).await["code"],
+        licenses.validate(&needing("sso")).await.code,
         "FEATURE_NOT_ENTITLED"
     );
 }
@@ -63,19 +52,19 @@ async fn the_daily_quota_counts_valid_validations_and_resets_the_next_day() {
     });
     let app = spawn_app_with(|args| args.policy_file = Some(policy)).await;
     let issued = app
-        .issue_license_with(json!({"owner": "acme", "tier": "free"}))
+        .issue_license_with(NewLicense::new("acme", "free"))
         .await;
-    let key = issued["key"].as_str().unwrap();
+    let key = issued.key.as_str();
     for _ in 0..3 {
-        assert_eq!(app.validate(key).await["code"], "VALID");
+        assert_eq!(app.validate(key).await.code, "VALID");
     }
     // Three VALID validations spent the day's quota.
     let over = app.validate(key).await;
-    assert_eq!(over["code"], "QUOTA_EXCEEDED");
-    assert_eq!(over["valid"], false);
+    assert_eq!(over.code, "QUOTA_EXCEEDED");
+    assert!(!over.valid);
 
     app.clock.advance(chrono::Duration::days(1));
-    assert_eq!(app.validate(key).await["code"], "VALID");
+    assert_eq!(app.validate(key).await.code, "VALID");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,34 +86,25 @@ async fn an_invalid_policy_file_stops_start_up_naming_the_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspension_is_reversible_and_revocation_is_final() {
     let app = spawn_app().await;
+    let licenses = app.licenses();
     let issued = app.issue_license().await;
-    let (id, key) = (
-        issued["license_id"].as_str().unwrap(),
-        issued["key"].as_str().unwrap(),
-    );
+    let (id, key) = (issued.license_id, issued.key.as_str());
 
-    let suspended = command(&app, id, "suspend", json!({"reason": "unpaid invoice"})).await;
-    assert_eq!(suspended.status(), 200);
-    let suspended: Value = suspended.json().await.unwrap();
-    assert_eq!(suspended["status"], "suspended");
-    assert_eq!(app.validate(key).await["code"], "SUSPENDED");
-    let again = command(&app, id, "suspend", json!({"reason": "twice"})).await;
+    let suspended = licenses.suspend(id, "unpaid invoice").await;
+    assert_eq!(suspended.status, "suspended");
+    assert_eq!(app.validate(key).await.code, "SUSPENDED");
+    let again = licenses.try_suspend(id, "twice").await;
     assert_eq!(problem(again, 409).await["code"], "BIZ_LICENSE_SUSPENDED");
 
-    assert_eq!(
-        command(&app, id, "reinstate", json!({"reason": "paid"}))
-            .await
-            .status(),
-        200
-    );
-    assert_eq!(app.validate(key).await["code"], "VALID");
-    let not_suspended = command(&app, id, "reinstate", json!({})).await;
+    licenses.reinstate(id, Some("paid")).await;
+    assert_eq!(app.validate(key).await.code, "VALID");
+    let not_suspended = licenses.try_reinstate(id, None).await;
     assert_eq!(
         problem(not_suspended, 409).await["code"],
         "BIZ_LICENSE_NOT_SUSPENDED"
     );
 
-    assert_eq!(app.revoke(id, "fraud").await.status(), 200);
+    app.revoke(id, "fraud").await;
     let before = app.event_count().await;
     for (action, body) in [
         ("suspend", json!({"reason": "x"})),
@@ -134,7 +114,7 @@ async fn suspension_is_reversible_and_revocation_is_final() {
         ("revoke", json!({"reason": "x"})),
         ("installations", json!({"installation_id": "m1"})),
     ] {
-        let response = command(&app, id, action, body).await;
+        let response = licenses.command(id, action, &body).await;
         assert_eq!(
             problem(response, 409).await["code"],
             "BIZ_LICENSE_REVOKED",
@@ -142,29 +122,22 @@ async fn suspension_is_reversible_and_revocation_is_final() {
         );
     }
     assert_eq!(app.event_count().await, before);
-    assert_eq!(app.validate(key).await["code"], "REVOKED");
+    assert_eq!(app.validate(key).await.code, "REVOKED");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renewing_an_expired_license_makes_it_valid_again() {
     let app = spawn_app().await;
+    let licenses = app.licenses();
     let issued = app
-        .issue_license_with(json!({"owner": "a", "tier": "pro", "valid_days": 10}))
+        .issue_license_with(NewLicense::new("a", "pro").valid_days(10))
         .await;
-    let (id, key) = (
-        issued["license_id"].as_str().unwrap(),
-        issued["key"].as_str().unwrap(),
-    );
+    let (id, key) = (issued.license_id, issued.key.as_str());
     app.clock.advance(chrono::Duration::days(20));
-    assert_eq!(app.validate(key).await["code"], "EXPIRED");
+    assert_eq!(app.validate(key).await.code, "EXPIRED");
 
-    let renewed: Value = command(&app, id, "renew", json!({"valid_days": 30}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let expires: chrono::DateTime<chrono::Utc> =
-        renewed["expires_at"].as_str().unwrap().parse().unwrap();
+    let renewed = licenses.renew(id, 30).await;
+    let expires = renewed.expires_at.unwrap();
     let now = (app.clock.clock())();
     // From now (the license had expired), not from the old expiry.
     assert!(
@@ -174,26 +147,24 @@ async fn renewing_an_expired_license_makes_it_valid_again() {
             < 60,
         "{expires} vs {now}"
     );
-    assert_eq!(app.validate(key).await["code"], "VALID");
+    assert_eq!(app.validate(key).await.code, "VALID");
 
-    let bad = command(&app, id, "renew", json!({"valid_days": 0})).await;
+    let bad = licenses.try_renew(id, 0).await;
     assert_eq!(problem(bad, 422).await["code"], "VAL_INVALID_FIELD");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_parallel_activations_on_a_limit_of_three_take_exactly_three_seats() {
     let app = spawn_app().await;
-    let issued = app
-        .issue_license_with(json!({"owner": "a", "tier": "basic"}))
-        .await;
-    let id = issued["license_id"].as_str().unwrap();
+    let licenses = app.licenses();
+    let id = app
+        .issue_license_with(NewLicense::new("a", "basic"))
+        .await
+        .license_id;
     let activations = (0..20).map(|n| {
-        command(
-            &app,
-            id,
-            "installations",
-            json!({"installation_id": format!("machine-{n}")}),
-        )
+        let machine = format!("machine-{n}");
+        let licenses = &licenses;
+        async move { licenses.try_activate(id, &machine).await }
     });
     let responses = futures::future::join_all(activations).await;
     let mut created = 0;
@@ -219,75 +190,38 @@ async fn twenty_parallel_activations_on_a_limit_of_three_take_exactly_three_seat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installations_activate_once_free_their_seat_and_gate_validation() {
     let app = spawn_app().await;
+    let licenses = app.licenses();
     let issued = app
-        .issue_license_with(json!({"owner": "a", "tier": "pro", "max_installations": 1}))
+        .issue_license_with(NewLicense::new("a", "pro").max_installations(1))
         .await;
-    let (id, key) = (
-        issued["license_id"].as_str().unwrap(),
-        issued["key"].as_str().unwrap(),
-    );
+    let (id, key) = (issued.license_id, issued.key.as_str());
 
-    let first = command(
-        &app,
-        id,
-        "installations",
-        json!({"installation_id": "laptop", "hostname": "laptop.local"}),
-    )
-    .await;
+    let first = licenses
+        .try_activate_with(
+            id,
+            &json!({"installation_id": "laptop", "hostname": "laptop.local"}),
+        )
+        .await;
     assert_eq!(first.status(), 201);
-    let again = command(
-        &app,
-        id,
-        "installations",
-        json!({"installation_id": "laptop"}),
-    )
-    .await;
+    let again = licenses.try_activate(id, "laptop").await;
     assert_eq!(again.status(), 200, "activating again is idempotent");
-    let full = command(
-        &app,
-        id,
-        "installations",
-        json!({"installation_id": "desktop"}),
-    )
-    .await;
+    let full = licenses.try_activate(id, "desktop").await;
     assert_eq!(
         problem(full, 409).await["code"],
         "BIZ_TOO_MANY_INSTALLATIONS"
     );
 
+    let on = |machine| Validate::key(key).installation(machine);
+    assert_eq!(licenses.validate(&on("laptop")).await.code, "VALID");
     assert_eq!(
-        validate_with(&app, json!({"key": key, "installation_id": "laptop"})).await["code"],
-        "VALID"
-    );
-    assert_eq!(
-        validate_with(&app, json!({"key": key, "installation_id": "desktop"})).await["code"],
+        licenses.validate(&on("desktop")).await.code,
         "INSTALLATION_NOT_ACTIVATED"
     );
 
-    let released = app
-        .http
-        .delete(app.url(&format!("/v1/licenses/{id}/installations/laptop")))
-        .send()
-        .await
-        .unwrap();
+    let released = licenses.try_deactivate(id, "laptop").await;
     assert_eq!(released.status(), 200);
-    assert_eq!(
-        command(
-            &app,
-            id,
-            "installations",
-            json!({"installation_id": "desktop"})
-        )
-        .await
-        .status(),
-        201
-    );
-    let gone = app
-        .http
-        .delete(app.url(&format!("/v1/licenses/{id}/installations/laptop")))
-        .send()
-        .await
-        .unwrap();
+    licenses.activate(id, "desktop").await;
+    let gone = licenses.try_deactivate(id, "laptop").await;
     assert_eq!(
         problem(gone, 404).await["code"],
         "RES_INSTALLATION_NOT_FOUND"
@@ -297,41 +231,24 @@ async fn installations_activate_once_free_their_seat_and_gate_validation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_an_installation_alive_and_silence_frees_its_seat() {
     let app = spawn_app().await;
-    let issued = app
-        .issue_license_with(json!({"owner": "a", "tier": "basic"}))
-        .await;
-    let id = issued["license_id"].as_str().unwrap();
+    let licenses = app.licenses();
+    let id = app
+        .issue_license_with(NewLicense::new("a", "basic"))
+        .await
+        .license_id;
     for machine in ["quiet", "chatty"] {
-        let response = command(
-            &app,
-            id,
-            "installations",
-            json!({"installation_id": machine}),
-        )
-        .await;
-        assert_eq!(response.status(), 201);
+        licenses.activate(id, machine).await;
     }
     let license_events = app
         .events_of_type(&format!("license-{id}"), "InstallationActivated")
         .await;
 
     app.clock.advance(chrono::Duration::minutes(8));
-    let beat = app
-        .post(
-            &format!("/v1/licenses/{id}/installations/chatty/heartbeat"),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(beat.status(), 200);
-    let beat: Value = beat.json().await.unwrap();
-    let last_seen: chrono::DateTime<chrono::Utc> =
-        beat["last_seen"].as_str().unwrap().parse().unwrap();
-    let due: chrono::DateTime<chrono::Utc> = beat["next_heartbeat_due"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(due - last_seen, chrono::Duration::minutes(10));
+    let beat = licenses.heartbeat(id, "chatty").await;
+    assert_eq!(
+        beat.next_heartbeat_due - beat.last_seen,
+        chrono::Duration::minutes(10)
+    );
     // Heartbeats do not grow the license's own stream.
     assert_eq!(
         app.events_of_type(&format!("license-{id}"), "InstallationActivated")
@@ -346,37 +263,23 @@ async fn heartbeats_keep_an_installation_alive_and_silence_frees_its_seat() {
         .await,
         1
     );
-    let unknown = app
-        .post(
-            &format!("/v1/licenses/{id}/installations/nobody/heartbeat"),
-            &json!({}),
-        )
-        .await;
+    let unknown = licenses.try_heartbeat(id, "nobody").await;
     assert_eq!(
         problem(unknown, 404).await["code"],
         "RES_INSTALLATION_NOT_FOUND"
     );
 
     app.clock.advance(chrono::Duration::minutes(4));
-    let listed: Value = app
-        .get_at(
-            &format!("/v1/licenses/{id}/installations"),
-            beat["position"].as_i64().unwrap(),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let alive: Vec<(String, bool)> = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["installation_id"].as_str().unwrap().to_owned(),
-                i["alive"].as_bool().unwrap(),
-            )
-        })
+    let listed = app
+        .api()
+        .at(beat.position)
+        .licenses()
+        .installations(id)
+        .await;
+    let alive: Vec<(String, bool)> = listed
+        .items
+        .into_iter()
+        .map(|i| (i.installation_id, i.alive))
         .collect();
     assert_eq!(
         alive,
@@ -400,25 +303,15 @@ async fn heartbeats_keep_an_installation_alive_and_silence_frees_its_seat() {
     .await
     .unwrap();
     assert_eq!(freed, 1);
-    let stream: Value = app
-        .get(&format!("/v1/licenses/{id}/events"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let last = stream["events"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["event_type"], "InstallationDeactivated");
-    assert_eq!(last["data"]["installation_id"], "quiet");
-    assert_eq!(last["data"]["reason"], "heartbeat_timeout");
-    assert_eq!(last["metadata"]["actor"], "system");
+    let history = licenses.history(id).await;
+    let last = history.events.last().unwrap();
+    assert_eq!(last.event_type, "InstallationDeactivated");
+    assert_eq!(last.data["installation_id"], "quiet");
+    assert_eq!(last.data["reason"], "heartbeat_timeout");
+    assert_eq!(last.metadata["actor"], "system");
     let head = app.head().await;
-    let listed: Value = app
-        .get_at(&format!("/v1/licenses/{id}/installations"), head)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let listed = app.api().at(head).licenses().installations(id).await;
+    assert_eq!(listed.items.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,62 +322,52 @@ async fn licenses_are_found_by_owner_status_tier_and_expiry_in_pages() {
         let owner = if n % 2 == 0 { "ACME Corp" } else { "acme corp" };
         let tier = if n < 3 { "pro" } else { "free" };
         let issued = app
-            .issue_license_with(json!({"owner": owner, "tier": tier, "valid_days": 10 + n}))
+            .issue_license_with(NewLicense::new(owner, tier).valid_days(10 + n))
             .await;
-        acme.push(issued["license_id"].as_str().unwrap().to_owned());
+        acme.push(issued.license_id);
     }
-    app.issue_license_with(json!({"owner": "Globex", "tier": "pro"}))
+    app.issue_license_with(NewLicense::new("Globex", "pro"))
         .await;
-    let revoked = app.revoke(&acme[0], "test").await;
-    let position = revoked.json::<Value>().await.unwrap()["position"]
-        .as_i64()
-        .unwrap();
-
-    let ids = |page: &Value| -> Vec<String> {
-        page["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["license_id"].as_str().unwrap().to_owned())
-            .collect()
+    let position = app.revoke(acme[0], "test").await.position;
+    let licenses = app.api().at(position).licenses();
+    let found = |params: Vec<(&'static str, Option<String>)>| {
+        let licenses = &licenses;
+        async move {
+            let page = licenses.search(&query(&params)).await;
+            let ids: Vec<_> = page.items.iter().map(|i| i.license_id).collect();
+            (ids, page.next_cursor)
+        }
     };
-    let page: Value = app
-        .get_at("/v1/licenses?owner=acme%20CORP", position)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let set = |value: &str| Some(value.to_owned());
+
     let mut newest_first = acme.clone();
     newest_first.reverse();
     assert_eq!(
-        ids(&page),
+        found(vec![("owner", set("acme CORP"))]).await.0,
         newest_first,
         "owner matches case-insensitively, newest first"
     );
 
-    let page: Value = app
-        .get_at(
-            "/v1/licenses?owner=acme%20corp&tier=pro&status=active",
-            position,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ids(&page), [acme[2].clone(), acme[1].clone()]);
+    let active_pro = vec![
+        ("owner", set("acme corp")),
+        ("tier", set("pro")),
+        ("status", set("active")),
+    ];
+    assert_eq!(found(active_pro).await.0, [acme[2], acme[1]]);
 
     let before = ((app.clock.clock())() + chrono::Duration::hours(11 * 24 + 12)).to_rfc3339();
-    let path = format!("/v1/licenses?expires_before={}", before.replace('+', "%2B"));
-    let page: Value = app.get_at(&path, position).await.json().await.unwrap();
-    assert_eq!(ids(&page), [acme[1].clone(), acme[0].clone()]);
+    assert_eq!(
+        found(vec![("expires_before", Some(before))]).await.0,
+        [acme[1], acme[0]]
+    );
 
     let mut seen = Vec::new();
-    let mut path = "/v1/licenses?limit=2".to_owned();
+    let mut cursor = None;
     loop {
-        let page: Value = app.get_at(&path, position).await.json().await.unwrap();
-        seen.extend(ids(&page));
-        match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/v1/licenses?limit=2&cursor={cursor}"),
+        let (ids, next) = found(vec![("limit", set("2")), ("cursor", cursor)]).await;
+        seen.extend(ids);
+        match next {
+            Some(next) => cursor = Some(next),
             None => break,
         }
     }
@@ -497,7 +380,7 @@ async fn licenses_are_found_by_owner_status_tier_and_expiry_in_pages() {
         "limit=0",
         "expires_before=soon",
     ] {
-        let response = app.get(&format!("/v1/licenses?{bad}")).await;
+        let response = app.licenses().try_search(&format!("?{bad}")).await;
         assert_eq!(
             problem(response, 400).await["code"],
             "VAL_INVALID_PARAMETER",
@@ -509,60 +392,33 @@ async fn licenses_are_found_by_owner_status_tier_and_expiry_in_pages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn support_finds_a_license_by_key_in_a_header_or_body_and_reads_its_history() {
     let app = spawn_app().await;
+    let licenses = app.licenses();
     let issued = app.issue_license().await;
-    let (id, key) = (
-        issued["license_id"].as_str().unwrap(),
-        issued["key"].as_str().unwrap(),
-    );
-    command(&app, id, "suspend", json!({"reason": "chargeback opened"})).await;
-    command(&app, id, "reinstate", json!({"reason": "chargeback won"})).await;
-    command(&app, id, "renew", json!({"valid_days": 30})).await;
-    command(&app, id, "installations", json!({"installation_id": "m1"})).await;
-    let revoked: Value = app
-        .revoke(id, "end of contract")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let position = revoked["position"].as_i64().unwrap();
+    let (id, key) = (issued.license_id, issued.key.as_str());
+    licenses.suspend(id, "chargeback opened").await;
+    licenses.reinstate(id, Some("chargeback won")).await;
+    licenses.renew(id, 30).await;
+    licenses.activate(id, "m1").await;
+    let position = app.revoke(id, "end of contract").await.position;
 
-    let by_header: Value = app
-        .http
-        .get(app.url("/v1/licenses/by-key"))
-        .header("x-license-key", key)
-        .header("x-consistency-position", position.to_string())
-        .send()
+    let by_header = app
+        .api()
+        .at(position)
+        .licenses()
+        .try_by_key_header(key)
         .await
-        .unwrap()
-        .json()
+        .json::<License>()
         .await
         .unwrap();
-    assert_eq!(by_header["license_id"], id);
-    assert_eq!(by_header["status"], "revoked");
-    let by_body = app.post("/v1/licenses/by-key", &json!({"key": key})).await;
-    assert_eq!(by_body.json::<Value>().await.unwrap()["license_id"], id);
-    let missing = app
-        .http
-        .get(app.url("/v1/licenses/by-key"))
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(by_header.license_id, id);
+    assert_eq!(by_header.status, "revoked");
+    assert_eq!(licenses.by_key(key).await.license_id, id);
+    let missing = app.get("/v1/licenses/by-key").await;
     assert_eq!(problem(missing, 400).await["code"], "VAL_INVALID_PARAMETER");
 
-    let history: Value = app
-        .get(&format!("/v1/licenses/{id}/events"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let types: Vec<&str> = history["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
-        .collect();
+    let history = licenses.history(id).await;
     assert_eq!(
-        types,
+        history.types(),
         [
             "LicenseIssued",
             "LicenseSuspended",
@@ -572,18 +428,16 @@ async fn support_finds_a_license_by_key_in_a_header_or_body_and_reads_its_histor
             "LicenseRevoked"
         ]
     );
-    assert_eq!(history["events"][1]["data"]["reason"], "chargeback opened");
-    let unknown = app
-        .get(&format!("/v1/licenses/{}/events", uuid::Uuid::new_v4()))
-        .await;
+    assert_eq!(history.events[1].data["reason"], "chargeback opened");
+    let unknown = licenses.try_history(uuid::Uuid::new_v4(), "").await;
     assert_eq!(problem(unknown, 404).await["code"], "RES_LICENSE_NOT_FOUND");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_lifecycle_input_is_rejected_and_appends_nothing() {
     let app = spawn_app().await;
-    let issued = app.issue_license().await;
-    let id = issued["license_id"].as_str().unwrap();
+    let licenses = app.licenses();
+    let id = app.issue_license().await.license_id;
     let before = app.event_count().await;
     let cases = [
         ("suspend", json!({}), 422, "VAL_INVALID_BODY"),
@@ -627,20 +481,14 @@ async fn bad_lifecycle_input_is_rejected_and_appends_nothing() {
         ),
     ];
     for (action, body, status, code) in cases {
-        let response = command(&app, id, action, body.clone()).await;
+        let response = licenses.command(id, action, &body).await;
         assert_eq!(
             problem(response, status).await["code"],
             code,
             "{action} {body}"
         );
     }
-    let unknown = command(
-        &app,
-        &uuid::Uuid::new_v4().to_string(),
-        "suspend",
-        json!({"reason": "x"}),
-    )
-    .await;
+    let unknown = licenses.try_suspend(uuid::Uuid::new_v4(), "x").await;
     assert_eq!(problem(unknown, 404).await["code"], "RES_LICENSE_NOT_FOUND");
     assert_eq!(app.event_count().await, before);
 }

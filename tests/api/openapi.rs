@@ -147,15 +147,11 @@ async fn a_consistency_position_past_the_head_is_refused_at_once() {
     let license = app.issue_license().await;
     let started = std::time::Instant::now();
     let response = app
-        .http
-        .get(app.url(&format!(
-            "/v1/licenses/{}",
-            license["license_id"].as_str().unwrap()
-        )))
-        .header("X-Consistency-Position", "9223372036854775806")
-        .send()
-        .await
-        .unwrap();
+        .api()
+        .at(9_223_372_036_854_775_806)
+        .licenses()
+        .try_get(license.license_id)
+        .await;
     let problem = crate::helpers::problem(response, 400).await;
     assert_eq!(problem["code"], "VAL_INVALID_PARAMETER");
     assert!(
@@ -164,17 +160,12 @@ async fn a_consistency_position_past_the_head_is_refused_at_once() {
         started.elapsed()
     );
     // A position that was handed out still reads.
-    let position = license["position"].as_i64().unwrap();
     let response = app
-        .http
-        .get(app.url(&format!(
-            "/v1/licenses/{}",
-            license["license_id"].as_str().unwrap()
-        )))
-        .header("X-Consistency-Position", position.to_string())
-        .send()
-        .await
-        .unwrap();
+        .api()
+        .at(license.position)
+        .licenses()
+        .try_get(license.license_id)
+        .await;
     assert_eq!(response.status(), 200);
 }
 

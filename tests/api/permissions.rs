@@ -9,7 +9,7 @@ use keyledger_api::permission::{Access, Permission, Rule, TABLE, rule_for};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_TOKEN, PASSWORD, TestApp, create_user, eventually, spawn_app, spawn_app_with,
+    ADMIN_TOKEN, NewLicense, PASSWORD, TestApp, create_user, eventually, spawn_app, spawn_app_with,
 };
 
 #[tokio::test]
@@ -125,12 +125,9 @@ struct World {
 
 async fn issue(app: &TestApp) -> (String, String) {
     let license = app
-        .issue_license_with(json!({"owner": "matrix", "tier": "pro", "valid_days": 30}))
+        .issue_license_with(NewLicense::new("matrix", "pro").valid_days(30))
         .await;
-    (
-        license["license_id"].as_str().unwrap().to_owned(),
-        license["key"].as_str().unwrap().to_owned(),
-    )
+    (license.license_id.to_string(), license.key)
 }
 
 async fn admin_ok(app: &TestApp, method: reqwest::Method, path: &str, body: Value) -> Value {

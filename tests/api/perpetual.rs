@@ -3,11 +3,18 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, policy_file, problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Issued, NewLicense, TestApp, Validate, expect, policy_file, problem, query, spawn_app,
+    spawn_app_with,
+};
 
+/// Issues a perpetual license to acme; the 201 body as it came (`expires_at` is `null`).
 async fn issue_perpetual(app: &TestApp, tier: &str) -> Value {
-    app.issue_license_with(json!({"owner": "acme", "tier": tier, "perpetual": true}))
-        .await
+    let response = app
+        .licenses()
+        .try_issue(&NewLicense::new("acme", tier).perpetual())
+        .await;
+    expect(response, 201, "issuing a perpetual license").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -19,31 +26,32 @@ async fn a_perpetual_license_never_expires() {
         issued.as_object().unwrap().contains_key("expires_at"),
         "{issued}"
     );
-    let key = issued["key"].as_str().unwrap();
-    let id = issued["license_id"].as_str().unwrap();
+    let issued: Issued = serde_json::from_value(issued).unwrap();
+    let licenses = app.licenses();
 
     // Two hundred years on, it is still valid.
     app.clock.advance(chrono::Duration::days(365 * 200));
-    let validation = app.validate(key).await;
+    let validation: Value = expect(
+        licenses.try_validate(&Validate::key(&issued.key)).await,
+        200,
+        "validating",
+    )
+    .await;
     assert_eq!(validation["code"], "VALID", "{validation}");
     assert_eq!(validation["expires_at"], Value::Null, "{validation}");
     assert!(validation.as_object().unwrap().contains_key("expires_at"));
 
-    let position = issued["position"].as_i64().unwrap();
-    let license: Value = app
-        .get_at(&format!("/v1/licenses/{id}"), position)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(license["expires_at"], Value::Null, "{license}");
+    let license = app
+        .api()
+        .at(issued.position)
+        .licenses()
+        .get(issued.license_id)
+        .await;
+    assert_eq!(license.expires_at, None, "{license:?}");
 
     // Lifecycle answers say so too.
-    let suspended: Value = app
-        .post(
-            &format!("/v1/licenses/{id}/suspend"),
-            &json!({"reason": "unpaid"}),
-        )
+    let suspended: Value = licenses
+        .try_suspend(issued.license_id, "unpaid")
         .await
         .json()
         .await
@@ -63,7 +71,7 @@ async fn a_perpetual_license_with_an_end_is_refused_naming_the_field() {
         body.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        let response = app.post("/v1/licenses", &body).await;
+        let response = app.licenses().try_issue(&body).await;
         let problem = problem(response, 422).await;
         assert_eq!(problem["code"], "VAL_INVALID_FIELD", "{problem}");
         assert!(
@@ -76,11 +84,12 @@ async fn a_perpetual_license_with_an_end_is_refused_naming_the_field() {
     }
     // `"perpetual": false` is an ordinary license.
     let dated = app
-        .issue_license_with(
-            json!({"owner": "acme", "tier": "pro", "perpetual": false, "valid_days": 3}),
-        )
+        .issue_license_with(NewLicense {
+            perpetual: Some(false),
+            ..NewLicense::new("acme", "pro").valid_days(3)
+        })
         .await;
-    assert!(dated["expires_at"].is_string(), "{dated}");
+    assert!(dated.expires_at.is_some(), "{dated:?}");
     assert_eq!(
         app.event_count().await,
         1,
@@ -93,12 +102,7 @@ async fn renewing_a_perpetual_license_is_a_conflict_with_its_own_code() {
     let app = spawn_app().await;
     let issued = issue_perpetual(&app, "basic").await;
     let id = issued["license_id"].as_str().unwrap();
-    let response = app
-        .post(
-            &format!("/v1/licenses/{id}/renew"),
-            &json!({"valid_days": 30}),
-        )
-        .await;
+    let response = app.licenses().try_renew(id, 30).await;
     let problem = problem(response, 409).await;
     assert_eq!(problem["code"], "BIZ_LICENSE_PERPETUAL", "{problem}");
     assert_eq!(
@@ -113,37 +117,27 @@ async fn searching_by_expiry_never_finds_a_perpetual_license_and_the_admin_hub_s
     let app = spawn_app().await;
     let perpetual = issue_perpetual(&app, "enterprise").await;
     let dated = app
-        .issue_license_with(json!({"owner": "acme", "tier": "pro", "valid_days": 30}))
+        .issue_license_with(NewLicense::new("acme", "pro").valid_days(30))
         .await;
     let head = app.head().await;
+    let licenses = app.api().at(head).licenses();
 
-    let page: Value = app
-        .get_at("/v1/licenses?expires_before=2999-01-01T00:00:00Z", head)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["license_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [dated["license_id"].as_str().unwrap()], "{page}");
+    let page = licenses
+        .search(&query(&[(
+            "expires_before",
+            Some("2999-01-01T00:00:00Z".into()),
+        )]))
+        .await;
+    let ids: Vec<_> = page.items.iter().map(|l| l.license_id).collect();
+    assert_eq!(ids, [dated.license_id], "{page:?}");
 
-    let all: Value = app
-        .get_at("/v1/licenses?owner=acme", head)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let listed = all["items"]
-        .as_array()
-        .unwrap()
+    let all = licenses.search("?owner=acme").await;
+    let listed = all
+        .items
         .iter()
-        .find(|l| l["license_id"] == perpetual["license_id"])
+        .find(|l| l.license_id.to_string() == perpetual["license_id"])
         .unwrap();
-    assert_eq!(listed["expires_at"], Value::Null, "{listed}");
+    assert_eq!(listed.expires_at, None, "{listed:?}");
 
     let id = perpetual["license_id"].as_str().unwrap();
     let page = app
@@ -169,10 +163,8 @@ async fn a_tier_whose_policy_forbids_perpetual_licenses_refuses_to_issue_one() {
     // The built-in policy forbids them on the free tier.
     let app = spawn_app().await;
     let response = app
-        .post(
-            "/v1/licenses",
-            &json!({"owner": "acme", "tier": "free", "perpetual": true}),
-        )
+        .licenses()
+        .try_issue(&NewLicense::new("acme", "free").perpetual())
         .await;
     let refused = problem(response, 422).await;
     assert_eq!(refused["code"], "BIZ_PERPETUAL_NOT_ALLOWED", "{refused}");
@@ -189,10 +181,8 @@ async fn a_tier_whose_policy_forbids_perpetual_licenses_refuses_to_issue_one() {
     });
     let app = spawn_app_with(|args| args.policy_file = Some(policy)).await;
     let response = app
-        .post(
-            "/v1/licenses",
-            &json!({"owner": "acme", "tier": "pro", "perpetual": true}),
-        )
+        .licenses()
+        .try_issue(&NewLicense::new("acme", "pro").perpetual())
         .await;
     assert_eq!(
         problem(response, 422).await["code"],

@@ -86,16 +86,14 @@ async fn two_processes_on_one_database_run_each_projection_once() {
 async fn a_query_waits_for_its_position_and_gives_up_after_the_bound() {
     let app = spawn_app_with(|args| args.consistency_timeout_ms = 300).await;
     let issued = app.issue_license().await;
-    let id = issued["license_id"].as_str().unwrap();
+    let id = issued.license_id;
+    let read_at = |position| {
+        let app = &app;
+        async move { app.api().at(position).licenses().try_get(id).await }
+    };
 
     // A position the log has reached: the query waits for the projection and answers.
-    let response = app
-        .get_at(
-            &format!("/v1/licenses/{id}"),
-            issued["position"].as_i64().unwrap(),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
+    assert_eq!(read_at(issued.position).await.status(), 200);
 
     // A position in the log that the projection cannot reach (a lock holds its table): 503
     // after the bound, with Retry-After.
@@ -106,12 +104,7 @@ async fn a_query_waits_for_its_position_and_gives_up_after_the_bound() {
         .unwrap();
     let stuck = app.issue_license().await;
     let started = std::time::Instant::now();
-    let response = app
-        .get_at(
-            &format!("/v1/licenses/{id}"),
-            stuck["position"].as_i64().unwrap(),
-        )
-        .await;
+    let response = read_at(stuck.position).await;
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(response.headers()["retry-after"], "1");
     let body = problem(response, 503).await;
@@ -119,7 +112,7 @@ async fn a_query_waits_for_its_position_and_gives_up_after_the_bound() {
     lock.rollback().await.unwrap();
 
     // A position nobody has handed out is refused at once.
-    let response = app.get_at(&format!("/v1/licenses/{id}"), 1_000_000).await;
+    let response = read_at(1_000_000).await;
     assert_eq!(
         problem(response, 400).await["code"],
         "VAL_INVALID_PARAMETER"
@@ -157,14 +150,8 @@ async fn an_api_node_and_a_projector_node_split_the_work() {
         .await;
     }
     let issued = app.issue_license().await;
-    let id = issued["license_id"].as_str().unwrap();
-    let response = app
-        .get_at(
-            &format!("/v1/licenses/{id}"),
-            issued["position"].as_i64().unwrap(),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
+    let id = issued.license_id;
+    app.api().at(issued.position).licenses().get(id).await;
 
     // The worker serves health, not the API.
     let health = app

@@ -7,7 +7,7 @@ use keyledger::config::ServeArgs;
 use keyledger_api::rate_limit::{Per, Rate};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, problem, spawn_app_with};
+use crate::helpers::{NewLicense, NewSession, TestApp, eventually, problem, spawn_app_with};
 
 fn header(response: &reqwest::Response, name: &str) -> Option<String> {
     response
@@ -128,10 +128,7 @@ async fn validations_and_by_key_lookups_have_a_limit_of_their_own() {
         args.rate_limit_reads = Rate::new(100, Per::Minute);
     })
     .await;
-    let key = app.issue_license().await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.issue_license().await.key;
     let client = "203.0.113.1";
     let validate = json!({"key": key});
     for _ in 0..2 {
@@ -224,12 +221,13 @@ async fn a_refused_command_writes_nothing_and_is_still_in_the_request_log() {
     let events = app.event_count().await;
 
     let refused = app
-        .post("/v1/licenses", &json!({"owner": "acme", "tier": "pro"}))
+        .licenses()
+        .try_issue(&NewLicense::new("acme", "pro"))
         .await;
     let body = problem(refused, 429).await;
     assert_eq!(body["code"], "RATE_LIMITED");
     assert_eq!(body["limit_class"], "commands");
-    let refused_session = app.post("/v1/sessions", &json!({"agent_role": "x"})).await;
+    let refused_session = app.sessions().try_create(&NewSession::new("x")).await;
     assert_eq!(refused_session.status(), 429);
 
     let page: Value = eventually(

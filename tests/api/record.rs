@@ -10,7 +10,9 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDatabase, eventually, problem, spawn_app};
+use crate::helpers::{
+    NewLicense, NewSession, TestApp, TestDatabase, eventually, problem, spawn_app,
+};
 
 fn verify(database: &TestDatabase) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
@@ -49,17 +51,7 @@ fn same(a: &Value, b: &Value) -> bool {
 }
 
 async fn license_count(app: &TestApp) -> i64 {
-    app.pool
-        .get()
-        .await
-        .unwrap()
-        .query_one(
-            "SELECT count(*) FROM events WHERE event_type = 'LicenseIssued'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
+    app.count_of("LicenseIssued").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,36 +129,25 @@ async fn verify_passes_on_a_mixed_workload_with_the_request_log_on() {
 
     for n in 0..5 {
         let license = app
-            .issue_license_with(json!({
-                "owner": format!("owner-{n}"), "tier": "pro",
-                "metadata": {"ratio": 3.917_620_000_000_000_3, "n": n, "note": "caf\u{e9} \u{1F600}"}
-            }))
+            .issue_license_with(NewLicense::new(&format!("owner-{n}"), "pro").metadata(
+                json!({"ratio": 3.917_620_000_000_000_3, "n": n, "note": "caf\u{e9} \u{1F600}"}),
+            ))
             .await;
-        let key = license["key"].as_str().unwrap();
-        app.validate(key).await;
-        let id = license["license_id"].as_str().unwrap();
+        app.validate(&license.key).await;
         if n % 2 == 0 {
-            assert_eq!(app.revoke(id, "chargeback").await.status(), 200);
+            app.revoke(license.license_id, "chargeback").await;
         }
     }
-    let session: Value = app
-        .post(
-            "/v1/sessions",
-            &json!({"agent_role": "planner", "metadata": {"temperature": 0.7, "tokens": 1e5}}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let session_id = session["session_id"].as_str().unwrap();
-    app.post(
-        &format!("/v1/sessions/{session_id}/transition"),
-        &json!({"to": "active"}),
-    )
-    .await;
+    let sessions = app.sessions();
+    let session = sessions
+        .create(&NewSession::new("planner").metadata(json!({"temperature": 0.7, "tokens": 1e5})))
+        .await;
+    sessions
+        .try_transition_with(session.session_id, &json!({"to": "active"}))
+        .await;
     let response = app
-        .post(
-            "/v1/requests",
+        .requests()
+        .try_ingest(
             &json!({"service": "llm", "method": "POST", "path": "/v1/chat", "status": 200,
                     "duration_ms": 12.345_678_901_234_567, "at": "2026-11-30T10:00:00Z"}),
         )
@@ -174,16 +155,7 @@ async fn verify_passes_on_a_mixed_workload_with_the_request_log_on() {
     assert_eq!(response.status(), 202);
     // Every request above is in the log as a request record.
     eventually(Duration::from_secs(10), "the request records", || async {
-        let client = app.pool.get().await.unwrap();
-        let n: i64 = client
-            .query_one(
-                "SELECT count(*) FROM events WHERE event_type = 'ApiRequestRecorded'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        (n >= 14).then_some(())
+        (app.count_of("ApiRequestRecorded").await >= 14).then_some(())
     })
     .await;
 
@@ -194,8 +166,7 @@ async fn verify_passes_on_a_mixed_workload_with_the_request_log_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nul_character_is_refused_naming_the_field_never_as_an_outage() {
     let app = spawn_app().await;
-    let license = app.issue_license().await;
-    let id = license["license_id"].as_str().unwrap();
+    let id = app.issue_license().await.license_id;
 
     let cases = [
         (
@@ -243,7 +214,8 @@ async fn a_body_with_a_raw_nul_byte_is_recorded_and_the_request_viewer_goes_on()
 
     let record = eventually(Duration::from_secs(10), "the request record", || async {
         let page: Value = app
-            .get("/v1/requests?path_contains=/v1/licenses")
+            .requests()
+            .try_list("?path_contains=/v1/licenses")
             .await
             .json()
             .await
@@ -294,7 +266,7 @@ async fn an_unreadable_event_is_set_aside_loudly_and_the_rest_keeps_working() {
     let bad = write_unreadable_event(&app.pool).await;
 
     let after = app
-        .issue_license_with(json!({"owner": "after", "tier": "pro"}))
+        .issue_license_with(NewLicense::new("after", "pro"))
         .await;
 
     // The licenses projection goes on past the bad event: the next license is searchable.
@@ -303,7 +275,8 @@ async fn an_unreadable_event_is_set_aside_loudly_and_the_rest_keeps_working() {
         "the license after the bad event",
         || async {
             let search: Value = app
-                .get("/v1/licenses?owner=after")
+                .licenses()
+                .try_search("?owner=after")
                 .await
                 .json()
                 .await
@@ -342,8 +315,7 @@ async fn an_unreadable_event_is_set_aside_loudly_and_the_rest_keeps_working() {
     assert_eq!(admin.status(), 200);
     assert!(admin.text().await.unwrap().contains("1e400"));
     // Commands go on, and verify names the row instead of failing to read the log.
-    let validated = app.validate(after["key"].as_str().unwrap()).await;
-    assert_eq!(validated["code"], "VALID");
+    assert_eq!(app.validate(&after.key).await.code, "VALID");
     let (ok, output) = verify(&app.database);
     assert!(!ok);
     assert!(output.contains(&format!("position {bad}")), "{output}");
@@ -540,7 +512,7 @@ async fn a_log_written_before_the_log_kept_its_text_still_verifies_after_the_upg
 
     // The upgrade, then the service's own events after the old ones.
     let app = crate::helpers::spawn_app_on(database, |_| {}).await;
-    app.issue_license_with(json!({"owner": "new", "tier": "pro", "metadata": {"x": -0.0}}))
+    app.issue_license_with(NewLicense::new("new", "pro").metadata(json!({"x": -0.0})))
         .await;
 
     let (ok, output) = verify(&app.database);

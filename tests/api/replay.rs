@@ -3,8 +3,6 @@
 
 use std::process::Command;
 
-use serde_json::Value;
-
 use crate::helpers::{TestApp, spawn_app};
 
 async fn read_tables(app: &TestApp) -> Vec<String> {
@@ -29,42 +27,8 @@ async fn read_tables(app: &TestApp) -> Vec<String> {
     dumps
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_rebuilds_identical_read_tables_while_the_service_runs() {
-    let app = spawn_app().await;
-    let mut last = 0;
-    for n in 0..15 {
-        let issued = app.issue_license().await;
-        let key = issued["key"].as_str().unwrap();
-        app.validate(key).await;
-        last = app.validate(key).await["position"].as_i64().unwrap();
-        if n % 3 == 0 {
-            let revoked: Value = app
-                .revoke(issued["license_id"].as_str().unwrap(), "replay test")
-                .await
-                .json()
-                .await
-                .unwrap();
-            last = revoked["position"].as_i64().unwrap();
-            app.validate(key).await;
-        }
-    }
-    let last = last.max(app.head().await);
-    // Wait until both asynchronous projections have applied everything.
-    let probe = app.issue_license().await;
-    let id = probe["license_id"].as_str().unwrap();
-    assert_eq!(
-        app.get_at(
-            &format!("/v1/licenses/{id}/usage"),
-            last.max(probe["position"].as_i64().unwrap())
-        )
-        .await
-        .status(),
-        200
-    );
-    let before = read_tables(&app).await;
-    assert!(before[1].len() > 100, "usage was projected");
-
+/// Runs `keyledger replay` on the app's database, which must succeed; what it printed.
+fn replay(app: &TestApp) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
         .arg("replay")
         .env("DATABASE_URL", &app.database.url)
@@ -76,7 +40,35 @@ async fn replay_rebuilds_identical_read_tables_while_the_service_runs() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let printed = String::from_utf8_lossy(&output.stdout);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_rebuilds_identical_read_tables_while_the_service_runs() {
+    let app = spawn_app().await;
+    let mut last = 0;
+    for n in 0..15 {
+        let issued = app.issue_license().await;
+        let key = issued.key.as_str();
+        app.validate(key).await;
+        last = app.validate(key).await.position.unwrap();
+        if n % 3 == 0 {
+            last = app.revoke(issued.license_id, "replay test").await.position;
+            app.validate(key).await;
+        }
+    }
+    let last = last.max(app.head().await);
+    // Wait until both asynchronous projections have applied everything.
+    let probe = app.issue_license().await;
+    app.api()
+        .at(last.max(probe.position))
+        .licenses()
+        .usage(probe.license_id, "")
+        .await;
+    let before = read_tables(&app).await;
+    assert!(before[1].len() > 100, "usage was projected");
+
+    let printed = replay(&app);
     for name in ["license_validation", "licenses", "license_usage"] {
         assert!(printed.contains(name), "{printed}");
     }
@@ -85,20 +77,15 @@ async fn replay_rebuilds_identical_read_tables_while_the_service_runs() {
 
     // The service goes on with the swapped-in tables.
     let after = app.issue_license().await;
-    let key = after["key"].as_str().unwrap();
-    let validation = app.validate(key).await;
-    assert_eq!(validation["code"], "VALID");
-    let response = app
-        .get_at(
-            &format!(
-                "/v1/licenses/{}/usage",
-                after["license_id"].as_str().unwrap()
-            ),
-            validation["position"].as_i64().unwrap(),
-        )
+    let validation = app.validate(&after.key).await;
+    assert_eq!(validation.code, "VALID");
+    let usage = app
+        .api()
+        .at(validation.position.unwrap())
+        .licenses()
+        .usage(after.license_id, "")
         .await;
-    let usage: Value = response.json().await.unwrap();
-    assert_eq!(usage["items"].as_array().unwrap().len(), 1);
+    assert_eq!(usage.items.len(), 1);
 }
 
 /// `table.index` and `table.constraint` names of every projection's read tables.
@@ -132,7 +119,7 @@ async fn index_and_constraint_names(app: &TestApp) -> Vec<String> {
 async fn a_rebuilt_projection_keeps_the_names_of_its_indexes_and_constraints() {
     let app = spawn_app().await;
     let issued = app.issue_license().await;
-    app.validate(issued["key"].as_str().unwrap()).await;
+    app.validate(&issued.key).await;
     let before = index_and_constraint_names(&app).await;
     assert!(
         before
@@ -141,16 +128,6 @@ async fn a_rebuilt_projection_keeps_the_names_of_its_indexes_and_constraints() {
         "{before:?}"
     );
 
-    let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
-        .arg("replay")
-        .env("DATABASE_URL", &app.database.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    replay(&app);
     assert_eq!(index_and_constraint_names(&app).await, before);
 }

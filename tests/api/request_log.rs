@@ -6,20 +6,21 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    NATS, ServiceProcess, TestApp, TestDatabase, TestStream, checkpoint, eventually, problem,
-    spawn_app, spawn_app_with,
+    NATS, RequestPage, ServiceProcess, TestApp, TestDatabase, TestStream, checkpoint, eventually,
+    problem, spawn_app, spawn_app_with,
 };
 
 /// Waits until the request viewer lists what `query` selects, `count` rows at least.
-async fn requests(app: &TestApp, query: &str, count: usize) -> Value {
+async fn requests(app: &TestApp, query: &str, count: usize) -> RequestPage {
     eventually(Duration::from_secs(10), "request records", || async {
-        let page: Value = app
-            .get(&format!("/v1/requests?{query}"))
+        let page: RequestPage = app
+            .requests()
+            .try_list(&format!("?{query}"))
             .await
             .json()
             .await
             .ok()?;
-        (page["items"].as_array()?.len() >= count).then_some(page)
+        (page.items.len() >= count).then_some(page)
     })
     .await
 }
@@ -28,46 +29,34 @@ async fn requests(app: &TestApp, query: &str, count: usize) -> Value {
 async fn a_validation_is_recorded_with_its_route_caller_and_redacted_bodies() {
     let app = spawn_app().await;
     let issued = app.issue_license().await;
-    let key = issued["key"].as_str().unwrap();
+    let key = issued.key.as_str();
     app.validate(key).await;
 
     let page = requests(&app, "route=/v1/licenses/validate", 1).await;
-    let record = &page["items"][0];
-    assert_eq!(record["service"], "keyledger");
-    assert_eq!(record["method"], "POST");
-    assert_eq!(record["path"], "/v1/licenses/validate");
-    assert_eq!(record["status"], 200);
-    assert_eq!(record["caller"], issued["key_prefix"]);
-    assert!(record["duration_ms"].as_f64().unwrap() >= 0.0);
-    let request_body = record["request_body"].as_str().unwrap();
+    let record = &page.items[0];
+    assert_eq!(record.service, "keyledger");
+    assert_eq!(record.method, "POST");
+    assert_eq!(record.path, "/v1/licenses/validate");
+    assert_eq!(record.status, 200);
+    assert_eq!(record.caller.as_ref(), Some(&issued.key_prefix));
+    assert!(record.duration_ms >= 0.0);
+    let request_body = record.request_body.as_deref().unwrap();
     assert!(request_body.contains("[REDACTED]"), "{request_body}");
     assert!(!request_body.contains(key));
-    assert!(record["response_body"].as_str().unwrap().contains("VALID"));
+    assert!(record.response_body.as_deref().unwrap().contains("VALID"));
 
     // The issuance's record links to the event it caused.
     let page = requests(&app, "route=/v1/licenses&method=post", 1).await;
-    let issue_record = &page["items"][0];
+    let issue_record = &page.items[0];
     assert!(
-        !issue_record["response_body"]
-            .as_str()
-            .unwrap()
-            .contains(key),
+        !issue_record.response_body.as_deref().unwrap().contains(key),
         "the key is redacted in the response too"
     );
-    let detail: Value = app
-        .get(&format!(
-            "/v1/requests/{}",
-            issue_record["record_id"].as_str().unwrap()
-        ))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let types: Vec<&str> = detail["events"]
-        .as_array()
-        .unwrap()
+    let detail = app.requests().get(issue_record.record_id).await;
+    let types: Vec<&str> = detail
+        .events
         .iter()
-        .map(|e| e["event_type"].as_str().unwrap())
+        .map(|e| e.event_type.as_str())
         .collect();
     assert_eq!(types, ["LicenseIssued"]);
 }
@@ -75,20 +64,15 @@ async fn a_validation_is_recorded_with_its_route_caller_and_redacted_bodies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_viewer_filters_by_status_class_method_and_path_and_pages() {
     let app = spawn_app().await;
+    let licenses = app.licenses();
     app.issue_license().await;
-    app.get("/v1/licenses/not-a-uuid").await;
-    app.post("/v1/licenses", &json!({"owner": ""})).await;
-    app.get(&format!("/v1/licenses/{}", uuid::Uuid::new_v4()))
-        .await;
+    licenses.try_get("not-a-uuid").await;
+    licenses.try_issue(&json!({"owner": ""})).await;
+    licenses.try_get(uuid::Uuid::new_v4()).await;
     app.get("/health/ready").await;
 
     let page = requests(&app, "status_class=4xx", 3).await;
-    let statuses: Vec<i64> = page["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_i64().unwrap())
-        .collect();
+    let statuses: Vec<i32> = page.items.iter().map(|r| r.status).collect();
     assert!(
         statuses.iter().all(|s| (400..500).contains(s)),
         "{statuses:?}"
@@ -96,30 +80,21 @@ async fn the_viewer_filters_by_status_class_method_and_path_and_pages() {
     assert_eq!(statuses.len(), 3);
 
     let page = requests(&app, "method=GET&path_contains=not-a-uuid", 1).await;
-    assert_eq!(page["items"].as_array().unwrap().len(), 1);
-    assert_eq!(page["items"][0]["status"], 400);
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].status, 400);
 
     let all = requests(&app, "limit=100", 4).await;
     assert!(
-        all["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| !r["path"].as_str().unwrap().starts_with("/health")),
+        all.items.iter().all(|r| !r.path.starts_with("/health")),
         "health checks are not recorded"
     );
-    let first: Value = app.get("/v1/requests?limit=2").await.json().await.unwrap();
-    let cursor = first["next_cursor"].as_str().unwrap();
-    let second: Value = app
-        .get(&format!("/v1/requests?limit=2&cursor={cursor}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_ne!(
-        first["items"][0]["record_id"],
-        second["items"][0]["record_id"]
-    );
+    let first = app.requests().list("?limit=2").await;
+    let cursor = first.next_cursor.unwrap();
+    let second = app
+        .requests()
+        .list(&format!("?limit=2&cursor={cursor}"))
+        .await;
+    assert_ne!(first.items[0].record_id, second.items[0].record_id);
 
     for bad in [
         "status_class=6xx",
@@ -128,7 +103,7 @@ async fn the_viewer_filters_by_status_class_method_and_path_and_pages() {
         "limit=5000",
         "from=yesterday",
     ] {
-        let response = app.get(&format!("/v1/requests?{bad}")).await;
+        let response = app.requests().try_list(&format!("?{bad}")).await;
         assert_eq!(
             problem(response, 400).await["code"],
             "VAL_INVALID_PARAMETER",
@@ -142,18 +117,18 @@ async fn other_services_send_records_one_or_in_batches_and_bad_ones_are_named() 
     let app = spawn_app().await;
     let one = json!({"service": "billing", "method": "post", "path": "/invoices", "status": 201,
                      "duration_ms": 12.5, "request_body": {"card_token": "tok_123", "amount": 5}});
-    let response = app.post("/v1/requests", &one).await;
+    let response = app.requests().try_ingest(&one).await;
     assert_eq!(response.status(), 202);
     assert_eq!(response.json::<Value>().await.unwrap()["accepted"], 1);
 
     let batch: Vec<Value> = (0..20)
         .map(|n| json!({"service": "billing", "method": "GET", "path": format!("/invoices/{n}"), "status": 200, "duration_ms": 1}))
         .collect();
-    let response = app.post("/v1/requests", &json!({"records": batch})).await;
+    let response = app.requests().try_ingest(&json!({"records": batch})).await;
     assert_eq!(response.json::<Value>().await.unwrap()["accepted"], 20);
 
     let page = requests(&app, "service=billing&method=POST", 1).await;
-    let body = page["items"][0]["request_body"].as_str().unwrap();
+    let body = page.items[0].request_body.as_deref().unwrap();
     assert!(
         body.contains("[REDACTED]") && !body.contains("tok_123"),
         "{body}"
@@ -164,14 +139,14 @@ async fn other_services_send_records_one_or_in_batches_and_bad_ones_are_named() 
         .map(|_| json!({"service": "s", "method": "GET", "path": "/", "status": 200, "duration_ms": 1}))
         .collect::<Vec<_>>();
     bad[3]["status"] = json!(99);
-    let response = app.post("/v1/requests", &json!(bad)).await;
+    let response = app.requests().try_ingest(&bad).await;
     let body = problem(response, 422).await;
     assert!(
         body["detail"].as_str().unwrap().starts_with("records[3]"),
         "{body}"
     );
     let too_many: Vec<Value> = (0..1001).map(|_| json!({})).collect();
-    let response = app.post("/v1/requests", &json!(too_many)).await;
+    let response = app.requests().try_ingest(&too_many).await;
     assert_eq!(problem(response, 422).await["code"], "VAL_INVALID_FIELD");
 }
 
@@ -182,28 +157,14 @@ async fn nothing_is_recorded_when_sampling_is_zero_or_the_path_is_excluded() {
     })
     .await;
     let issued = app.issue_license().await;
-    app.validate(issued["key"].as_str().unwrap()).await;
+    app.validate(&issued.key).await;
     requests(&app, "route=/v1/licenses", 1).await;
-    let page: Value = app
-        .get("/v1/requests?path_contains=validate")
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(page["items"].as_array().unwrap().len(), 0);
+    let page = app.requests().list("?path_contains=validate").await;
+    assert_eq!(page.items.len(), 0);
 
     let unsampled = spawn_app_with(|args| args.request_log_sample_rate = 0.0).await;
     unsampled.issue_license().await;
-    let client = unsampled.pool.get().await.unwrap();
-    let records: i64 = client
-        .query_one(
-            "SELECT count(*) FROM events WHERE event_type = 'ApiRequestRecorded'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(records, 0);
+    assert_eq!(unsampled.count_of("ApiRequestRecorded").await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,19 +281,22 @@ async fn a_record_in_the_platform_loggers_shape_is_accepted_with_its_fields_mapp
         "response_body": "plain text answer", "status_code": 429, "duration_ms": 812.25,
         "timestamp": "2025-03-04T05:06:07.125Z"
     });
-    let response = app.post("/v1/requests", &record).await;
+    let response = app.requests().try_ingest(&record).await;
     assert_eq!(response.status(), 202);
 
     let page = requests(&app, "service=llm", 1).await;
-    let stored = &page["items"][0];
-    assert_eq!(stored["path"], "/v1/completions");
-    assert_eq!(stored["method"], "POST");
-    assert_eq!(stored["status"], 429);
-    assert_eq!(stored["caller"], "ann@example.com");
-    assert_eq!(stored["duration_ms"], 812.25);
-    assert_eq!(stored["at"], "2025-03-04T05:06:07.125Z");
-    assert_eq!(stored["request_body"], r#"{"prompt":"hello"}"#);
-    assert_eq!(stored["response_body"], "plain text answer");
+    let stored = &page.items[0];
+    assert_eq!(stored.path, "/v1/completions");
+    assert_eq!(stored.method, "POST");
+    assert_eq!(stored.status, 429);
+    assert_eq!(stored.caller.as_deref(), Some("ann@example.com"));
+    assert_eq!(stored.duration_ms, 812.25);
+    assert_eq!(stored.at, "2025-03-04T05:06:07.125Z");
+    assert_eq!(
+        stored.request_body.as_deref(),
+        Some(r#"{"prompt":"hello"}"#)
+    );
+    assert_eq!(stored.response_body.as_deref(), Some("plain text answer"));
     // The filters work on the mapped fields.
     requests(&app, "service=llm&caller=ann@example.com&status=429", 1).await;
 }
@@ -346,22 +310,25 @@ async fn json_valued_bodies_are_stored_as_redacted_json_text() {
         "request_body": {"user": "ann", "password": "hunter2-secret", "nested": [{"api_token": "tok-xyz"}]},
         "response_body": [1, 2.5, {"ok": true}]
     });
-    assert_eq!(app.post("/v1/requests", &record).await.status(), 202);
+    assert_eq!(app.requests().try_ingest(&record).await.status(), 202);
     let number = json!({"service": "llm", "path": "/v1/count", "method": "GET", "status": 200,
                         "duration_ms": 1, "response_body": 42});
-    assert_eq!(app.post("/v1/requests", &number).await.status(), 202);
+    assert_eq!(app.requests().try_ingest(&number).await.status(), 202);
 
     let page = requests(&app, "service=llm&path_contains=login", 1).await;
-    let stored = &page["items"][0];
+    let stored = &page.items[0];
     let request_body: Value =
-        serde_json::from_str(stored["request_body"].as_str().unwrap()).unwrap();
+        serde_json::from_str(stored.request_body.as_deref().unwrap()).unwrap();
     assert_eq!(
         request_body,
         json!({"user": "ann", "password": "[REDACTED]", "nested": [{"api_token": "[REDACTED]"}]})
     );
-    assert_eq!(stored["response_body"], r#"[1,2.5,{"ok":true}]"#);
+    assert_eq!(
+        stored.response_body.as_deref(),
+        Some(r#"[1,2.5,{"ok":true}]"#)
+    );
     let page = requests(&app, "service=llm&path_contains=count", 1).await;
-    assert_eq!(page["items"][0]["response_body"], "42");
+    assert_eq!(page.items[0].response_body.as_deref(), Some("42"));
     let client = app.pool.get().await.unwrap();
     let leaked: i64 = client
         .query_one(
@@ -382,7 +349,7 @@ async fn a_record_naming_a_field_both_ways_is_refused_and_nothing_is_written() {
                       "duration_ms": 1});
     let mut mixed = good.clone();
     mixed["path"] = json!("/b");
-    let response = app.post("/v1/requests", &json!([good, mixed])).await;
+    let response = app.requests().try_ingest(&json!([good, mixed])).await;
     let body = problem(response, 422).await;
     assert_eq!(body["code"], "VAL_INVALID_FIELD");
     let detail = body["detail"].as_str().unwrap();
@@ -392,7 +359,7 @@ async fn a_record_naming_a_field_both_ways_is_refused_and_nothing_is_written() {
     );
     let mut mixed = good.clone();
     mixed["status"] = json!(200);
-    let body = problem(app.post("/v1/requests", &mixed).await, 422).await;
+    let body = problem(app.requests().try_ingest(&mixed).await, 422).await;
     let detail = body["detail"].as_str().unwrap();
     assert!(
         detail.starts_with("record: status:") && detail.contains("status_code"),
@@ -440,11 +407,11 @@ async fn a_body_over_the_limit_is_refused_on_any_route_and_recorded_cut_short() 
     // Request ingestion keeps its larger limit.
     let record = json!({"service": "big", "method": "POST", "path": "/x", "status": 200,
                         "duration_ms": 1, "request_body": "y".repeat(200 * 1024)});
-    assert_eq!(app.post("/v1/requests", &record).await.status(), 202);
+    assert_eq!(app.requests().try_ingest(&record).await.status(), 202);
 
     let page = requests(&app, "status=413&limit=10", 4).await;
-    for record in page["items"].as_array().unwrap() {
-        let stored = record["request_body"].as_str().unwrap();
+    for record in &page.items {
+        let stored = record.request_body.as_deref().unwrap();
         assert!(stored.ends_with("…[truncated]"), "{stored}");
         assert!(stored.chars().count() <= 2000 + "…[truncated]".chars().count());
         assert!(
@@ -455,7 +422,7 @@ async fn a_body_over_the_limit_is_refused_on_any_route_and_recorded_cut_short() 
         assert!(!stored.contains("hunter2"), "{stored}");
     }
     let page = requests(&app, "service=big", 1).await;
-    let stored = page["items"][0]["request_body"].as_str().unwrap();
+    let stored = page.items[0].request_body.as_deref().unwrap();
     assert!(stored.ends_with("…[truncated]"), "{stored}");
 }
 

@@ -4,28 +4,18 @@ use std::time::Duration;
 
 use keyledger_events::session::SessionStatus;
 use keyledger_events::{Notifier, PgEventStore, WriterConfig};
-use serde_json::{Value, json};
+use serde_json::json;
+use uuid::Uuid;
 
-use crate::helpers::{TestApp, problem, spawn_app};
-
-async fn create(app: &TestApp, body: Value) -> Value {
-    let response = app.post("/v1/sessions", &body).await;
-    assert_eq!(response.status(), 201, "{body}");
-    response.json().await.unwrap()
-}
-
-async fn transition(app: &TestApp, id: &str, to: &str) -> reqwest::Response {
-    app.post(
-        &format!("/v1/sessions/{id}/transition"),
-        &json!({"to": to, "reason": "test"}),
-    )
-    .await
-}
+use crate::helpers::{NewSession, TestApp, problem, spawn_app};
 
 /// A new session brought to `status` through allowed transitions.
-async fn session_in(app: &TestApp, status: SessionStatus) -> String {
-    let created = create(app, json!({"agent_role": "reviewer"})).await;
-    let id = created["session_id"].as_str().unwrap().to_owned();
+async fn session_in(app: &TestApp, status: SessionStatus) -> Uuid {
+    let sessions = app.sessions();
+    let id = sessions
+        .create(&NewSession::new("reviewer"))
+        .await
+        .session_id;
     let path: &[&str] = match status {
         SessionStatus::Pending => &[],
         SessionStatus::Active => &["active"],
@@ -34,7 +24,7 @@ async fn session_in(app: &TestApp, status: SessionStatus) -> String {
         SessionStatus::Expired => &["expired"],
     };
     for step in path {
-        assert_eq!(transition(app, &id, step).await.status(), 200);
+        sessions.transition(id, step).await;
     }
     id
 }
@@ -42,36 +32,31 @@ async fn session_in(app: &TestApp, status: SessionStatus) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_created_session_is_pending_and_readable_with_its_history() {
     let app = spawn_app().await;
-    let task = uuid::Uuid::new_v4();
-    let created = create(
-        &app,
-        json!({"agent_role": "planner", "task_id": task, "metadata": {"repo": "x"}}),
-    )
-    .await;
-    assert_eq!(created["status"], "pending");
-    assert_eq!(created["agent_role"], "planner");
-    assert_eq!(created["task_id"], task.to_string());
-    let id = created["session_id"].as_str().unwrap();
-
-    let moved: Value = transition(&app, id, "active").await.json().await.unwrap();
-    assert_eq!(moved["status"], "active");
-    let detail: Value = app
-        .get_at(
-            &format!("/v1/sessions/{id}"),
-            moved["position"].as_i64().unwrap(),
+    let sessions = app.sessions();
+    let task = Uuid::new_v4();
+    let created = sessions
+        .create(
+            &NewSession::new("planner")
+                .task(task)
+                .metadata(json!({"repo": "x"})),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(detail["status"], "active");
-    assert_eq!(detail["metadata"], json!({"repo": "x"}));
-    let history = detail["history"].as_array().unwrap();
+        .await;
+    assert_eq!(created.status, "pending");
+    assert_eq!(created.agent_role, "planner");
+    assert_eq!(created.task_id, Some(task));
+    let id = created.session_id;
+
+    let moved = sessions.transition(id, "active").await;
+    assert_eq!(moved.status, "active");
+    let detail = app.api().at(moved.position).sessions().get(id).await;
+    assert_eq!(detail.session.status, "active");
+    assert_eq!(detail.session.metadata, json!({"repo": "x"}));
+    let history = &detail.history;
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0]["from"], "pending");
-    assert_eq!(history[0]["to"], "active");
-    assert_eq!(history[0]["reason"], "test");
-    assert_eq!(history[0]["actor"], "admin_token");
+    assert_eq!(history[0].from, "pending");
+    assert_eq!(history[0].to, "active");
+    assert_eq!(history[0].reason.as_deref(), Some("test"));
+    assert_eq!(history[0].actor.as_deref(), Some("admin_token"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +73,7 @@ async fn every_transition_pair_is_allowed_or_refused_with_nothing_appended() {
         for to in SessionStatus::ALL {
             let id = session_in(&app, from).await;
             let before = app.event_count().await;
-            let response = transition(&app, &id, to.as_str()).await;
+            let response = app.sessions().try_transition(id, to.as_str()).await;
             if allowed.contains(&(from.as_str(), to.as_str())) {
                 assert_eq!(response.status(), 200, "{from:?} → {to:?}");
                 assert_eq!(app.event_count().await, before + 1);
@@ -118,8 +103,9 @@ async fn every_transition_pair_is_allowed_or_refused_with_nothing_appended() {
 async fn fifty_concurrent_activations_succeed_once() {
     let app = spawn_app().await;
     let id = session_in(&app, SessionStatus::Pending).await;
+    let sessions = app.sessions();
     let responses =
-        futures::future::join_all((0..50).map(|_| transition(&app, &id, "active"))).await;
+        futures::future::join_all((0..50).map(|_| sessions.try_transition(id, "active"))).await;
     let ok = responses.iter().filter(|r| r.status() == 200).count();
     let refused = responses.iter().filter(|r| r.status() == 409).count();
     assert_eq!((ok, refused), (1, 49));
@@ -134,17 +120,13 @@ async fn fifty_concurrent_activations_succeed_once() {
 async fn an_invalid_transition_with_an_idempotency_key_replays_the_same_refusal() {
     let app = spawn_app().await;
     let id = session_in(&app, SessionStatus::Pending).await;
-    let send = || {
-        app.http
-            .post(app.url(&format!("/v1/sessions/{id}/transition")))
-            .header("idempotency-key", "finish-it")
-            .json(&json!({"to": "completed"}))
-            .send()
-    };
-    let first = send().await.unwrap();
+    let sessions = app.api().idempotency_key("finish-it").sessions();
+    let finish = json!({"to": "completed"});
+    let send = || sessions.try_transition_with(id, &finish);
+    let first = send().await;
     assert_eq!(first.status(), 409);
     let first = first.text().await.unwrap();
-    let again = send().await.unwrap();
+    let again = send().await;
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.text().await.unwrap(), first);
 }
@@ -152,38 +134,27 @@ async fn an_invalid_transition_with_an_idempotency_key_replays_the_same_refusal(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patch_merges_metadata_and_a_closed_session_refuses_changes() {
     let app = spawn_app().await;
-    let created = create(
-        &app,
-        json!({"agent_role": "r", "metadata": {"a": 1, "b": {"c": 2, "d": 3}}}),
-    )
-    .await;
-    let id = created["session_id"].as_str().unwrap();
-    let task = uuid::Uuid::new_v4();
-    let response = app
-        .http
-        .patch(app.url(&format!("/v1/sessions/{id}")))
-        .json(&json!({"task_id": task, "metadata": {"a": null, "b": {"d": 4}, "e": true}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let patched: Value = response.json().await.unwrap();
-    assert_eq!(
-        patched["metadata"],
-        json!({"b": {"c": 2, "d": 4}, "e": true})
-    );
-    assert_eq!(patched["task_id"], task.to_string());
-    assert_eq!(patched["status"], "pending");
+    let sessions = app.sessions();
+    let created = sessions
+        .create(&NewSession::new("r").metadata(json!({"a": 1, "b": {"c": 2, "d": 3}})))
+        .await;
+    let id = created.session_id;
+    let task = Uuid::new_v4();
+    let patched = sessions
+        .update(
+            id,
+            &json!({"task_id": task, "metadata": {"a": null, "b": {"d": 4}, "e": true}}),
+        )
+        .await;
+    assert_eq!(patched.metadata, json!({"b": {"c": 2, "d": 4}, "e": true}));
+    assert_eq!(patched.task_id, Some(task));
+    assert_eq!(patched.status, "pending");
 
-    assert_eq!(transition(&app, id, "expired").await.status(), 200);
+    sessions.transition(id, "expired").await;
     let before = app.event_count().await;
-    let response = app
-        .http
-        .patch(app.url(&format!("/v1/sessions/{id}")))
-        .json(&json!({"metadata": {"late": 1}}))
-        .send()
-        .await
-        .unwrap();
+    let response = sessions
+        .try_update(id, &json!({"metadata": {"late": 1}}))
+        .await;
     let body = problem(response, 409).await;
     assert_eq!(body["code"], "BIZ_SESSION_TERMINAL");
     assert_eq!(app.event_count().await, before);
@@ -192,45 +163,27 @@ async fn patch_merges_metadata_and_a_closed_session_refuses_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_list_filters_by_status_and_role_newest_first_with_pages() {
     let app = spawn_app().await;
+    let sessions = app.sessions();
     let mut active = Vec::new();
     for n in 0..5 {
         let role = if n % 2 == 0 { "builder" } else { "reviewer" };
-        let created = create(&app, json!({"agent_role": role})).await;
-        let id = created["session_id"].as_str().unwrap().to_owned();
+        let id = sessions.create(&NewSession::new(role)).await.session_id;
         if n < 3 {
-            assert_eq!(transition(&app, &id, "active").await.status(), 200);
+            sessions.transition(id, "active").await;
             active.push(id);
         }
     }
-    let head = app.head().await;
-    let page: Value = app
-        .get_at("/v1/sessions?status=active", head)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(page["total"], 3);
-    assert_eq!(page["page"], 1);
-    assert_eq!(page["page_size"], 20);
-    let ids: Vec<&str> = page["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["session_id"].as_str().unwrap())
-        .collect();
+    let listed = app.api().at(app.head().await).sessions();
+    let page = listed.list("?status=active").await;
+    assert_eq!((page.total, page.page, page.page_size), (3, 1, 20));
+    let ids: Vec<Uuid> = page.sessions.iter().map(|s| s.session_id).collect();
     active.reverse();
     assert_eq!(ids, active, "newest first");
 
-    let page: Value = app
-        .get_at("/v1/sessions?agent_role=builder&page=2&page_size=2", head)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(page["total"], 3);
-    assert_eq!(page["sessions"].as_array().unwrap().len(), 1);
-    let page: Value = app.get_at("/v1/sessions", head).await.json().await.unwrap();
-    assert_eq!(page["total"], 5);
+    let page = listed.list("?agent_role=builder&page=2&page_size=2").await;
+    assert_eq!(page.total, 3);
+    assert_eq!(page.sessions.len(), 1);
+    assert_eq!(listed.list("").await.total, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,52 +191,32 @@ async fn bad_session_input_is_rejected_and_appends_nothing() {
     let app = spawn_app().await;
     let id = session_in(&app, SessionStatus::Pending).await;
     let before = app.event_count().await;
+    let sessions = app.sessions();
     let cases = vec![
+        (json!({"agent_role": ""}), "VAL_INVALID_FIELD"),
+        (json!({"agent_role": "x".repeat(65)}), "VAL_INVALID_FIELD"),
         (
-            "/v1/sessions",
-            json!({"agent_role": ""}),
-            422,
-            "VAL_INVALID_FIELD",
-        ),
-        (
-            "/v1/sessions",
-            json!({"agent_role": "x".repeat(65)}),
-            422,
-            "VAL_INVALID_FIELD",
-        ),
-        (
-            "/v1/sessions",
             json!({"agent_role": "r", "task_id": "not-a-uuid"}),
-            422,
             "VAL_INVALID_BODY",
         ),
         (
-            "/v1/sessions",
             json!({"agent_role": "r", "metadata": "text"}),
-            422,
             "VAL_INVALID_FIELD",
         ),
         (
-            "/v1/sessions",
             json!({"agent_role": "r", "metadata": {"x": "y".repeat(17_000)}}),
-            422,
             "VAL_INVALID_FIELD",
         ),
-        (
-            "/v1/sessions",
-            json!({"agent_role": "r", "colour": 1}),
-            422,
-            "VAL_INVALID_BODY",
-        ),
+        (json!({"agent_role": "r", "colour": 1}), "VAL_INVALID_BODY"),
     ];
-    for (path, body, status, code) in cases {
+    for (body, code) in cases {
         assert_eq!(
-            problem(app.post(path, &body).await, status).await["code"],
+            problem(sessions.try_create(&body).await, 422).await["code"],
             code,
             "{body}"
         );
     }
-    let unknown = transition(&app, &id, "paused").await;
+    let unknown = sessions.try_transition(id, "paused").await;
     assert_eq!(problem(unknown, 422).await["code"], "VAL_INVALID_BODY");
     for query in [
         "page_size=0",
@@ -292,15 +225,14 @@ async fn bad_session_input_is_rejected_and_appends_nothing() {
         "status=sleeping",
         "colour=red",
     ] {
-        let response = app.get(&format!("/v1/sessions?{query}")).await;
+        let response = sessions.try_list(&format!("?{query}")).await;
         assert_eq!(
             problem(response, 400).await["code"],
             "VAL_INVALID_PARAMETER",
             "{query}"
         );
     }
-    let unknown_session = uuid::Uuid::new_v4();
-    let response = transition(&app, &unknown_session.to_string(), "active").await;
+    let response = sessions.try_transition(Uuid::new_v4(), "active").await;
     assert_eq!(
         problem(response, 404).await["code"],
         "RES_SESSION_NOT_FOUND"
@@ -318,8 +250,7 @@ async fn the_retention_job_expires_exactly_the_sessions_past_retention_once() {
     let young = session_in(&app, SessionStatus::Active).await;
     app.clock.advance(chrono::Duration::days(4));
     // The job reads the session list: wait until it shows everything.
-    let head = app.head().await;
-    assert_eq!(app.get_at("/v1/sessions", head).await.status(), 200);
+    app.api().at(app.head().await).sessions().list("").await;
 
     // Two processes run the job at the same moment.
     let stores = [0, 1].map(|_| {
@@ -358,26 +289,21 @@ async fn the_retention_job_expires_exactly_the_sessions_past_retention_once() {
             "{id}"
         );
     }
-    let stream: Value = app
-        .get(&format!("/v1/streams/session-{old_active}/events"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let last = stream["events"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last["event_type"], "SessionExpired");
-    assert_eq!(last["metadata"]["actor"], "system");
-    assert_eq!(last["data"]["reason"], "retention");
+    let stream = app.log().stream(&format!("session-{old_active}")).await;
+    let last = stream.events.last().unwrap();
+    assert_eq!(last.event_type, "SessionExpired");
+    assert_eq!(last.metadata["actor"], "system");
+    assert_eq!(last.data["reason"], "retention");
 
-    let detail: Value = app
-        .get_at(&format!("/v1/sessions/{old_active}"), app.head().await)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(detail["status"], "expired");
+    let detail = app
+        .api()
+        .at(app.head().await)
+        .sessions()
+        .get(old_active)
+        .await;
+    assert_eq!(detail.session.status, "expired");
     assert_eq!(
-        detail["history"].as_array().unwrap().last().unwrap()["actor"],
-        "system"
+        detail.history.last().unwrap().actor.as_deref(),
+        Some("system")
     );
 }

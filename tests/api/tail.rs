@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::helpers::{TestApp, eventually, problem, spawn_app};
+use crate::helpers::{NewSession, TestApp, eventually, problem, spawn_app};
 
 /// Reads SSE messages off `response` until `enough` says stop; returns `(id, data)` pairs.
 async fn read_events(
@@ -112,10 +112,9 @@ async fn a_dropped_stream_resumes_from_last_event_id_with_no_gap_and_no_repeat_w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_filters_by_category_and_type_and_refuses_bad_filters() {
     let app = spawn_app().await;
-    let issued = app.issue_license().await;
-    let id = issued["license_id"].as_str().unwrap();
-    assert_eq!(app.revoke(id, "refund").await.status(), 200);
-    app.post("/v1/sessions", &json!({"agent_role": "x"})).await;
+    let id = app.issue_license().await.license_id;
+    app.revoke(id, "refund").await;
+    app.sessions().create(&NewSession::new("x")).await;
 
     let revokes = read_events(
         open(&app, "?category=license&type=LicenseRevoked", None).await,

@@ -8,6 +8,8 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -661,6 +663,104 @@ pub async fn call(request: reqwest::RequestBuilder, clock: Instant) -> Answer {
             body: Value::Null,
             error: Some(error.to_string()),
         },
+    }
+}
+
+/// The license routes a load calls, as requests for `call`: `Service::licenses(&http)`.
+#[derive(Clone)]
+pub struct Licenses {
+    http: reqwest::Client,
+    address: String,
+}
+
+impl Service {
+    pub fn licenses(&self, http: &reqwest::Client) -> Licenses {
+        Licenses {
+            http: http.clone(),
+            address: self.address.clone(),
+        }
+    }
+}
+
+impl Licenses {
+    /// `POST /v1/licenses` with `{owner, tier}`.
+    pub fn issue(&self, owner: &str, tier: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/licenses", self.address))
+            .json(&json!({"owner": owner, "tier": tier}))
+    }
+
+    /// `POST /v1/licenses/validate` with `{key}`.
+    pub fn validate(&self, key: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/licenses/validate", self.address))
+            .json(&json!({"key": key}))
+    }
+
+    /// Issues a license on the pro tier that must be acknowledged; its id and key.
+    pub async fn seed(&self, owner: &str, clock: Instant) -> (String, String) {
+        let answer = call(self.issue(owner, "pro"), clock).await;
+        assert_eq!(answer.status, Some(201), "{}", answer.describe());
+        answer.issued().unwrap()
+    }
+
+    /// Validates every acknowledged `(license id, key)`: each must be `VALID` as its license.
+    pub async fn assert_all_valid(&self, acknowledged: &[(String, String)], clock: Instant) {
+        for (license_id, key) in acknowledged {
+            let answer = call(self.validate(key), clock).await;
+            assert_eq!(answer.status, Some(200), "{}", answer.describe());
+            assert_eq!(answer.body["code"], "VALID", "license {license_id}");
+            assert_eq!(
+                answer.body["license_id"].as_str(),
+                Some(license_id.as_str())
+            );
+        }
+    }
+}
+
+impl Answer {
+    /// The license id and key of an acknowledged issue (a 201).
+    pub fn issued(&self) -> Option<(String, String)> {
+        (self.status == Some(201)).then(|| {
+            (
+                self.body["license_id"].as_str().unwrap().to_owned(),
+                self.body["key"].as_str().unwrap().to_owned(),
+            )
+        })
+    }
+}
+
+/// Clients calling on tasks of their own until the load is stopped.
+#[derive(Default)]
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// A client that runs `step(n)` for n = 1, 2, …, `pause` apart, until the load stops.
+    pub fn client<F, Fut>(&mut self, pause: Duration, mut step: F)
+    where
+        F: FnMut(usize) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let stop = self.stop.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                step(n).await;
+                tokio::time::sleep(pause).await;
+            }
+        }));
+    }
+
+    /// Stops every client and waits for its last call.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
     }
 }
 

@@ -4,14 +4,12 @@
 //! wait. Every call answers within `REQUEST_TIMEOUT_MS` with a success or a 503, readiness is
 //! not ready, and the service recovers by itself once the server runs again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::harness::{
-    Answer, OwnPostgres, ServiceSpec, admin_client, call, eventually, keyledger_cli, percentile,
+    Answer, Load, OwnPostgres, ServiceSpec, admin_client, call, eventually, keyledger_cli,
+    percentile,
 };
 
 const HUNG: Duration = Duration::from_secs(15);
@@ -35,68 +33,46 @@ async fn a_hung_postgres_is_bounded_by_the_request_timeout_and_recovers_by_itsel
     let mut service = spec.start().await;
     let http = admin_client(Duration::from_secs(60));
     let clock = Instant::now();
-    let issued = call(
-        http.post(service.url("/v1/licenses"))
-            .json(&json!({"owner": "hung-seed", "tier": "pro"})),
-        clock,
-    )
-    .await;
-    assert_eq!(issued.status, Some(201), "{}", issued.describe());
-    let key = issued.body["key"].as_str().unwrap().to_owned();
+    let licenses = service.licenses(&http);
+    let (_, key) = licenses.seed("hung-seed", clock).await;
 
     let commands: Arc<Mutex<Vec<Answer>>> = Arc::default();
     let probes: Arc<Mutex<Vec<Answer>>> = Arc::default();
     let acknowledged: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
+    let mut load = Load::default();
     for worker in 0..4 {
-        let (http, commands, acknowledged, stop, key) = (
-            http.clone(),
+        let (licenses, commands, acknowledged, key) = (
+            licenses.clone(),
             commands.clone(),
             acknowledged.clone(),
-            stop.clone(),
             key.clone(),
         );
-        let (issue, validate) = (
-            service.url("/v1/licenses"),
-            service.url("/v1/licenses/validate"),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                n += 1;
-                let request = if worker % 2 == 0 {
-                    http.post(&issue)
-                        .json(&json!({"owner": format!("hung-{worker}-{n}"), "tier": "basic"}))
-                } else {
-                    http.post(&validate).json(&json!({"key": key}))
-                };
+        load.client(Duration::from_millis(20), move |n| {
+            let request = if worker % 2 == 0 {
+                licenses.issue(&format!("hung-{worker}-{n}"), "basic")
+            } else {
+                licenses.validate(&key)
+            };
+            let (commands, acknowledged) = (commands.clone(), acknowledged.clone());
+            async move {
                 let answer = call(request, clock).await;
-                if answer.status == Some(201) {
-                    acknowledged.lock().unwrap().push((
-                        answer.body["license_id"].as_str().unwrap().to_owned(),
-                        answer.body["key"].as_str().unwrap().to_owned(),
-                    ));
-                }
+                acknowledged.lock().unwrap().extend(answer.issued());
                 commands.lock().unwrap().push(answer);
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }));
+        });
     }
     {
-        let (http, probes, stop) = (http.clone(), probes.clone(), stop.clone());
+        let (http, probes) = (http.clone(), probes.clone());
         let ready = service.url("/health/ready");
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                // Probes overlap, as a prober's do: a slow one does not hold back the next.
-                let (http, probes, ready) = (http.clone(), probes.clone(), ready.clone());
-                tokio::spawn(async move {
-                    let answer = call(http.get(&ready), clock).await;
-                    probes.lock().unwrap().push(answer);
-                });
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }));
+        load.client(Duration::from_millis(250), move |_| {
+            // Probes overlap, as a prober's do: a slow one does not hold back the next.
+            let (http, probes, ready) = (http.clone(), probes.clone(), ready.clone());
+            tokio::spawn(async move {
+                let answer = call(http.get(&ready), clock).await;
+                probes.lock().unwrap().push(answer);
+            });
+            async {}
+        });
     }
     eventually(Duration::from_secs(30), "commands under load", || {
         let count = commands.lock().unwrap().len();
@@ -132,10 +108,7 @@ async fn a_hung_postgres_is_bounded_by_the_request_timeout_and_recovers_by_itsel
         async move { found }
     })
     .await;
-    stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        worker.await.unwrap();
-    }
+    load.stop().await;
     // The last probes spawned finish within their bound.
     tokio::time::sleep(ANSWER_BOUND).await;
     service.assert_running();
@@ -190,19 +163,7 @@ async fn a_hung_postgres_is_bounded_by_the_request_timeout_and_recovers_by_itsel
 
     // Nothing acknowledged was lost, and the log verifies.
     let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
-    for (license_id, key) in &acknowledged {
-        let answer = call(
-            http.post(service.url("/v1/licenses/validate"))
-                .json(&json!({"key": key})),
-            clock,
-        )
-        .await;
-        assert_eq!(answer.body["code"], "VALID", "{}", answer.describe());
-        assert_eq!(
-            answer.body["license_id"].as_str(),
-            Some(license_id.as_str())
-        );
-    }
+    licenses.assert_all_valid(&acknowledged, clock).await;
     drop(service);
     let verified = keyledger_cli(&["verify"], &spec.database_url()).await;
     assert!(verified.starts_with("ok:"), "{verified}");

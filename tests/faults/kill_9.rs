@@ -375,12 +375,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_repeats_nothing() {
         let status = if license.revoked { "revoked" } else { "active" };
         assert_eq!(answer.body["status"], status, "license {}", license.id);
         if let Some(key) = &license.key {
-            let validated = call(
-                http.post(service.url("/v1/licenses/validate"))
-                    .json(&json!({"key": key})),
-                clock,
-            )
-            .await;
+            let validated = call(service.licenses(&http).validate(key), clock).await;
             let code = if license.revoked { "REVOKED" } else { "VALID" };
             assert_eq!(validated.body["code"], code, "{}", validated.describe());
         }

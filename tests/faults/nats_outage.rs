@@ -2,14 +2,15 @@
 //! shows the relay falling behind, and once NATS is back the relay publishes every event to
 //! JetStream exactly once per event id, in position order, with no gap.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::harness::{Answer, OwnNats, OwnPostgres, ServiceSpec, admin_client, call, eventually};
+use crate::harness::{
+    Answer, Load, OwnNats, OwnPostgres, ServiceSpec, admin_client, call, eventually,
+};
 
 const OUTAGE: Duration = Duration::from_secs(30);
 const STREAM: &str = "FAULTS_EVENTS";
@@ -32,39 +33,25 @@ async fn a_nats_outage_stops_no_command_and_the_relay_publishes_every_event_once
     let http = admin_client(Duration::from_secs(60));
     let clock = Instant::now();
 
-    let first = call(
-        http.post(service.url("/v1/licenses"))
-            .json(&json!({"owner": "nats-seed", "tier": "pro"})),
-        clock,
-    )
-    .await;
-    assert_eq!(first.status, Some(201), "{}", first.describe());
-    let key = first.body["key"].as_str().unwrap().to_owned();
+    let licenses = service.licenses(&http);
+    let (_, key) = licenses.seed("nats-seed", clock).await;
 
     let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut workers = Vec::new();
+    let mut load = Load::default();
     for worker in 0..2 {
-        let (http, answers, stop, key) = (http.clone(), answers.clone(), stop.clone(), key.clone());
-        let (issue, validate) = (
-            service.url("/v1/licenses"),
-            service.url("/v1/licenses/validate"),
-        );
-        workers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                n += 1;
-                let request = if n % 2 == 0 {
-                    http.post(&issue)
-                        .json(&json!({"owner": format!("nats-{worker}-{n}"), "tier": "basic"}))
-                } else {
-                    http.post(&validate).json(&json!({"key": key}))
-                };
+        let (licenses, answers, key) = (licenses.clone(), answers.clone(), key.clone());
+        load.client(Duration::from_millis(10), move |n| {
+            let request = if n % 2 == 0 {
+                licenses.issue(&format!("nats-{worker}-{n}"), "basic")
+            } else {
+                licenses.validate(&key)
+            };
+            let answers = answers.clone();
+            async move {
                 let answer = call(request, clock).await;
                 answers.lock().unwrap().push(answer);
-                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-        }));
+        });
     }
 
     // The relay keeps up while NATS runs.
@@ -118,10 +105,7 @@ async fn a_nats_outage_stops_no_command_and_the_relay_publishes_every_event_once
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        worker.await.unwrap();
-    }
+    load.stop().await;
     let caught_up = eventually(
         Duration::from_secs(90),
         "the relay to publish the whole log",

@@ -3,15 +3,12 @@
 //! 500 or a success that was not stored; `/health/ready` says not ready and then ready again
 //! without a restart of the service; nothing acknowledged is lost and the chain verifies.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::harness::{
-    Answer, OwnPostgres, ServiceSpec, StopMode, admin_client, call, eventually, keyledger_cli,
-    percentile,
+    Answer, Load, OwnPostgres, ServiceSpec, StopMode, admin_client, call, eventually,
+    keyledger_cli, percentile,
 };
 
 const OUTAGE: Duration = Duration::from_secs(10);
@@ -40,82 +37,58 @@ async fn a_postgres_outage_answers_503_quickly_and_loses_nothing_acknowledged() 
     let mut service = spec.start().await;
     let http = admin_client(Duration::from_secs(60));
     let clock = Instant::now();
+    let licenses = service.licenses(&http);
     let seen: Arc<Mutex<Seen>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
 
     // Licenses to validate from the start.
     for n in 0..10 {
-        let answer = call(
-            http.post(service.url("/v1/licenses"))
-                .json(&json!({"owner": format!("pg-seed-{n}"), "tier": "pro"})),
-            clock,
-        )
-        .await;
-        assert_eq!(answer.status, Some(201), "{}", answer.describe());
-        seen.lock().unwrap().acknowledged.push((
-            answer.body["license_id"].as_str().unwrap().to_owned(),
-            answer.body["key"].as_str().unwrap().to_owned(),
-        ));
+        let seed = licenses.seed(&format!("pg-seed-{n}"), clock).await;
+        seen.lock().unwrap().acknowledged.push(seed);
     }
 
-    let mut workers = Vec::new();
+    let mut load = Load::default();
     for worker in 0..2 {
-        let (http, seen, stop) = (http.clone(), seen.clone(), stop.clone());
-        let url = service.url("/v1/licenses");
-        workers.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                n += 1;
-                let answer = call(
-                    http.post(&url)
-                        .json(&json!({"owner": format!("pg-load-{worker}-{n}"), "tier": "basic"})),
-                    clock,
-                )
-                .await;
-                {
-                    let mut seen = seen.lock().unwrap();
-                    if answer.status == Some(201) {
-                        seen.acknowledged.push((
-                            answer.body["license_id"].as_str().unwrap().to_owned(),
-                            answer.body["key"].as_str().unwrap().to_owned(),
-                        ));
-                    }
-                    seen.issues.push(answer);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        let (licenses, seen) = (licenses.clone(), seen.clone());
+        load.client(Duration::from_millis(20), move |n| {
+            let request = licenses.issue(&format!("pg-load-{worker}-{n}"), "basic");
+            let seen = seen.clone();
+            async move {
+                let answer = call(request, clock).await;
+                let mut seen = seen.lock().unwrap();
+                seen.acknowledged.extend(answer.issued());
+                seen.issues.push(answer);
             }
-        }));
+        });
     }
     for worker in 0..2usize {
-        let (http, seen, stop) = (http.clone(), seen.clone(), stop.clone());
-        let url = service.url("/v1/licenses/validate");
-        workers.push(tokio::spawn(async move {
-            let mut n = worker;
-            while !stop.load(Ordering::SeqCst) {
-                n += 7;
-                let key = {
-                    let seen = seen.lock().unwrap();
-                    seen.acknowledged[n % seen.acknowledged.len()].1.clone()
-                };
-                let answer = call(http.post(&url).json(&json!({"key": key})), clock).await;
+        let (licenses, seen) = (licenses.clone(), seen.clone());
+        load.client(Duration::from_millis(20), move |n| {
+            let key = {
+                let seen = seen.lock().unwrap();
+                seen.acknowledged[(worker + 7 * n) % seen.acknowledged.len()]
+                    .1
+                    .clone()
+            };
+            let (request, seen) = (licenses.validate(&key), seen.clone());
+            async move {
+                let answer = call(request, clock).await;
                 seen.lock().unwrap().validations.push(answer);
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        }));
+        });
     }
     {
-        let (http, seen, stop) = (http.clone(), seen.clone(), stop.clone());
+        let (http, seen) = (http.clone(), seen.clone());
         let url = service.url("/health/ready");
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let answer = call(http.get(&url), clock).await;
+        load.client(Duration::from_millis(100), move |_| {
+            let (request, seen) = (http.get(&url), seen.clone());
+            async move {
+                let answer = call(request, clock).await;
                 seen.lock()
                     .unwrap()
                     .ready
                     .push((answer.sent, answer.took, answer.status));
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-        }));
+        });
     }
 
     // Load before the outage.
@@ -185,10 +158,7 @@ async fn a_postgres_outage_answers_503_quickly_and_loses_nothing_acknowledged() 
         async move { (count >= 10).then_some(()) }
     })
     .await;
-    stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        worker.await.unwrap();
-    }
+    load.stop().await;
     service.assert_running();
 
     let seen = std::mem::take(&mut *seen.lock().unwrap());
@@ -259,16 +229,7 @@ async fn a_postgres_outage_answers_503_quickly_and_loses_nothing_acknowledged() 
     );
 
     // Nothing acknowledged was lost: every 201's key validates as its license.
-    let validate = service.url("/v1/licenses/validate");
-    for (license_id, key) in &seen.acknowledged {
-        let answer = call(http.post(&validate).json(&json!({"key": key})), clock).await;
-        assert_eq!(answer.status, Some(200), "{}", answer.describe());
-        assert_eq!(answer.body["code"], "VALID", "license {license_id}");
-        assert_eq!(
-            answer.body["license_id"].as_str(),
-            Some(license_id.as_str())
-        );
-    }
+    licenses.assert_all_valid(&seen.acknowledged, clock).await;
     // The read side recovered too, without a restart: every projection caught up with the log.
     let health = eventually(
         Duration::from_secs(60),

@@ -5,14 +5,11 @@
 //! instead of piling up, the service's memory stays bounded, and everything works again as soon
 //! as the lock is released.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use crate::harness::{
-    Answer, OwnPostgres, ServiceSpec, admin_client, call, eventually, percentile,
+    Answer, Load, OwnPostgres, ServiceSpec, admin_client, call, eventually, percentile,
 };
 
 const HOLD: Duration = Duration::from_secs(12);
@@ -49,44 +46,29 @@ async fn a_slow_postgres_answers_503_in_bounded_time_with_bounded_memory() {
     let http = admin_client(Duration::from_secs(60));
     let clock = Instant::now();
 
-    let issued = call(
-        http.post(service.url("/v1/licenses"))
-            .json(&json!({"owner": "slow-seed", "tier": "pro"})),
-        clock,
-    )
-    .await;
-    assert_eq!(issued.status, Some(201), "{}", issued.describe());
-    let key = issued.body["key"].as_str().unwrap().to_owned();
-    let license_id = issued.body["license_id"].as_str().unwrap().to_owned();
+    let licenses = service.licenses(&http);
+    let (license_id, key) = licenses.seed("slow-seed", clock).await;
     let baseline_kib = service.peak_rss_kib();
 
     let answers: Arc<Mutex<Vec<(Call, Answer)>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
+    let mut load = Load::default();
     for client in 0..24 {
         let kind = [Call::Issue, Call::Validate, Call::Read][client % 3];
-        let (http, answers, stop, key) = (http.clone(), answers.clone(), stop.clone(), key.clone());
-        let (issue, validate, read) = (
-            service.url("/v1/licenses"),
-            service.url("/v1/licenses/validate"),
-            service.url(&format!("/v1/licenses/{license_id}/events")),
-        );
-        clients.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                n += 1;
-                let request = match kind {
-                    Call::Issue => http
-                        .post(&issue)
-                        .json(&json!({"owner": format!("slow-{client}-{n}"), "tier": "basic"})),
-                    Call::Validate => http.post(&validate).json(&json!({"key": key})),
-                    Call::Read => http.get(&read),
-                };
+        let (licenses, http, answers, key) =
+            (licenses.clone(), http.clone(), answers.clone(), key.clone());
+        let read = service.url(&format!("/v1/licenses/{license_id}/events"));
+        load.client(Duration::from_millis(5), move |n| {
+            let request = match kind {
+                Call::Issue => licenses.issue(&format!("slow-{client}-{n}"), "basic"),
+                Call::Validate => licenses.validate(&key),
+                Call::Read => http.get(&read),
+            };
+            let answers = answers.clone();
+            async move {
                 let answer = call(request, clock).await;
                 answers.lock().unwrap().push((kind, answer));
-                tokio::time::sleep(Duration::from_millis(5)).await;
             }
-        }));
+        });
     }
     eventually(Duration::from_secs(30), "load to run", || {
         let count = answers.lock().unwrap().len();
@@ -127,10 +109,7 @@ async fn a_slow_postgres_answers_503_in_bounded_time_with_bounded_memory() {
     let recovered_reads = first_success_after(&answers, Call::Read, table_released).await;
     let recovered_issues = first_success_after(&answers, Call::Issue, table_released).await;
 
-    stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await.unwrap();
-    }
+    load.stop().await;
     service.assert_running();
     let peak_kib = service.peak_rss_kib();
     let answers = std::mem::take(&mut *answers.lock().unwrap());
