@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use keyledger_events::license::{
     CertificateIssued, DeactivationReason, InstallationActivated, InstallationDeactivated,
     LicenseEvent, LicenseImported, LicenseIssued, LicensePolicyChanged, LicenseReinstated,
-    LicenseRenewed, LicenseRevoked, LicenseSuspended, Tier,
+    LicenseRenewed, LicenseRevoked, LicenseStatus, LicenseSuspended, Tier,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -16,17 +16,10 @@ use uuid::Uuid;
 use super::policy::Policy;
 use crate::execute::Aggregate;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Active,
-    Suspended,
-    Revoked,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct LicenseState {
     pub license_id: Uuid,
-    pub status: Status,
+    pub status: LicenseStatus,
     pub tier: Tier,
     /// `None`: perpetual, never expires.
     pub expires_at: Option<DateTime<Utc>>,
@@ -152,7 +145,7 @@ impl Aggregate for License {
         let new = |license_id, tier, expires_at, extra: &[String], max| {
             License::Existing(LicenseState {
                 license_id,
-                status: Status::Active,
+                status: LicenseStatus::Active,
                 tier,
                 expires_at,
                 extra_entitlements: extra.to_vec(),
@@ -174,9 +167,9 @@ impl Aggregate for License {
             (License::Absent, _) => License::Absent,
             (License::Existing(mut state), event) => {
                 match event {
-                    LicenseEvent::LicenseRevoked(_) => state.status = Status::Revoked,
-                    LicenseEvent::LicenseSuspended(_) => state.status = Status::Suspended,
-                    LicenseEvent::LicenseReinstated(_) => state.status = Status::Active,
+                    LicenseEvent::LicenseRevoked(_) => state.status = LicenseStatus::Revoked,
+                    LicenseEvent::LicenseSuspended(_) => state.status = LicenseStatus::Suspended,
+                    LicenseEvent::LicenseReinstated(_) => state.status = LicenseStatus::Active,
                     LicenseEvent::LicenseRenewed(e) => state.expires_at = Some(e.expires_at),
                     LicenseEvent::LicensePolicyChanged(e) => {
                         state.extra_entitlements = e.entitlements.clone();
@@ -240,7 +233,7 @@ impl Aggregate for License {
             (License::Absent, _) => return Err(LicenseError::NotFound),
             (License::Existing(state), _) => state,
         };
-        if state.status == Status::Revoked {
+        if state.status == LicenseStatus::Revoked {
             return Err(LicenseError::Revoked);
         }
         let license_id = state.license_id;
@@ -254,7 +247,7 @@ impl Aggregate for License {
                 revoked_at: *at,
             }),
             LicenseCommand::Suspend { reason, at } => {
-                if state.status == Status::Suspended {
+                if state.status == LicenseStatus::Suspended {
                     return Err(LicenseError::AlreadySuspended);
                 }
                 LicenseEvent::LicenseSuspended(LicenseSuspended {
@@ -264,7 +257,7 @@ impl Aggregate for License {
                 })
             }
             LicenseCommand::Reinstate { reason, at } => {
-                if state.status != Status::Suspended {
+                if state.status != LicenseStatus::Suspended {
                     return Err(LicenseError::NotSuspended);
                 }
                 LicenseEvent::LicenseReinstated(LicenseReinstated {
@@ -307,7 +300,7 @@ impl Aggregate for License {
                     // Activating an active installation again changes nothing.
                     return Ok(vec![]);
                 }
-                if state.status == Status::Suspended {
+                if state.status == LicenseStatus::Suspended {
                     return Err(LicenseError::Suspended);
                 }
                 let limit = state.installation_limit(policy);
@@ -329,7 +322,7 @@ impl Aggregate for License {
                 kid,
                 at,
             } => {
-                if state.status == Status::Suspended {
+                if state.status == LicenseStatus::Suspended {
                     return Err(LicenseError::Suspended);
                 }
                 if state.expires_at.is_some_and(|end| end <= *at) {
@@ -686,7 +679,7 @@ mod tests {
         assert_eq!(events.len(), 3);
         let state = given(&events);
         assert!(
-            matches!(state, License::Existing(s) if s.status == Status::Revoked && s.installations.contains_key("m1"))
+            matches!(state, License::Existing(s) if s.status == LicenseStatus::Revoked && s.installations.contains_key("m1"))
         );
         assert_eq!(
             given(&events).decide(&command),

@@ -6,7 +6,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson, AppPath, RequestId};
-use keyledger_events::license::license_stream;
+use keyledger_events::license::{LicenseStatus, license_stream};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -31,7 +31,7 @@ pub struct RevokeRequest {
 pub struct RevokeResponse {
     pub license_id: Uuid,
     #[schema(value_type = String, example = "revoked")]
-    pub status: &'static str,
+    pub status: LicenseStatus,
     pub revoked_at: DateTime<Utc>,
     pub position: i64,
 }
@@ -71,7 +71,7 @@ pub async fn handle(
     };
     let render = renderer(StatusCode::OK, move |outcome| RevokeResponse {
         license_id,
-        status: "revoked",
+        status: LicenseStatus::Revoked,
         revoked_at,
         position: outcome.position,
     });

@@ -16,9 +16,11 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson, RequestId};
-use keyledger_events::license::{LicenseValidated, Tier, UsageEvent, ValidationCode, usage_stream};
+use keyledger_events::license::{
+    LicenseStatus, LicenseValidated, Tier, UsageEvent, ValidationCode, usage_stream,
+};
 use keyledger_events::{AppendRequest, Decide, EventPayload, ExpectedVersion};
-use keyledger_projections::license::view::{License, Status};
+use keyledger_projections::license::view::License;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -112,9 +114,9 @@ pub fn judge(
     feature: Option<&str>,
     installation_id: Option<&str>,
 ) -> ValidationCode {
-    if license.status == Status::Revoked {
+    if license.status == LicenseStatus::Revoked {
         ValidationCode::Revoked
-    } else if license.status == Status::Suspended {
+    } else if license.status == LicenseStatus::Suspended {
         ValidationCode::Suspended
     } else if license.expires_at.is_some_and(|at| at <= now) {
         ValidationCode::Expired
@@ -311,7 +313,7 @@ mod tests {
             Some(now() - Duration::days(1)),
             Vec::new(),
         );
-        license.status = Status::Revoked;
+        license.status = LicenseStatus::Revoked;
         let mut count = 1000;
         let mut answers = Vec::new();
         let mut ask = |license: &License, count: u32| {
@@ -326,9 +328,9 @@ mod tests {
             answers.push(code);
         };
         ask(&license, count);
-        license.status = Status::Suspended;
+        license.status = LicenseStatus::Suspended;
         ask(&license, count);
-        license.status = Status::Active;
+        license.status = LicenseStatus::Active;
         ask(&license, count);
         license.expires_at = None;
         ask(&license, count);

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use keyledger_events::license::LicenseEvent;
+use keyledger_events::license::{LicenseEvent, LicenseStatus};
 use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
 use serde_json::Value;
 use uuid::Uuid;
@@ -76,7 +76,7 @@ impl Projection for Licenses {
                     "INSERT INTO licenses (license_id, key_prefix, owner, tier, status, metadata, \
                                            issued_at, expires_at, entitlements, max_installations, \
                                            legacy_id, position) \
-                     SELECT l, k, o, t, 'active', m, i, x, \
+                     SELECT l, k, o, t, $12::text, m, i, x, \
                             CASE WHEN e = '' THEN '{}'::text[] ELSE string_to_array(e, chr(31)) END, \
                             n, g, p \
                      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::json[], \
@@ -99,6 +99,7 @@ impl Projection for Licenses {
                     &created.max_installations,
                     &created.legacy_ids,
                     &created.positions,
+                    &LicenseStatus::Active,
                 ],
             )
             .await?;
@@ -119,34 +120,53 @@ async fn apply_change(
         LicenseEvent::LicenseRevoked(e) => {
             let statement = tx
                 .prepare_cached(
-                    "UPDATE licenses SET status = 'revoked', revoked_at = $2, revoke_reason = $3, \
+                    "UPDATE licenses SET status = $5, revoked_at = $2, revoke_reason = $3, \
                                          position = $4 WHERE license_id = $1",
                 )
                 .await?;
             tx.execute(
                 &statement,
-                &[&e.license_id, &e.revoked_at, &e.reason, &position],
+                &[
+                    &e.license_id,
+                    &e.revoked_at,
+                    &e.reason,
+                    &position,
+                    &LicenseStatus::Revoked,
+                ],
             )
             .await?;
         }
         LicenseEvent::LicenseSuspended(e) => {
             let statement = tx
                 .prepare_cached(
-                    "UPDATE licenses SET status = 'suspended', suspended_at = $2, \
+                    "UPDATE licenses SET status = $5, suspended_at = $2, \
                                          suspend_reason = $3, position = $4 WHERE license_id = $1",
                 )
                 .await?;
-            tx.execute(&statement, &[&e.license_id, &e.at, &e.reason, &position])
-                .await?;
+            tx.execute(
+                &statement,
+                &[
+                    &e.license_id,
+                    &e.at,
+                    &e.reason,
+                    &position,
+                    &LicenseStatus::Suspended,
+                ],
+            )
+            .await?;
         }
         LicenseEvent::LicenseReinstated(e) => {
             let statement = tx
                 .prepare_cached(
-                    "UPDATE licenses SET status = 'active', suspended_at = NULL, \
+                    "UPDATE licenses SET status = $3, suspended_at = NULL, \
                                          suspend_reason = NULL, position = $2 WHERE license_id = $1",
                 )
                 .await?;
-            tx.execute(&statement, &[&e.license_id, &position]).await?;
+            tx.execute(
+                &statement,
+                &[&e.license_id, &position, &LicenseStatus::Active],
+            )
+            .await?;
         }
         LicenseEvent::LicenseRenewed(e) => {
             let statement = tx

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
-use keyledger_events::license::{LicenseEvent, UsageEvent, ValidationCode};
+use keyledger_events::license::{LicenseEvent, LicenseStatus, UsageEvent, ValidationCode};
 use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
 use uuid::Uuid;
 
@@ -37,12 +37,15 @@ pub async fn installation_active(
 ) -> Result<Option<bool>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(
-            "SELECT status <> 'revoked' AND $2 = ANY(installations) \
+            "SELECT status <> $3 AND $2 = ANY(installations) \
              FROM license_validation WHERE license_id = $1",
         )
         .await?;
     let row = client
-        .query_opt(&statement, &[&license_id, &installation_id])
+        .query_opt(
+            &statement,
+            &[&license_id, &installation_id, &LicenseStatus::Revoked],
+        )
         .await?;
     row.map(|row| row.try_get(0)).transpose()
 }
@@ -107,7 +110,7 @@ impl Projection for LicenseValidation {
                 .prepare_cached(
                     "INSERT INTO license_validation \
                          (key_hash, license_id, tier, status, expires_at, entitlements) \
-                     SELECT k, l, t, 'active', x, \
+                     SELECT k, l, t, $6::text, x, \
                             CASE WHEN e = '' THEN '{}'::text[] ELSE string_to_array(e, chr(31)) END \
                      FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[]) \
                           AS u(k, l, t, x, e)",
@@ -121,6 +124,7 @@ impl Projection for LicenseValidation {
                     &created.tiers,
                     &created.expires_at,
                     &created.entitlements,
+                    &LicenseStatus::Active,
                 ],
             )
             .await?;
@@ -147,7 +151,7 @@ impl Projection for LicenseValidation {
 }
 
 async fn apply_change(tx: &Transaction<'_>, change: LicenseEvent) -> Result<(), ProjectionError> {
-    let set_status = |status: &'static str, license_id: Uuid| async move {
+    let set_status = |status: LicenseStatus, license_id: Uuid| async move {
         let statement = tx
             .prepare_cached("UPDATE license_validation SET status = $2 WHERE license_id = $1")
             .await?;
@@ -155,13 +159,13 @@ async fn apply_change(tx: &Transaction<'_>, change: LicenseEvent) -> Result<(), 
     };
     match change {
         LicenseEvent::LicenseRevoked(e) => {
-            set_status("revoked", e.license_id).await?;
+            set_status(LicenseStatus::Revoked, e.license_id).await?;
         }
         LicenseEvent::LicenseSuspended(e) => {
-            set_status("suspended", e.license_id).await?;
+            set_status(LicenseStatus::Suspended, e.license_id).await?;
         }
         LicenseEvent::LicenseReinstated(e) => {
-            set_status("active", e.license_id).await?;
+            set_status(LicenseStatus::Active, e.license_id).await?;
         }
         LicenseEvent::LicenseRenewed(e) => {
             let statement = tx

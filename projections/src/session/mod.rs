@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
-use keyledger_events::session::SessionEvent;
+use keyledger_events::session::{SessionEvent, SessionStatus};
 use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
 
 pub struct Sessions;
@@ -84,7 +84,7 @@ impl Projection for Sessions {
                         envelope.position,
                         e.session_id,
                         e.from.as_str(),
-                        "expired",
+                        SessionStatus::Expired.as_str(),
                         e.at,
                         e.reason,
                         actor,
