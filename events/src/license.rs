@@ -7,8 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::payload::EventPayload;
-
 pub const LICENSE_CATEGORY: &str = "license";
 pub const USAGE_CATEGORY: &str = "license_usage";
 
@@ -287,35 +285,18 @@ pub struct LicenseRevoked {
     pub revoked_at: DateTime<Utc>,
 }
 
-impl EventPayload for LicenseEvent {
-    const EVENT_TYPES: &'static [&'static str] = &[
-        "LicenseIssued",
-        "LicenseImported",
-        "LicenseRevoked",
-        "LicenseSuspended",
-        "LicenseReinstated",
-        "LicenseRenewed",
-        "LicensePolicyChanged",
-        "InstallationActivated",
-        "InstallationDeactivated",
-        "CertificateIssued",
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            LicenseEvent::LicenseIssued(_) => "LicenseIssued",
-            LicenseEvent::LicenseImported(_) => "LicenseImported",
-            LicenseEvent::LicenseRevoked(_) => "LicenseRevoked",
-            LicenseEvent::LicenseSuspended(_) => "LicenseSuspended",
-            LicenseEvent::LicenseReinstated(_) => "LicenseReinstated",
-            LicenseEvent::LicenseRenewed(_) => "LicenseRenewed",
-            LicenseEvent::LicensePolicyChanged(_) => "LicensePolicyChanged",
-            LicenseEvent::InstallationActivated(_) => "InstallationActivated",
-            LicenseEvent::InstallationDeactivated(_) => "InstallationDeactivated",
-            LicenseEvent::CertificateIssued(_) => "CertificateIssued",
-        }
-    }
-}
+crate::event_payload!(LicenseEvent {
+    LicenseIssued,
+    LicenseImported,
+    LicenseRevoked,
+    LicenseSuspended,
+    LicenseReinstated,
+    LicenseRenewed,
+    LicensePolicyChanged,
+    InstallationActivated,
+    InstallationDeactivated,
+    CertificateIssued,
+});
 
 /// The outcome codes of a validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -367,15 +348,7 @@ pub struct LicenseValidated {
     pub validated_at: DateTime<Utc>,
 }
 
-impl EventPayload for UsageEvent {
-    const EVENT_TYPES: &'static [&'static str] = &["LicenseValidated"];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            UsageEvent::LicenseValidated(_) => "LicenseValidated",
-        }
-    }
-}
+crate::event_payload!(UsageEvent { LicenseValidated });
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -390,19 +363,14 @@ pub struct InstallationHeartbeat {
     pub at: DateTime<Utc>,
 }
 
-impl EventPayload for HeartbeatEvent {
-    const EVENT_TYPES: &'static [&'static str] = &["InstallationHeartbeat"];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            HeartbeatEvent::InstallationHeartbeat(_) => "InstallationHeartbeat",
-        }
-    }
-}
+crate::event_payload!(HeartbeatEvent {
+    InstallationHeartbeat
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::EventPayload;
     use serde_json::json;
 
     fn issued(expiry: Option<Value>) -> Result<Option<LicenseEvent>, crate::payload::DecodeError> {

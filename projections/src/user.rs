@@ -9,23 +9,13 @@
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use keyledger_events::user::{RefreshFamilyEvent, UserEvent};
-use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
+use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError, event_types};
 
 pub struct Users;
 
 pub const NAME: &str = "users";
 
-const EVENT_TYPES: &[&str] = &[
-    "UserCreated",
-    "UserRoleChanged",
-    "UserPasswordChanged",
-    "UserDisabled",
-    "UserEnabled",
-    "UserTokensRevoked",
-    "RefreshFamilyStarted",
-    "RefreshTokenRotated",
-    "RefreshFamilyRevoked",
-];
+const EVENT_TYPES: &[&str] = event_types![UserEvent, RefreshFamilyEvent];
 
 #[async_trait]
 impl Projection for Users {

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use keyledger_events::license::{DeactivationReason, HeartbeatEvent, LicenseEvent};
-use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
+use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError, event_types};
 use uuid::Uuid;
 
 pub struct Installations;
@@ -28,11 +28,11 @@ impl Projection for Installations {
     }
 
     fn event_types(&self) -> &'static [&'static str] {
-        &[
-            "InstallationActivated",
-            "InstallationDeactivated",
-            "LicenseRevoked",
-            "InstallationHeartbeat",
+        event_types![
+            LicenseEvent::InstallationActivated,
+            LicenseEvent::InstallationDeactivated,
+            LicenseEvent::LicenseRevoked,
+            HeartbeatEvent::InstallationHeartbeat,
         ]
     }
 

@@ -9,23 +9,23 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use keyledger_events::license::{LicenseEvent, LicenseStatus, UsageEvent, ValidationCode};
-use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
+use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError, event_types};
 use uuid::Uuid;
 
 pub struct LicenseValidation;
 
 /// The events that change what validation needs to know (also the in-memory view's).
-pub const EVENT_TYPES: &[&str] = &[
-    "LicenseIssued",
-    "LicenseImported",
-    "LicenseRevoked",
-    "LicenseSuspended",
-    "LicenseReinstated",
-    "LicenseRenewed",
-    "LicensePolicyChanged",
-    "InstallationActivated",
-    "InstallationDeactivated",
-    "LicenseValidated",
+pub const EVENT_TYPES: &[&str] = event_types![
+    LicenseEvent::LicenseIssued,
+    LicenseEvent::LicenseImported,
+    LicenseEvent::LicenseRevoked,
+    LicenseEvent::LicenseSuspended,
+    LicenseEvent::LicenseReinstated,
+    LicenseEvent::LicenseRenewed,
+    LicenseEvent::LicensePolicyChanged,
+    LicenseEvent::InstallationActivated,
+    LicenseEvent::InstallationDeactivated,
+    UsageEvent::LicenseValidated,
 ];
 
 /// Whether `installation_id` is active on the license (`None`: no such license). A revoked

@@ -399,17 +399,20 @@ impl Inner {
     }
 
     fn apply(&mut self, envelope: &Envelope) {
-        if envelope.event_type == "LicenseValidated" {
-            match UsageEvent::decode(envelope) {
-                Ok(Some(UsageEvent::LicenseValidated(e))) if e.code == ValidationCode::Valid => {
-                    if let Some(license) = self.license_mut(e.license_id) {
-                        license.count_valid(e.validated_at.date_naive());
-                    }
+        match UsageEvent::decode(envelope) {
+            Ok(Some(UsageEvent::LicenseValidated(e))) => {
+                if e.code == ValidationCode::Valid
+                    && let Some(license) = self.license_mut(e.license_id)
+                {
+                    license.count_valid(e.validated_at.date_naive());
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "the validation view skips an event"),
+                return;
             }
-            return;
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the validation view skips an event");
+                return;
+            }
         }
         let event = match LicenseEvent::decode(envelope) {
             Ok(Some(event)) => event,
