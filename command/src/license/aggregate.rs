@@ -190,176 +190,264 @@ impl Aggregate for License {
         }
     }
 
+    /// One function per command; every command but issuing and importing acts on an existing
+    /// license that is not revoked.
     fn decide(&self, command: &LicenseCommand) -> Result<Vec<LicenseEvent>, LicenseError> {
-        let state = match (self, command) {
-            (License::Absent, LicenseCommand::Issue(issue)) => {
-                if issue.expires_at.is_none() && !issue.policy.tier(issue.tier).allow_perpetual {
-                    return Err(LicenseError::PerpetualNotAllowed { tier: issue.tier });
-                }
-                return Ok(vec![LicenseEvent::LicenseIssued(LicenseIssued {
-                    license_id: issue.license_id,
-                    key_hash: issue.key_hash.clone(),
-                    key_prefix: issue.key_prefix.clone(),
-                    owner: issue.owner.clone(),
-                    tier: issue.tier,
-                    issued_at: issue.issued_at,
-                    expires_at: issue.expires_at,
-                    metadata: issue.metadata.clone(),
-                    entitlements: issue.entitlements.clone(),
-                    max_installations: issue.max_installations,
-                })]);
-            }
-            (
-                License::Absent,
-                LicenseCommand::Import {
-                    imported,
-                    installations,
-                    revoked,
-                },
-            ) => {
-                let mut events = vec![LicenseEvent::LicenseImported(imported.clone())];
-                events.extend(
-                    installations
-                        .iter()
-                        .cloned()
-                        .map(LicenseEvent::InstallationActivated),
-                );
-                events.extend(revoked.iter().cloned().map(LicenseEvent::LicenseRevoked));
-                return Ok(events);
-            }
-            (License::Existing(_), LicenseCommand::Issue(_) | LicenseCommand::Import { .. }) => {
-                return Err(LicenseError::AlreadyIssued);
-            }
-            (License::Absent, _) => return Err(LicenseError::NotFound),
-            (License::Existing(state), _) => state,
-        };
-        if state.status == LicenseStatus::Revoked {
-            return Err(LicenseError::Revoked);
-        }
-        let license_id = state.license_id;
-        let event = match command {
-            LicenseCommand::Issue(_) | LicenseCommand::Import { .. } => {
-                return Err(LicenseError::AlreadyIssued);
-            }
-            LicenseCommand::Revoke { reason, at } => LicenseEvent::LicenseRevoked(LicenseRevoked {
-                license_id,
-                reason: reason.clone(),
-                revoked_at: *at,
-            }),
-            LicenseCommand::Suspend { reason, at } => {
-                if state.status == LicenseStatus::Suspended {
-                    return Err(LicenseError::AlreadySuspended);
-                }
-                LicenseEvent::LicenseSuspended(LicenseSuspended {
-                    license_id,
-                    reason: reason.clone(),
-                    at: *at,
-                })
-            }
+        match command {
+            LicenseCommand::Issue(issue) => self.issue(issue),
+            LicenseCommand::Import {
+                imported,
+                installations,
+                revoked,
+            } => self.import(imported, installations, revoked.as_ref()),
+            LicenseCommand::Revoke { reason, at } => self.current()?.revoke(reason, *at),
+            LicenseCommand::Suspend { reason, at } => self.current()?.suspend(reason, *at),
             LicenseCommand::Reinstate { reason, at } => {
-                if state.status != LicenseStatus::Suspended {
-                    return Err(LicenseError::NotSuspended);
-                }
-                LicenseEvent::LicenseReinstated(LicenseReinstated {
-                    license_id,
-                    reason: reason.clone(),
-                    at: *at,
-                })
+                self.current()?.reinstate(reason.as_deref(), *at)
             }
-            LicenseCommand::Renew { valid_days, at } => {
-                let Some(expires_at) = state.expires_at else {
-                    return Err(LicenseError::Perpetual);
-                };
-                let from = expires_at.max(*at);
-                LicenseEvent::LicenseRenewed(LicenseRenewed {
-                    license_id,
-                    valid_days: *valid_days,
-                    previous_expires_at: expires_at,
-                    expires_at: from + Duration::days(i64::from(*valid_days)),
-                    at: *at,
-                })
-            }
+            LicenseCommand::Renew { valid_days, at } => self.current()?.renew(*valid_days, *at),
             LicenseCommand::ChangePolicy {
                 entitlements,
                 max_installations,
                 at,
-            } => LicenseEvent::LicensePolicyChanged(LicensePolicyChanged {
-                license_id,
-                entitlements: entitlements.clone(),
-                max_installations: *max_installations,
-                at: *at,
-            }),
+            } => self
+                .current()?
+                .change_policy(entitlements, *max_installations, *at),
             LicenseCommand::Activate {
                 installation_id,
                 hostname,
                 metadata,
                 at,
                 policy,
-            } => {
-                if state.installations.contains_key(installation_id) {
-                    // Activating an active installation again changes nothing.
-                    return Ok(vec![]);
-                }
-                if state.status == LicenseStatus::Suspended {
-                    return Err(LicenseError::Suspended);
-                }
-                let limit = state.installation_limit(policy);
-                if state.installations.len() as u64 >= u64::from(limit) {
-                    return Err(LicenseError::TooManyInstallations { limit });
-                }
-                LicenseEvent::InstallationActivated(InstallationActivated {
-                    license_id,
-                    installation_id: installation_id.clone(),
-                    hostname: hostname.clone(),
-                    metadata: metadata.clone(),
-                    at: *at,
-                })
-            }
+            } => self.current()?.activate(
+                installation_id,
+                hostname.as_deref(),
+                metadata,
+                *at,
+                policy,
+            ),
+            LicenseCommand::Deactivate {
+                installation_id,
+                reason,
+                at,
+            } => self.current()?.deactivate(installation_id, *reason, *at),
             LicenseCommand::Certify {
                 certificate_id,
                 installation_id,
                 valid_days,
                 kid,
                 at,
-            } => {
-                if state.status == LicenseStatus::Suspended {
-                    return Err(LicenseError::Suspended);
-                }
-                if state.expires_at.is_some_and(|end| end <= *at) {
-                    return Err(LicenseError::Expired);
-                }
-                if let Some(installation) = installation_id
-                    && !state.installations.contains_key(installation)
-                {
-                    return Err(LicenseError::InstallationNotFound);
-                }
-                let wanted = *at + Duration::days(i64::from(*valid_days));
-                LicenseEvent::CertificateIssued(CertificateIssued {
-                    license_id,
-                    certificate_id: *certificate_id,
-                    installation_id: installation_id.clone(),
-                    issued_at: *at,
-                    valid_until: state.expires_at.map_or(wanted, |end| end.min(wanted)),
-                    kid: kid.clone(),
-                })
+            } => self.current()?.certify(
+                *certificate_id,
+                installation_id.as_deref(),
+                *valid_days,
+                kid,
+                *at,
+            ),
+        }
+    }
+}
+
+impl License {
+    fn issue(&self, issue: &IssueLicense) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if let License::Existing(_) = self {
+            return Err(LicenseError::AlreadyIssued);
+        }
+        if issue.expires_at.is_none() && !issue.policy.tier(issue.tier).allow_perpetual {
+            return Err(LicenseError::PerpetualNotAllowed { tier: issue.tier });
+        }
+        Ok(vec![LicenseEvent::LicenseIssued(LicenseIssued {
+            license_id: issue.license_id,
+            key_hash: issue.key_hash.clone(),
+            key_prefix: issue.key_prefix.clone(),
+            owner: issue.owner.clone(),
+            tier: issue.tier,
+            issued_at: issue.issued_at,
+            expires_at: issue.expires_at,
+            metadata: issue.metadata.clone(),
+            entitlements: issue.entitlements.clone(),
+            max_installations: issue.max_installations,
+        })])
+    }
+
+    /// The legacy license, then its installations, then its revocation: its history at once.
+    fn import(
+        &self,
+        imported: &LicenseImported,
+        installations: &[InstallationActivated],
+        revoked: Option<&LicenseRevoked>,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if let License::Existing(_) = self {
+            return Err(LicenseError::AlreadyIssued);
+        }
+        let mut events = vec![LicenseEvent::LicenseImported(imported.clone())];
+        events.extend(
+            installations
+                .iter()
+                .cloned()
+                .map(LicenseEvent::InstallationActivated),
+        );
+        events.extend(revoked.cloned().map(LicenseEvent::LicenseRevoked));
+        Ok(events)
+    }
+
+    /// The license a command acts on: it must exist, and revoked is final.
+    fn current(&self) -> Result<&LicenseState, LicenseError> {
+        match self {
+            License::Absent => Err(LicenseError::NotFound),
+            License::Existing(state) if state.status == LicenseStatus::Revoked => {
+                Err(LicenseError::Revoked)
             }
-            LicenseCommand::Deactivate {
-                installation_id,
+            License::Existing(state) => Ok(state),
+        }
+    }
+}
+
+impl LicenseState {
+    fn revoke(&self, reason: &str, at: DateTime<Utc>) -> Result<Vec<LicenseEvent>, LicenseError> {
+        Ok(vec![LicenseEvent::LicenseRevoked(LicenseRevoked {
+            license_id: self.license_id,
+            reason: reason.to_owned(),
+            revoked_at: at,
+        })])
+    }
+
+    fn suspend(&self, reason: &str, at: DateTime<Utc>) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if self.status == LicenseStatus::Suspended {
+            return Err(LicenseError::AlreadySuspended);
+        }
+        Ok(vec![LicenseEvent::LicenseSuspended(LicenseSuspended {
+            license_id: self.license_id,
+            reason: reason.to_owned(),
+            at,
+        })])
+    }
+
+    fn reinstate(
+        &self,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if self.status != LicenseStatus::Suspended {
+            return Err(LicenseError::NotSuspended);
+        }
+        Ok(vec![LicenseEvent::LicenseReinstated(LicenseReinstated {
+            license_id: self.license_id,
+            reason: reason.map(str::to_owned),
+            at,
+        })])
+    }
+
+    /// Extends from the later of now and the current end; a perpetual license has no end.
+    fn renew(&self, valid_days: u32, at: DateTime<Utc>) -> Result<Vec<LicenseEvent>, LicenseError> {
+        let Some(expires_at) = self.expires_at else {
+            return Err(LicenseError::Perpetual);
+        };
+        let from = expires_at.max(at);
+        Ok(vec![LicenseEvent::LicenseRenewed(LicenseRenewed {
+            license_id: self.license_id,
+            valid_days,
+            previous_expires_at: expires_at,
+            expires_at: from + Duration::days(i64::from(valid_days)),
+            at,
+        })])
+    }
+
+    fn change_policy(
+        &self,
+        entitlements: &[String],
+        max_installations: Option<u32>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        Ok(vec![LicenseEvent::LicensePolicyChanged(
+            LicensePolicyChanged {
+                license_id: self.license_id,
+                entitlements: entitlements.to_vec(),
+                max_installations,
+                at,
+            },
+        )])
+    }
+
+    /// Activating an active installation again changes nothing; a new one needs a free seat
+    /// on a license that is not suspended.
+    fn activate(
+        &self,
+        installation_id: &str,
+        hostname: Option<&str>,
+        metadata: &Value,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if self.installations.contains_key(installation_id) {
+            return Ok(vec![]);
+        }
+        if self.status == LicenseStatus::Suspended {
+            return Err(LicenseError::Suspended);
+        }
+        let limit = self.installation_limit(policy);
+        if self.installations.len() as u64 >= u64::from(limit) {
+            return Err(LicenseError::TooManyInstallations { limit });
+        }
+        Ok(vec![LicenseEvent::InstallationActivated(
+            InstallationActivated {
+                license_id: self.license_id,
+                installation_id: installation_id.to_owned(),
+                hostname: hostname.map(str::to_owned),
+                metadata: metadata.clone(),
+                at,
+            },
+        )])
+    }
+
+    fn deactivate(
+        &self,
+        installation_id: &str,
+        reason: DeactivationReason,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if !self.installations.contains_key(installation_id) {
+            return Err(LicenseError::InstallationNotFound);
+        }
+        Ok(vec![LicenseEvent::InstallationDeactivated(
+            InstallationDeactivated {
+                license_id: self.license_id,
+                installation_id: installation_id.to_owned(),
                 reason,
                 at,
-            } => {
-                if !state.installations.contains_key(installation_id) {
-                    return Err(LicenseError::InstallationNotFound);
-                }
-                LicenseEvent::InstallationDeactivated(InstallationDeactivated {
-                    license_id,
-                    installation_id: installation_id.clone(),
-                    reason: *reason,
-                    at: *at,
-                })
-            }
-        };
-        Ok(vec![event])
+            },
+        )])
+    }
+
+    /// A certificate valid for `valid_days`, never past the license's end.
+    fn certify(
+        &self,
+        certificate_id: Uuid,
+        installation_id: Option<&str>,
+        valid_days: u32,
+        kid: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if self.status == LicenseStatus::Suspended {
+            return Err(LicenseError::Suspended);
+        }
+        if self.expires_at.is_some_and(|end| end <= at) {
+            return Err(LicenseError::Expired);
+        }
+        if let Some(installation) = installation_id
+            && !self.installations.contains_key(installation)
+        {
+            return Err(LicenseError::InstallationNotFound);
+        }
+        let wanted = at + Duration::days(i64::from(valid_days));
+        Ok(vec![LicenseEvent::CertificateIssued(CertificateIssued {
+            license_id: self.license_id,
+            certificate_id,
+            installation_id: installation_id.map(str::to_owned),
+            issued_at: at,
+            valid_until: self.expires_at.map_or(wanted, |end| end.min(wanted)),
+            kid: kid.to_owned(),
+        })])
     }
 }
 
