@@ -10,6 +10,8 @@ pub mod ingest;
 pub mod license;
 pub mod metadata;
 pub mod session;
+#[cfg(test)]
+mod spec;
 pub mod user;
 
 use std::sync::Arc;

@@ -454,6 +454,7 @@ impl LicenseState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Spec;
     use serde_json::json;
 
     fn at(days: i64) -> DateTime<Utc> {
@@ -468,9 +469,7 @@ mod tests {
         Arc::new(Policy::built_in())
     }
 
-    fn given(events: &[LicenseEvent]) -> License {
-        events.iter().fold(License::default(), License::apply)
-    }
+    // Commands.
 
     fn issue_with(tier: Tier, max_installations: Option<u32>) -> LicenseCommand {
         LicenseCommand::Issue(IssueLicense {
@@ -505,24 +504,6 @@ mod tests {
         }
     }
 
-    fn issued() -> LicenseEvent {
-        License::Absent
-            .decide(&issue_with(Tier::Basic, None))
-            .unwrap()
-            .remove(0)
-    }
-
-    fn then(
-        history: &[LicenseEvent],
-        command: LicenseCommand,
-    ) -> Result<Vec<LicenseEvent>, LicenseError> {
-        given(history).decide(&command)
-    }
-
-    fn event(history: &[LicenseEvent], command: LicenseCommand) -> LicenseEvent {
-        then(history, command).unwrap().remove(0)
-    }
-
     fn revoke() -> LicenseCommand {
         LicenseCommand::Revoke {
             reason: "refund".into(),
@@ -544,6 +525,14 @@ mod tests {
         }
     }
 
+    fn change_policy(max_installations: Option<u32>) -> LicenseCommand {
+        LicenseCommand::ChangePolicy {
+            entitlements: vec![],
+            max_installations,
+            at: at(1),
+        }
+    }
+
     fn activate(installation: &str) -> LicenseCommand {
         LicenseCommand::Activate {
             installation_id: installation.into(),
@@ -562,121 +551,225 @@ mod tests {
         }
     }
 
+    fn certify(installation: Option<&str>, valid_days: u32, on: i64) -> LicenseCommand {
+        LicenseCommand::Certify {
+            certificate_id: Uuid::from_u128(99),
+            installation_id: installation.map(Into::into),
+            valid_days,
+            kid: "k1".into(),
+            at: at(on),
+        }
+    }
+
+    // Events.
+
+    /// What `issue_with(tier, max_installations)` records.
+    fn issued_as(tier: Tier, max_installations: Option<u32>) -> LicenseEvent {
+        LicenseEvent::LicenseIssued(LicenseIssued {
+            license_id: id(),
+            key_hash: "ab".repeat(32),
+            key_prefix: "lic_abcdefgh".into(),
+            owner: "acme".into(),
+            tier,
+            issued_at: at(0),
+            expires_at: Some(at(365)),
+            metadata: json!({}),
+            entitlements: vec!["sso".into()],
+            max_installations,
+        })
+    }
+
+    fn issued() -> LicenseEvent {
+        issued_as(Tier::Basic, None)
+    }
+
+    /// What `issue_perpetual(tier)` records.
+    fn issued_perpetual(tier: Tier) -> LicenseEvent {
+        let LicenseEvent::LicenseIssued(issued) = issued_as(tier, None) else {
+            unreachable!("issued_as gives a LicenseIssued event")
+        };
+        LicenseEvent::LicenseIssued(LicenseIssued {
+            expires_at: None,
+            ..issued
+        })
+    }
+
+    fn revoked() -> LicenseEvent {
+        LicenseEvent::LicenseRevoked(LicenseRevoked {
+            license_id: id(),
+            reason: "refund".into(),
+            revoked_at: at(1),
+        })
+    }
+
+    fn suspended() -> LicenseEvent {
+        LicenseEvent::LicenseSuspended(LicenseSuspended {
+            license_id: id(),
+            reason: "unpaid".into(),
+            at: at(1),
+        })
+    }
+
+    fn reinstated() -> LicenseEvent {
+        LicenseEvent::LicenseReinstated(LicenseReinstated {
+            license_id: id(),
+            reason: None,
+            at: at(2),
+        })
+    }
+
+    fn renewed(valid_days: u32, previous: i64, until: i64, on: i64) -> LicenseEvent {
+        LicenseEvent::LicenseRenewed(LicenseRenewed {
+            license_id: id(),
+            valid_days,
+            previous_expires_at: at(previous),
+            expires_at: at(until),
+            at: at(on),
+        })
+    }
+
+    fn policy_changed(max_installations: Option<u32>) -> LicenseEvent {
+        LicenseEvent::LicensePolicyChanged(LicensePolicyChanged {
+            license_id: id(),
+            entitlements: vec![],
+            max_installations,
+            at: at(1),
+        })
+    }
+
+    fn activated(installation: &str) -> LicenseEvent {
+        LicenseEvent::InstallationActivated(InstallationActivated {
+            license_id: id(),
+            installation_id: installation.into(),
+            hostname: None,
+            metadata: json!({}),
+            at: at(1),
+        })
+    }
+
+    fn deactivated(installation: &str) -> LicenseEvent {
+        LicenseEvent::InstallationDeactivated(InstallationDeactivated {
+            license_id: id(),
+            installation_id: installation.into(),
+            reason: DeactivationReason::Released,
+            at: at(2),
+        })
+    }
+
+    fn certified(installation: Option<&str>, on: i64, until: i64) -> LicenseEvent {
+        LicenseEvent::CertificateIssued(CertificateIssued {
+            license_id: id(),
+            certificate_id: Uuid::from_u128(99),
+            installation_id: installation.map(Into::into),
+            issued_at: at(on),
+            valid_until: at(until),
+            kid: "k1".into(),
+        })
+    }
+
+    /// A license as `issued_as(tier, None)` leaves it, but for what the test says.
+    fn standing(tier: Tier, expires_at: Option<DateTime<Utc>>) -> LicenseState {
+        LicenseState {
+            license_id: id(),
+            status: LicenseStatus::Active,
+            tier,
+            expires_at,
+            extra_entitlements: vec!["sso".into()],
+            max_installations: None,
+            installations: BTreeMap::new(),
+        }
+    }
+
+    fn import(imported: LicenseImported, revoked: Option<LicenseRevoked>) -> LicenseCommand {
+        LicenseCommand::Import {
+            imported,
+            installations: vec![],
+            revoked,
+        }
+    }
+
     #[test]
     fn issuing_a_new_license_records_its_overrides() {
-        let events = then(&[], issue_with(Tier::Pro, Some(5))).unwrap();
-        assert!(
-            matches!(&events[..], [LicenseEvent::LicenseIssued(e)] if e.entitlements == ["sso"] && e.max_installations == Some(5))
-        );
+        License::given([])
+            .when(issue_with(Tier::Pro, Some(5)))
+            .then([issued_as(Tier::Pro, Some(5))]);
     }
 
     #[test]
     fn issuing_an_existing_license_id_is_rejected() {
-        assert_eq!(
-            then(&[issued()], issue_with(Tier::Pro, None)),
-            Err(LicenseError::AlreadyIssued)
-        );
+        License::given([issued()])
+            .when(issue_with(Tier::Pro, None))
+            .then_error(LicenseError::AlreadyIssued);
     }
 
     #[test]
     fn revoking_an_active_license_records_the_reason() {
-        assert!(
-            matches!(event(&[issued()], revoke()), LicenseEvent::LicenseRevoked(e) if e.reason == "refund")
-        );
+        License::given([issued()]).when(revoke()).then([revoked()]);
     }
 
     #[test]
     fn revoking_an_unknown_license_is_not_found() {
-        assert_eq!(then(&[], revoke()), Err(LicenseError::NotFound));
+        License::given([])
+            .when(revoke())
+            .then_error(LicenseError::NotFound);
     }
 
     #[test]
     fn every_command_on_a_revoked_license_is_rejected() {
-        let history = [issued(), event(&[issued()], revoke())];
         for command in [
             revoke(),
             suspend(),
             reinstate(),
-            LicenseCommand::Renew {
-                valid_days: 30,
-                at: at(3),
-            },
-            LicenseCommand::ChangePolicy {
-                entitlements: vec![],
-                max_installations: None,
-                at: at(3),
-            },
+            renew(30, 3),
+            change_policy(None),
             activate("m1"),
             deactivate("m1"),
+            certify(None, 30, 3),
         ] {
-            assert_eq!(
-                then(&history, command.clone()),
-                Err(LicenseError::Revoked),
-                "{command:?}"
-            );
+            License::given([issued(), revoked()])
+                .when(command)
+                .then_error(LicenseError::Revoked);
         }
-        assert_eq!(
-            then(&history, issue_with(Tier::Pro, None)),
-            Err(LicenseError::AlreadyIssued)
-        );
+        License::given([issued(), revoked()])
+            .when(issue_with(Tier::Pro, None))
+            .then_error(LicenseError::AlreadyIssued);
     }
 
     #[test]
     fn suspending_and_reinstating_toggle_the_license() {
-        let suspended = event(&[issued()], suspend());
-        assert!(matches!(&suspended, LicenseEvent::LicenseSuspended(e) if e.reason == "unpaid"));
-        let history = [issued(), suspended];
-        assert_eq!(
-            then(&history, suspend()),
-            Err(LicenseError::AlreadySuspended)
-        );
-        assert!(matches!(
-            event(&history, reinstate()),
-            LicenseEvent::LicenseReinstated(_)
-        ));
-        assert_eq!(
-            then(&[issued()], reinstate()),
-            Err(LicenseError::NotSuspended)
-        );
+        License::given([issued()])
+            .when(suspend())
+            .then([suspended()]);
+        License::given([issued(), suspended()])
+            .when(suspend())
+            .then_error(LicenseError::AlreadySuspended);
+        License::given([issued(), suspended()])
+            .when(reinstate())
+            .then([reinstated()]);
+        License::given([issued()])
+            .when(reinstate())
+            .then_error(LicenseError::NotSuspended);
     }
 
     #[test]
     fn renewing_extends_from_the_later_of_now_and_the_expiry() {
-        let early = event(
-            &[issued()],
-            LicenseCommand::Renew {
-                valid_days: 30,
-                at: at(10),
-            },
-        );
-        assert!(
-            matches!(early, LicenseEvent::LicenseRenewed(e) if e.expires_at == at(395) && e.previous_expires_at == at(365))
-        );
+        License::given([issued()])
+            .when(renew(30, 10))
+            .then([renewed(30, 365, 395, 10)]);
         // After expiry the new period starts now.
-        let late = event(
-            &[issued()],
-            LicenseCommand::Renew {
-                valid_days: 30,
-                at: at(400),
-            },
-        );
-        assert!(matches!(late, LicenseEvent::LicenseRenewed(e) if e.expires_at == at(430)));
+        License::given([issued()])
+            .when(renew(30, 400))
+            .then([renewed(30, 365, 430, 400)]);
     }
 
     #[test]
     fn a_suspended_license_may_be_renewed_but_takes_no_installation() {
-        let history = [issued(), event(&[issued()], suspend())];
-        assert!(
-            then(
-                &history,
-                LicenseCommand::Renew {
-                    valid_days: 1,
-                    at: at(3)
-                }
-            )
-            .is_ok()
-        );
-        assert_eq!(then(&history, activate("m1")), Err(LicenseError::Suspended));
+        License::given([issued(), suspended()])
+            .when(renew(1, 3))
+            .then([renewed(1, 365, 366, 3)]);
+        License::given([issued(), suspended()])
+            .when(activate("m1"))
+            .then_error(LicenseError::Suspended);
     }
 
     #[test]
@@ -684,54 +777,50 @@ mod tests {
         // Basic allows 3 installations.
         let mut history = vec![issued()];
         for machine in ["m1", "m2", "m3"] {
-            let activated = event(&history, activate(machine));
-            history.push(activated);
+            License::given(history.clone())
+                .when(activate(machine))
+                .then([activated(machine)]);
+            history.push(activated(machine));
         }
-        assert_eq!(
-            then(&history, activate("m4")),
-            Err(LicenseError::TooManyInstallations { limit: 3 })
-        );
+        License::given(history.clone())
+            .when(activate("m4"))
+            .then_error(LicenseError::TooManyInstallations { limit: 3 });
         // Activating an active installation again changes nothing.
-        assert_eq!(then(&history, activate("m2")), Ok(vec![]));
+        License::given(history.clone())
+            .when(activate("m2"))
+            .then([]);
         // Releasing a seat makes room.
-        let released = event(&history, deactivate("m1"));
-        history.push(released);
-        assert!(then(&history, activate("m4")).is_ok());
+        License::given(history.clone())
+            .when(deactivate("m1"))
+            .then([deactivated("m1")]);
+        history.push(deactivated("m1"));
+        License::given(history)
+            .when(activate("m4"))
+            .then([activated("m4")]);
     }
 
     #[test]
     fn a_license_override_replaces_the_tiers_limit() {
-        let history = [event(&[], issue_with(Tier::Basic, Some(1)))];
-        let first = event(&history, activate("m1"));
-        assert_eq!(
-            then(&[history[0].clone(), first], activate("m2")),
-            Err(LicenseError::TooManyInstallations { limit: 1 })
-        );
-        let changed = event(
-            &history,
-            LicenseCommand::ChangePolicy {
-                entitlements: vec![],
-                max_installations: Some(2),
-                at: at(1),
-            },
-        );
-        let history = [history[0].clone(), changed];
-        let first = event(&history, activate("m1"));
-        assert!(
-            then(
-                &[history[0].clone(), history[1].clone(), first],
-                activate("m2")
-            )
-            .is_ok()
-        );
+        let issued = issued_as(Tier::Basic, Some(1));
+        License::given([issued.clone()])
+            .when(activate("m1"))
+            .then([activated("m1")]);
+        License::given([issued.clone(), activated("m1")])
+            .when(activate("m2"))
+            .then_error(LicenseError::TooManyInstallations { limit: 1 });
+        License::given([issued.clone()])
+            .when(change_policy(Some(2)))
+            .then([policy_changed(Some(2))]);
+        License::given([issued, policy_changed(Some(2)), activated("m1")])
+            .when(activate("m2"))
+            .then([activated("m2")]);
     }
 
     #[test]
     fn deactivating_an_unknown_installation_is_not_found() {
-        assert_eq!(
-            then(&[issued()], deactivate("nope")),
-            Err(LicenseError::InstallationNotFound)
-        );
+        License::given([issued()])
+            .when(deactivate("nope"))
+            .then_error(LicenseError::InstallationNotFound);
     }
 
     #[test]
@@ -759,62 +848,77 @@ mod tests {
             revoked_at: at(2),
         };
         let command = LicenseCommand::Import {
-            imported,
-            installations: vec![installation],
-            revoked: Some(revoked),
+            imported: imported.clone(),
+            installations: vec![installation.clone()],
+            revoked: Some(revoked.clone()),
         };
-        let events = then(&[], command.clone()).unwrap();
-        assert_eq!(events.len(), 3);
-        let state = given(&events);
-        assert!(
-            matches!(state, License::Existing(s) if s.status == LicenseStatus::Revoked && s.installations.contains_key("m1"))
-        );
+        let events = [
+            LicenseEvent::LicenseImported(imported),
+            LicenseEvent::InstallationActivated(installation),
+            LicenseEvent::LicenseRevoked(revoked),
+        ];
+        let state = License::given([])
+            .when(command.clone())
+            .then(events.clone());
         assert_eq!(
-            given(&events).decide(&command),
-            Err(LicenseError::AlreadyIssued)
+            state,
+            License::Existing(LicenseState {
+                status: LicenseStatus::Revoked,
+                extra_entitlements: vec![],
+                installations: BTreeMap::from([("m1".to_owned(), at(1))]),
+                ..standing(Tier::Basic, Some(at(365)))
+            })
         );
+        License::given(events)
+            .when(command)
+            .then_error(LicenseError::AlreadyIssued);
     }
 
     #[test]
     fn a_perpetual_license_is_issued_without_an_end() {
-        let events = then(&[], issue_perpetual(Tier::Pro)).unwrap();
-        assert!(matches!(&events[..], [LicenseEvent::LicenseIssued(e)] if e.expires_at.is_none()));
-        assert!(matches!(given(&events), License::Existing(s) if s.expires_at.is_none()));
+        let state = License::given([])
+            .when(issue_perpetual(Tier::Pro))
+            .then([issued_perpetual(Tier::Pro)]);
+        assert_eq!(state, License::Existing(standing(Tier::Pro, None)));
     }
 
     #[test]
     fn a_tier_whose_policy_forbids_perpetual_licenses_refuses_one() {
         // The built-in policy forbids them on the free tier.
-        assert_eq!(
-            then(&[], issue_perpetual(Tier::Free)),
-            Err(LicenseError::PerpetualNotAllowed { tier: Tier::Free })
-        );
+        License::given([])
+            .when(issue_perpetual(Tier::Free))
+            .then_error(LicenseError::PerpetualNotAllowed { tier: Tier::Free });
         // A free license with an end is fine.
-        assert!(then(&[], issue_with(Tier::Free, None)).is_ok());
+        License::given([])
+            .when(issue_with(Tier::Free, None))
+            .then([issued_as(Tier::Free, None)]);
     }
 
     #[test]
     fn renewing_a_perpetual_license_is_refused() {
-        let history = then(&[], issue_perpetual(Tier::Basic)).unwrap();
-        assert_eq!(then(&history, renew(30, 10)), Err(LicenseError::Perpetual));
+        License::given([issued_perpetual(Tier::Basic)])
+            .when(renew(30, 10))
+            .then_error(LicenseError::Perpetual);
     }
 
     #[test]
     fn a_revoked_perpetual_license_answers_revoked_before_perpetual() {
-        let mut history = then(&[], issue_perpetual(Tier::Basic)).unwrap();
-        let revoked = event(&history, revoke());
-        history.push(revoked);
-        assert_eq!(then(&history, renew(30, 10)), Err(LicenseError::Revoked));
+        License::given([issued_perpetual(Tier::Basic)])
+            .when(revoke())
+            .then([revoked()]);
+        License::given([issued_perpetual(Tier::Basic), revoked()])
+            .when(renew(30, 10))
+            .then_error(LicenseError::Revoked);
     }
 
     #[test]
     fn a_perpetual_license_takes_installations_and_suspensions_like_any_other() {
-        let history = then(&[], issue_perpetual(Tier::Basic)).unwrap();
-        assert!(then(&history, activate("m1")).is_ok());
-        assert!(matches!(
-            event(&history, suspend()),
-            LicenseEvent::LicenseSuspended(_)
-        ));
+        License::given([issued_perpetual(Tier::Basic)])
+            .when(activate("m1"))
+            .then([activated("m1")]);
+        License::given([issued_perpetual(Tier::Basic)])
+            .when(suspend())
+            .then([suspended()]);
     }
 
     #[test]
@@ -830,16 +934,48 @@ mod tests {
             legacy_id: 2,
         };
         // Imported history is kept as it was, whatever the tier's policy says today.
-        let events = then(
-            &[],
-            LicenseCommand::Import {
-                imported,
-                installations: vec![],
-                revoked: None,
-            },
-        )
-        .unwrap();
-        assert!(matches!(given(&events), License::Existing(s) if s.expires_at.is_none()));
-        assert_eq!(then(&events, renew(30, 10)), Err(LicenseError::Perpetual));
+        let event = LicenseEvent::LicenseImported(imported.clone());
+        let state = License::given([])
+            .when(import(imported, None))
+            .then([event.clone()]);
+        assert_eq!(
+            state,
+            License::Existing(LicenseState {
+                extra_entitlements: vec![],
+                ..standing(Tier::Free, None)
+            })
+        );
+        License::given([event])
+            .when(renew(30, 10))
+            .then_error(LicenseError::Perpetual);
+    }
+
+    #[test]
+    fn a_certificate_lasts_its_days_but_never_past_the_licenses_end() {
+        License::given([issued(), activated("m1")])
+            .when(certify(Some("m1"), 30, 10))
+            .then([certified(Some("m1"), 10, 40)]);
+        License::given([issued()])
+            .when(certify(None, 30, 350))
+            .then([certified(None, 350, 365)]);
+        License::given([issued_perpetual(Tier::Basic)])
+            .when(certify(None, 30, 350))
+            .then([certified(None, 350, 380)]);
+    }
+
+    #[test]
+    fn a_certificate_is_refused_when_suspended_expired_or_for_an_unknown_installation() {
+        License::given([issued(), suspended()])
+            .when(certify(None, 30, 10))
+            .then_error(LicenseError::Suspended);
+        License::given([issued()])
+            .when(certify(None, 30, 365))
+            .then_error(LicenseError::Expired);
+        License::given([issued()])
+            .when(certify(Some("m1"), 30, 10))
+            .then_error(LicenseError::InstallationNotFound);
+        License::given([])
+            .when(certify(None, 30, 10))
+            .then_error(LicenseError::NotFound);
     }
 }
