@@ -239,3 +239,117 @@ impl Created {
         self.entitlements.push(entitlements);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use keyledger_events::license::{CertificateIssued, DeactivationReason, ValidationCode};
+    use serde_json::json;
+
+    use super::*;
+    use crate::license::fixtures::*;
+    use crate::testing::TestDatabase;
+
+    const ROWS: &str = "SELECT key_hash, license_id, tier, status, expires_at, entitlements, \
+                               installations \
+                        FROM license_validation ORDER BY license_id";
+    const DAYS: &str = "SELECT license_id, day, valid FROM license_daily_usage \
+                        ORDER BY license_id, day";
+
+    #[tokio::test]
+    async fn each_license_event_sets_what_validation_reads_and_valid_ones_count_per_day() {
+        let db = TestDatabase::create().await;
+        let certified = LicenseEvent::CertificateIssued(CertificateIssued {
+            license_id: A,
+            certificate_id: Uuid::from_u128(1),
+            installation_id: None,
+            issued_at: at(30),
+            valid_until: at(60),
+            kid: "k1".into(),
+        });
+        db.apply(
+            &LicenseValidation,
+            &[
+                on_license(1, A, issued_a()),
+                on_license(2, B, imported_b()),
+                on_license(3, A, activated(A, "m1", 3)),
+                on_license(4, A, activated(A, "m2", 4)),
+                // Activated again: moves to the end of the list.
+                on_license(5, A, activated(A, "m1", 5)),
+                on_license(6, A, deactivated(A, "m2", DeactivationReason::Released, 6)),
+                on_license(7, A, suspended(A, "unpaid", 7)),
+                on_license(8, A, renewed_a(8)),
+                on_license(9, A, policy_changed(A, &["sso"], None)),
+                on_license(10, B, activated(B, "x", 10)),
+                on_license(11, B, revoked(B, 11)),
+                on_license(12, A, certified),
+                validated(13, A, ValidationCode::Valid, None, 13),
+                validated(14, A, ValidationCode::Suspended, None, 14),
+                validated(15, A, ValidationCode::Valid, Some("sso"), 15),
+                validated(16, A, ValidationCode::Valid, None, DAY + 16),
+            ],
+        )
+        .await;
+        assert_eq!(
+            db.rows(ROWS).await,
+            json!([
+                {
+                    "key_hash": "aa".repeat(32),
+                    "license_id": A,
+                    "tier": "pro",
+                    "status": "suspended",
+                    "expires_at": "2029-01-14T08:00:00+00:00",
+                    "entitlements": ["sso"],
+                    "installations": ["m1"],
+                },
+                {
+                    "key_hash": "bb".repeat(32),
+                    "license_id": B,
+                    "tier": "basic",
+                    "status": "revoked",
+                    "expires_at": null,
+                    "entitlements": [],
+                    "installations": ["x"],
+                },
+            ])
+        );
+        // Another batch adds to the day's count.
+        db.apply(
+            &LicenseValidation,
+            &[
+                validated(17, A, ValidationCode::Valid, None, DAY + 17),
+                on_license(18, A, reinstated(A, 18)),
+            ],
+        )
+        .await;
+        assert_eq!(
+            db.rows(DAYS).await,
+            json!([
+                {"license_id": A, "day": "2027-01-15", "valid": 2},
+                {"license_id": A, "day": "2027-01-16", "valid": 2},
+            ])
+        );
+        assert_eq!(db.rows(ROWS).await[0]["status"], "active");
+        let client = db.pool.get().await.unwrap();
+        // A revoked license has no active installation; an unknown one is not there.
+        assert_eq!(
+            installation_active(&client, A, "m1").await.unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            installation_active(&client, A, "m2").await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            installation_active(&client, B, "x").await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            installation_active(&client, Uuid::nil(), "m1")
+                .await
+                .unwrap(),
+            None
+        );
+        drop(client);
+        db.drop().await;
+    }
+}
