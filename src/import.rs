@@ -378,6 +378,26 @@ fn owner(email: Option<&str>) -> Result<String, String> {
     Ok(email.to_owned())
 }
 
+/// A legacy row's status, in any case. There, `expired` is a status; here it is a date: the
+/// row's end, or the import's time when the row says expired but its end is still ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegacyStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl LegacyStatus {
+    fn parse(text: &str) -> Option<LegacyStatus> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "active" => Some(LegacyStatus::Active),
+            "expired" => Some(LegacyStatus::Expired),
+            "revoked" => Some(LegacyStatus::Revoked),
+            _ => None,
+        }
+    }
+}
+
 /// Emails match whatever their case.
 fn email_key(email: &str) -> String {
     email.trim().to_lowercase()
@@ -405,14 +425,13 @@ fn license_row(
         Some(text) => Some(parse_time(text, true).ok_or_else(|| unreadable("expiry_date", text))?),
     };
     let status_text = row.status.as_deref().unwrap_or_default();
-    let status = status_text.trim().to_ascii_lowercase();
-    if !["active", "expired", "revoked"].contains(&status.as_str()) {
+    let Some(status) = LegacyStatus::parse(status_text) else {
         return Err(format!(
             "unknown status {} (expected active, expired or revoked)",
             quoted(status_text)
         ));
-    }
-    if status == "expired" && expires_at.is_none_or(|at| at > now) {
+    };
+    if status == LegacyStatus::Expired && expires_at.is_none_or(|at| at > now) {
         expires_at = Some(now);
     }
     let hash = key.hash();
@@ -431,7 +450,7 @@ fn license_row(
         expires_at,
         legacy_id: row.id,
     };
-    let revoked = (status == "revoked").then(|| LicenseRevoked {
+    let revoked = (status == LegacyStatus::Revoked).then(|| LicenseRevoked {
         license_id,
         reason: "revoked in the legacy service".into(),
         revoked_at: now,

@@ -11,6 +11,8 @@ pub mod ingest;
 pub mod license;
 pub mod metadata;
 pub mod session;
+#[cfg(test)]
+mod spec;
 pub mod user;
 pub mod values;
 

@@ -5,8 +5,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::payload::EventPayload;
-
 pub const API_KEY_CATEGORY: &str = "api_key";
 
 pub fn api_key_stream(api_key_id: Uuid) -> String {
@@ -43,13 +41,7 @@ pub struct ApiKeyRevoked {
     pub at: DateTime<Utc>,
 }
 
-impl EventPayload for ApiKeyEvent {
-    const EVENT_TYPES: &'static [&'static str] = &["ApiKeyCreated", "ApiKeyRevoked"];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            ApiKeyEvent::ApiKeyCreated(_) => "ApiKeyCreated",
-            ApiKeyEvent::ApiKeyRevoked(_) => "ApiKeyRevoked",
-        }
-    }
-}
+crate::event_payload!(ApiKeyEvent {
+    ApiKeyCreated,
+    ApiKeyRevoked
+});

@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::key_file;
-use crate::payload::EventPayload;
 
 pub const SIGNING_KEY_CATEGORY: &str = "signing_key";
 pub const CHECKPOINT_CATEGORY: &str = "checkpoint";
@@ -39,16 +38,10 @@ pub enum AuditEvent {
     CheckpointSigned(SignedCheckpoint),
 }
 
-impl EventPayload for AuditEvent {
-    const EVENT_TYPES: &'static [&'static str] = &["SigningKeyRegistered", "CheckpointSigned"];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            AuditEvent::SigningKeyRegistered(_) => "SigningKeyRegistered",
-            AuditEvent::CheckpointSigned(_) => "CheckpointSigned",
-        }
-    }
-}
+crate::event_payload!(AuditEvent {
+    SigningKeyRegistered,
+    CheckpointSigned
+});
 
 /// A public signing key as a JWK (RFC 7517, OKP/Ed25519 per RFC 8037).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,8 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::payload::EventPayload;
-
 pub const LICENSE_CATEGORY: &str = "license";
 pub const USAGE_CATEGORY: &str = "license_usage";
 
@@ -66,6 +64,87 @@ impl Tier {
             "enterprise" => Some(Tier::Enterprise),
             _ => None,
         }
+    }
+}
+
+/// Where a license stands: active until suspended or revoked, suspended until reinstated,
+/// revoked for good. Expiry is a date (`expires_at`), not a status. Stored in the read tables
+/// and answered on the wire as the lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LicenseStatus {
+    Active,
+    Suspended,
+    Revoked,
+}
+
+impl LicenseStatus {
+    pub const ALL: [LicenseStatus; 3] = [
+        LicenseStatus::Active,
+        LicenseStatus::Suspended,
+        LicenseStatus::Revoked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseStatus::Active => "active",
+            LicenseStatus::Suspended => "suspended",
+            LicenseStatus::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<LicenseStatus> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// A text that names no license status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown license status `{0}` (expected active, suspended or revoked)")]
+pub struct UnknownLicenseStatus(pub String);
+
+impl std::str::FromStr for LicenseStatus {
+    type Err = UnknownLicenseStatus;
+
+    fn from_str(text: &str) -> Result<LicenseStatus, UnknownLicenseStatus> {
+        LicenseStatus::parse(text).ok_or_else(|| UnknownLicenseStatus(text.to_owned()))
+    }
+}
+
+impl std::fmt::Display for LicenseStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A `text` column or parameter holding the status's name.
+impl tokio_postgres::types::ToSql for LicenseStatus {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.as_str().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+impl<'a> tokio_postgres::types::FromSql<'a> for LicenseStatus {
+    fn from_sql(
+        ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<LicenseStatus, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as tokio_postgres::types::FromSql>::from_sql(ty, raw)?;
+        Ok(text.parse()?)
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <&str as tokio_postgres::types::FromSql>::accepts(ty)
     }
 }
 
@@ -206,35 +285,18 @@ pub struct LicenseRevoked {
     pub revoked_at: DateTime<Utc>,
 }
 
-impl EventPayload for LicenseEvent {
-    const EVENT_TYPES: &'static [&'static str] = &[
-        "LicenseIssued",
-        "LicenseImported",
-        "LicenseRevoked",
-        "LicenseSuspended",
-        "LicenseReinstated",
-        "LicenseRenewed",
-        "LicensePolicyChanged",
-        "InstallationActivated",
-        "InstallationDeactivated",
-        "CertificateIssued",
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            LicenseEvent::LicenseIssued(_) => "LicenseIssued",
-            LicenseEvent::LicenseImported(_) => "LicenseImported",
-            LicenseEvent::LicenseRevoked(_) => "LicenseRevoked",
-            LicenseEvent::LicenseSuspended(_) => "LicenseSuspended",
-            LicenseEvent::LicenseReinstated(_) => "LicenseReinstated",
-            LicenseEvent::LicenseRenewed(_) => "LicenseRenewed",
-            LicenseEvent::LicensePolicyChanged(_) => "LicensePolicyChanged",
-            LicenseEvent::InstallationActivated(_) => "InstallationActivated",
-            LicenseEvent::InstallationDeactivated(_) => "InstallationDeactivated",
-            LicenseEvent::CertificateIssued(_) => "CertificateIssued",
-        }
-    }
-}
+crate::event_payload!(LicenseEvent {
+    LicenseIssued,
+    LicenseImported,
+    LicenseRevoked,
+    LicenseSuspended,
+    LicenseReinstated,
+    LicenseRenewed,
+    LicensePolicyChanged,
+    InstallationActivated,
+    InstallationDeactivated,
+    CertificateIssued,
+});
 
 /// The outcome codes of a validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -286,15 +348,7 @@ pub struct LicenseValidated {
     pub validated_at: DateTime<Utc>,
 }
 
-impl EventPayload for UsageEvent {
-    const EVENT_TYPES: &'static [&'static str] = &["LicenseValidated"];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            UsageEvent::LicenseValidated(_) => "LicenseValidated",
-        }
-    }
-}
+crate::event_payload!(UsageEvent { LicenseValidated });
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
@@ -309,19 +363,14 @@ pub struct InstallationHeartbeat {
     pub at: DateTime<Utc>,
 }
 
-impl EventPayload for HeartbeatEvent {
-    const EVENT_TYPES: &'static [&'static str] = &["InstallationHeartbeat"];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            HeartbeatEvent::InstallationHeartbeat(_) => "InstallationHeartbeat",
-        }
-    }
-}
+crate::event_payload!(HeartbeatEvent {
+    InstallationHeartbeat
+});
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::EventPayload;
     use serde_json::json;
 
     fn issued(expiry: Option<Value>) -> Result<Option<LicenseEvent>, crate::payload::DecodeError> {
@@ -357,6 +406,29 @@ mod tests {
                 Ok(Some(LicenseEvent::LicenseIssued(e))) if e.expires_at.is_none()
             ));
         }
+    }
+
+    #[test]
+    fn a_license_status_is_its_lowercase_name_in_json_and_in_text() {
+        for (status, name) in [
+            (LicenseStatus::Active, "active"),
+            (LicenseStatus::Suspended, "suspended"),
+            (LicenseStatus::Revoked, "revoked"),
+        ] {
+            assert_eq!(status.as_str(), name);
+            assert_eq!(status.to_string(), name);
+            assert_eq!(name.parse::<LicenseStatus>(), Ok(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), json!(name));
+            assert_eq!(
+                serde_json::from_value::<LicenseStatus>(json!(name)).unwrap(),
+                status
+            );
+        }
+        assert_eq!(
+            "expired".parse::<LicenseStatus>(),
+            Err(UnknownLicenseStatus("expired".into()))
+        );
+        assert_eq!(LicenseStatus::parse("Active"), None);
     }
 
     #[test]

@@ -72,3 +72,79 @@ pub trait EventPayload: Serialize + DeserializeOwned + Sized {
             })
     }
 }
+
+/// Implements [`EventPayload`] for an event enum whose every variant holds one payload:
+/// `event_payload!(LicenseEvent { LicenseIssued, LicenseRevoked, … })`. A variant's event type
+/// is its name, as serde tags it; the list of types and `event_type` both come from these
+/// names, and the match is exhaustive, so a variant left out does not compile.
+#[macro_export]
+macro_rules! event_payload {
+    ($enum:ident { $($variant:ident),+ $(,)? }) => {
+        impl $crate::payload::EventPayload for $enum {
+            const EVENT_TYPES: &'static [&'static str] = &[$(stringify!($variant)),+];
+
+            fn event_type(&self) -> &'static str {
+                match self {
+                    $($enum::$variant(_) => stringify!($variant),)+
+                }
+            }
+        }
+    };
+}
+
+/// The event type of one variant, checked against its enum:
+/// `event_type!(AuditEvent::CheckpointSigned)` is `"CheckpointSigned"`.
+#[macro_export]
+macro_rules! event_type {
+    ($enum:ident :: $variant:ident) => {{
+        let _ = $enum::$variant;
+        stringify!($variant)
+    }};
+}
+
+/// A `&'static [&'static str]` of event types, made at compile time from whole enums and
+/// single variants: `event_types![UserEvent, RefreshFamilyEvent]`,
+/// `event_types![LicenseEvent::LicenseRevoked, HeartbeatEvent::InstallationHeartbeat]`.
+#[macro_export]
+macro_rules! event_types {
+    ($($enum:ident $(:: $variant:ident)?),+ $(,)?) => {{
+        const LISTS: &[&[&str]] = &[$($crate::event_types!(@list $enum $(:: $variant)?)),+];
+        const TYPES: [&str; $crate::payload::total_len(LISTS)] =
+            $crate::payload::concat_types(LISTS);
+        &TYPES
+    }};
+    (@list $enum:ident) => {
+        <$enum as $crate::payload::EventPayload>::EVENT_TYPES
+    };
+    (@list $enum:ident :: $variant:ident) => {
+        &[$crate::event_type!($enum :: $variant)]
+    };
+}
+
+/// How many event types the lists hold together (for [`event_types!`]).
+pub const fn total_len(lists: &[&[&str]]) -> usize {
+    let mut total = 0;
+    let mut i = 0;
+    while i < lists.len() {
+        total += lists[i].len();
+        i += 1;
+    }
+    total
+}
+
+/// The lists one after the other; `N` is their [`total_len`] (for [`event_types!`]).
+pub const fn concat_types<const N: usize>(lists: &[&[&'static str]]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut at = 0;
+    let mut i = 0;
+    while i < lists.len() {
+        let mut j = 0;
+        while j < lists[i].len() {
+            out[at] = lists[i][j];
+            at += 1;
+            j += 1;
+        }
+        i += 1;
+    }
+    out
+}

@@ -13,6 +13,7 @@ use async_nats::jetstream::{self, stream};
 use deadpool_postgres::Pool;
 use tokio::sync::watch;
 
+use crate::audit::AuditEvent;
 use crate::envelope::Envelope;
 use crate::lease::Lease;
 use crate::notifier::Notifier;
@@ -205,7 +206,7 @@ async fn publish_while_leased(
                 .await
                 .context("Failed to publish to JetStream")?;
             acks.push(ack);
-            if event.event_type == "CheckpointSigned" {
+            if event.event_type == crate::event_type!(AuditEvent::CheckpointSigned) {
                 let mut checkpoint = event.data.clone();
                 if let Some(fields) = checkpoint.as_object_mut() {
                     fields.insert("event_position".into(), event.position.into());

@@ -5,8 +5,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::payload::EventPayload;
-
 pub const REQUEST_CATEGORY: &str = "request";
 
 pub fn request_stream(record_id: Uuid) -> String {
@@ -46,12 +44,4 @@ pub struct ApiRequestRecorded {
     pub at: DateTime<Utc>,
 }
 
-impl EventPayload for RequestEvent {
-    const EVENT_TYPES: &'static [&'static str] = &["ApiRequestRecorded"];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            RequestEvent::ApiRequestRecorded(_) => "ApiRequestRecorded",
-        }
-    }
-}
+crate::event_payload!(RequestEvent { ApiRequestRecorded });

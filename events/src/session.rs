@@ -5,8 +5,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::payload::EventPayload;
-
 pub const SESSION_CATEGORY: &str = "session";
 
 pub fn session_stream(session_id: Uuid) -> String {
@@ -117,20 +115,9 @@ pub struct SessionUpdated {
     pub at: DateTime<Utc>,
 }
 
-impl EventPayload for SessionEvent {
-    const EVENT_TYPES: &'static [&'static str] = &[
-        "SessionCreated",
-        "SessionTransitioned",
-        "SessionExpired",
-        "SessionUpdated",
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            SessionEvent::SessionCreated(_) => "SessionCreated",
-            SessionEvent::SessionTransitioned(_) => "SessionTransitioned",
-            SessionEvent::SessionExpired(_) => "SessionExpired",
-            SessionEvent::SessionUpdated(_) => "SessionUpdated",
-        }
-    }
-}
+crate::event_payload!(SessionEvent {
+    SessionCreated,
+    SessionTransitioned,
+    SessionExpired,
+    SessionUpdated,
+});

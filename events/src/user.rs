@@ -6,8 +6,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::payload::EventPayload;
-
 pub const USER_CATEGORY: &str = "user";
 pub const REFRESH_FAMILY_CATEGORY: &str = "refresh_family";
 
@@ -104,27 +102,14 @@ pub struct UserTokensRevoked {
     pub at: DateTime<Utc>,
 }
 
-impl EventPayload for UserEvent {
-    const EVENT_TYPES: &'static [&'static str] = &[
-        "UserCreated",
-        "UserRoleChanged",
-        "UserPasswordChanged",
-        "UserDisabled",
-        "UserEnabled",
-        "UserTokensRevoked",
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            UserEvent::UserCreated(_) => "UserCreated",
-            UserEvent::UserRoleChanged(_) => "UserRoleChanged",
-            UserEvent::UserPasswordChanged(_) => "UserPasswordChanged",
-            UserEvent::UserDisabled(_) => "UserDisabled",
-            UserEvent::UserEnabled(_) => "UserEnabled",
-            UserEvent::UserTokensRevoked(_) => "UserTokensRevoked",
-        }
-    }
-}
+crate::event_payload!(UserEvent {
+    UserCreated,
+    UserRoleChanged,
+    UserPasswordChanged,
+    UserDisabled,
+    UserEnabled,
+    UserTokensRevoked,
+});
 
 /// Why a refresh family ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -192,18 +177,8 @@ pub struct RefreshFamilyRevoked {
     pub at: DateTime<Utc>,
 }
 
-impl EventPayload for RefreshFamilyEvent {
-    const EVENT_TYPES: &'static [&'static str] = &[
-        "RefreshFamilyStarted",
-        "RefreshTokenRotated",
-        "RefreshFamilyRevoked",
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            RefreshFamilyEvent::RefreshFamilyStarted(_) => "RefreshFamilyStarted",
-            RefreshFamilyEvent::RefreshTokenRotated(_) => "RefreshTokenRotated",
-            RefreshFamilyEvent::RefreshFamilyRevoked(_) => "RefreshFamilyRevoked",
-        }
-    }
-}
+crate::event_payload!(RefreshFamilyEvent {
+    RefreshFamilyStarted,
+    RefreshTokenRotated,
+    RefreshFamilyRevoked,
+});

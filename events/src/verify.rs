@@ -3,7 +3,7 @@
 
 use deadpool_postgres::GenericClient;
 
-use crate::audit::{KeySet, SignedCheckpoint};
+use crate::audit::{AuditEvent, KeySet, SignedCheckpoint};
 use crate::chain::{self, ChainInput, HashRule};
 use crate::store::JsonText;
 
@@ -274,7 +274,7 @@ impl<'a> Chain<'a> {
             return Err(Finding::Altered { position });
         }
         if self.keys.is_some() {
-            if event.event_type == "CheckpointSigned" {
+            if event.event_type == crate::event_type!(AuditEvent::CheckpointSigned) {
                 self.check_checkpoint(event)?;
                 self.checkpoints += 1;
             }

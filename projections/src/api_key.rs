@@ -152,3 +152,71 @@ pub async fn get(
         .map(from_row)
         .transpose()
 }
+
+#[cfg(test)]
+mod tests {
+    use keyledger_events::api_key::{ApiKeyCreated, ApiKeyRevoked, api_key_stream};
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{TestDatabase, envelope};
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_key_is_a_row_until_revoked_and_then_says_when() {
+        let db = TestDatabase::create().await;
+        let id = Uuid::from_u128(3);
+        let on_key = |position, event: ApiKeyEvent| {
+            envelope(position, &api_key_stream(id), &event, at(position))
+        };
+        db.apply(
+            &ApiKeys,
+            &[
+                on_key(
+                    1,
+                    ApiKeyEvent::ApiKeyCreated(ApiKeyCreated {
+                        api_key_id: id,
+                        name: "llm-service".into(),
+                        prefix: "klk_7Hq2Xv9R".into(),
+                        key_hash: "ab".repeat(32),
+                        scopes: vec!["requests:write".into(), "licenses:read".into()],
+                        created_by: "admin_token".into(),
+                        at: at(1),
+                    }),
+                ),
+                on_key(
+                    2,
+                    ApiKeyEvent::ApiKeyRevoked(ApiKeyRevoked {
+                        api_key_id: id,
+                        by: "user:x".into(),
+                        at: at(2),
+                    }),
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(
+            db.rows(
+                "SELECT api_key_id, name, prefix, key_hash, scopes, created_by, created_at, \
+                        revoked_at, last_used_at, position FROM api_keys"
+            )
+            .await,
+            json!([{
+                "api_key_id": id,
+                "name": "llm-service",
+                "prefix": "klk_7Hq2Xv9R",
+                "key_hash": "ab".repeat(32),
+                "scopes": ["requests:write", "licenses:read"],
+                "created_by": "admin_token",
+                "created_at": "2027-01-15T08:00:01+00:00",
+                "revoked_at": "2027-01-15T08:00:02+00:00",
+                "last_used_at": null,
+                "position": 2,
+            }])
+        );
+        db.drop().await;
+    }
+}

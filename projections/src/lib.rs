@@ -8,6 +8,8 @@ pub mod rebuild;
 pub mod request;
 pub mod runtime;
 pub mod session;
+#[cfg(test)]
+mod testing;
 pub mod user;
 
 use std::sync::Arc;

@@ -9,23 +9,13 @@
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use keyledger_events::user::{RefreshFamilyEvent, UserEvent};
-use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
+use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError, event_types};
 
 pub struct Users;
 
 pub const NAME: &str = "users";
 
-const EVENT_TYPES: &[&str] = &[
-    "UserCreated",
-    "UserRoleChanged",
-    "UserPasswordChanged",
-    "UserDisabled",
-    "UserEnabled",
-    "UserTokensRevoked",
-    "RefreshFamilyStarted",
-    "RefreshTokenRotated",
-    "RefreshFamilyRevoked",
-];
+const EVENT_TYPES: &[&str] = event_types![UserEvent, RefreshFamilyEvent];
 
 #[async_trait]
 impl Projection for Users {
@@ -354,4 +344,196 @@ pub async fn enabled_admins(
         .prepare_cached("SELECT count(*) FROM users WHERE role = 'admin' AND NOT disabled")
         .await?;
     client.query_one(&statement, &[]).await?.try_get(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use keyledger_events::user::{
+        RefreshFamilyRevoked, RefreshFamilyStarted, RefreshTokenRotated, RevokeReason, Role,
+        UserCreated, UserDisabled, UserEnabled, UserPasswordChanged, UserRoleChanged,
+        UserTokensRevoked, refresh_family_stream, user_stream,
+    };
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::testing::{TestDatabase, envelope};
+
+    const U: Uuid = Uuid::from_u128(0x1);
+    const F: Uuid = Uuid::from_u128(0xf);
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    fn on_user(position: i64, event: UserEvent) -> Envelope {
+        envelope(position, &user_stream(U), &event, at(position))
+    }
+
+    fn on_family(position: i64, event: RefreshFamilyEvent) -> Envelope {
+        envelope(position, &refresh_family_stream(F), &event, at(position))
+    }
+
+    const USERS: &str = "SELECT user_id, email, role, password_hash, disabled, created_at, \
+                                updated_at, position, token_generation FROM users";
+    const TOKENS: &str = "SELECT token_hash, family_id, user_id, state, expires_at, position \
+                          FROM refresh_tokens ORDER BY token_hash";
+
+    #[tokio::test]
+    async fn each_event_that_ends_access_tokens_moves_the_generation_on() {
+        let db = TestDatabase::create().await;
+        db.apply(
+            &Users,
+            &[
+                on_user(
+                    1,
+                    UserEvent::UserCreated(UserCreated {
+                        user_id: U,
+                        email: "ops@example.com".into(),
+                        role: Role::Operator,
+                        password_hash: "$argon2id$one".into(),
+                        at: at(1),
+                    }),
+                ),
+                on_user(
+                    2,
+                    UserEvent::UserRoleChanged(UserRoleChanged {
+                        user_id: U,
+                        from: Role::Operator,
+                        to: Role::Auditor,
+                        at: at(2),
+                    }),
+                ),
+                on_user(
+                    3,
+                    UserEvent::UserPasswordChanged(UserPasswordChanged {
+                        user_id: U,
+                        password_hash: "$argon2id$two".into(),
+                        at: at(3),
+                    }),
+                ),
+                on_user(
+                    4,
+                    UserEvent::UserTokensRevoked(UserTokensRevoked {
+                        user_id: U,
+                        at: at(4),
+                    }),
+                ),
+                on_user(
+                    5,
+                    UserEvent::UserDisabled(UserDisabled {
+                        user_id: U,
+                        at: at(5),
+                    }),
+                ),
+            ],
+        )
+        .await;
+        let user = |disabled: bool, updated_at: &str, position: i64| {
+            json!([{
+                "user_id": U,
+                "email": "ops@example.com",
+                "role": "auditor",
+                "password_hash": "$argon2id$two",
+                "disabled": disabled,
+                "created_at": "2027-01-15T08:00:01+00:00",
+                "updated_at": updated_at,
+                "position": position,
+                "token_generation": 3,
+            }])
+        };
+        assert_eq!(
+            db.rows(USERS).await,
+            user(true, "2027-01-15T08:00:05+00:00", 5)
+        );
+        // Enabling gives no old token back.
+        db.apply(
+            &Users,
+            &[on_user(
+                6,
+                UserEvent::UserEnabled(UserEnabled {
+                    user_id: U,
+                    at: at(6),
+                }),
+            )],
+        )
+        .await;
+        assert_eq!(
+            db.rows(USERS).await,
+            user(false, "2027-01-15T08:00:06+00:00", 6)
+        );
+        db.drop().await;
+    }
+
+    #[tokio::test]
+    async fn a_family_has_one_current_token_and_revoking_it_revokes_them_all() {
+        let db = TestDatabase::create().await;
+        db.apply(
+            &Users,
+            &[
+                on_family(
+                    1,
+                    RefreshFamilyEvent::RefreshFamilyStarted(RefreshFamilyStarted {
+                        family_id: F,
+                        user_id: U,
+                        token_hash: "h1".into(),
+                        expires_at: at(100),
+                        at: at(1),
+                    }),
+                ),
+                on_family(
+                    2,
+                    RefreshFamilyEvent::RefreshTokenRotated(RefreshTokenRotated {
+                        family_id: F,
+                        user_id: U,
+                        old_hash: "h1".into(),
+                        new_hash: "h2".into(),
+                        expires_at: at(200),
+                        at: at(2),
+                    }),
+                ),
+            ],
+        )
+        .await;
+        let token = |hash: &str, state: &str, expires_at: &str, position: i64| {
+            json!({
+                "token_hash": hash,
+                "family_id": F,
+                "user_id": U,
+                "state": state,
+                "expires_at": expires_at,
+                "position": position,
+            })
+        };
+        assert_eq!(
+            db.rows(TOKENS).await,
+            json!([
+                token("h1", "rotated", "2027-01-15T08:01:40+00:00", 2),
+                token("h2", "current", "2027-01-15T08:03:20+00:00", 2),
+            ])
+        );
+        db.apply(
+            &Users,
+            &[on_family(
+                3,
+                RefreshFamilyEvent::RefreshFamilyRevoked(RefreshFamilyRevoked {
+                    family_id: F,
+                    user_id: U,
+                    reason: RevokeReason::Reuse,
+                    presented_hash: Some("h1".into()),
+                    at: at(3),
+                }),
+            )],
+        )
+        .await;
+        assert_eq!(
+            db.rows(TOKENS).await,
+            json!([
+                token("h1", "revoked", "2027-01-15T08:01:40+00:00", 3),
+                token("h2", "revoked", "2027-01-15T08:03:20+00:00", 3),
+            ])
+        );
+        db.drop().await;
+    }
 }

@@ -109,13 +109,10 @@ impl Aggregate for ApiKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Spec;
 
     fn at() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
-    }
-
-    fn given(events: &[ApiKeyEvent]) -> ApiKey {
-        events.iter().fold(ApiKey::default(), |s, e| s.apply(e))
     }
 
     fn create() -> ApiKeyCommand {
@@ -130,6 +127,18 @@ mod tests {
         }
     }
 
+    fn created() -> ApiKeyEvent {
+        ApiKeyEvent::ApiKeyCreated(ApiKeyCreated {
+            api_key_id: Uuid::nil(),
+            name: "llm-service".into(),
+            prefix: "klk_7Hq2Xv9R".into(),
+            key_hash: "ab".repeat(32),
+            scopes: vec!["requests:write".into()],
+            created_by: "admin_token".into(),
+            at: at(),
+        })
+    }
+
     fn revoke() -> ApiKeyCommand {
         ApiKeyCommand::Revoke {
             by: "user:x".into(),
@@ -137,39 +146,34 @@ mod tests {
         }
     }
 
+    fn revoked() -> ApiKeyEvent {
+        ApiKeyEvent::ApiKeyRevoked(ApiKeyRevoked {
+            api_key_id: Uuid::nil(),
+            by: "user:x".into(),
+            at: at(),
+        })
+    }
+
     #[test]
     fn given_nothing_when_created_then_the_key_exists_with_its_hash_only() {
-        let events = given(&[]).decide(&create()).unwrap();
-        let [ApiKeyEvent::ApiKeyCreated(e)] = events.as_slice() else {
-            panic!("{events:?}");
-        };
-        assert_eq!(e.key_hash, "ab".repeat(32));
-        assert_eq!(e.prefix, "klk_7Hq2Xv9R");
-        assert_eq!(e.created_by, "admin_token");
-        assert_eq!(
-            given(&events).decide(&create()),
-            Err(ApiKeyError::AlreadyExists)
-        );
+        ApiKey::given([]).when(create()).then([created()]);
+        ApiKey::given([created()])
+            .when(create())
+            .then_error(ApiKeyError::AlreadyExists);
     }
 
     #[test]
     fn given_a_key_when_revoked_then_once_and_never_again() {
-        let created = given(&[]).decide(&create()).unwrap();
-        let revoked = given(&created).decide(&revoke()).unwrap();
-        assert_eq!(
-            revoked,
-            vec![ApiKeyEvent::ApiKeyRevoked(ApiKeyRevoked {
-                api_key_id: Uuid::nil(),
-                by: "user:x".into(),
-                at: at(),
-            })]
-        );
-        let history: Vec<ApiKeyEvent> = created.into_iter().chain(revoked).collect();
-        assert_eq!(given(&history).decide(&revoke()), Ok(vec![]));
+        ApiKey::given([created()]).when(revoke()).then([revoked()]);
+        ApiKey::given([created(), revoked()])
+            .when(revoke())
+            .then([]);
     }
 
     #[test]
     fn given_no_key_when_revoked_then_not_found() {
-        assert_eq!(given(&[]).decide(&revoke()), Err(ApiKeyError::NotFound));
+        ApiKey::given([])
+            .when(revoke())
+            .then_error(ApiKeyError::NotFound);
     }
 }

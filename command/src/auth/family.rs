@@ -205,9 +205,20 @@ impl Aggregate for RefreshFamily {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Spec;
 
     fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    fn start() -> FamilyCommand {
+        FamilyCommand::Start {
+            family_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            token_hash: "h1".into(),
+            expires_at: at(100),
+            at: at(0),
+        }
     }
 
     fn started() -> RefreshFamilyEvent {
@@ -229,69 +240,97 @@ mod tests {
         }
     }
 
-    fn given(events: &[RefreshFamilyEvent]) -> RefreshFamily {
-        events
-            .iter()
-            .fold(RefreshFamily::default(), |s, e| s.apply(e))
+    /// What `rotate(old, new, now)` records.
+    fn rotated(old: &str, new: &str, now: i64) -> RefreshFamilyEvent {
+        RefreshFamilyEvent::RefreshTokenRotated(RefreshTokenRotated {
+            family_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            old_hash: old.into(),
+            new_hash: new.into(),
+            expires_at: at(now + 100),
+            at: at(now),
+        })
+    }
+
+    fn revoked(reason: RevokeReason, presented: Option<&str>, now: i64) -> RefreshFamilyEvent {
+        RefreshFamilyEvent::RefreshFamilyRevoked(RefreshFamilyRevoked {
+            family_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            reason,
+            presented_hash: presented.map(Into::into),
+            at: at(now),
+        })
+    }
+
+    fn logout() -> FamilyCommand {
+        FamilyCommand::Revoke {
+            reason: RevokeReason::Logout,
+            at: at(5),
+        }
+    }
+
+    #[test]
+    fn given_nothing_when_started_then_the_family_holds_its_first_token() {
+        RefreshFamily::given([]).when(start()).then([started()]);
+        RefreshFamily::given([started()])
+            .when(start())
+            .then_error(FamilyError::AlreadyExists);
     }
 
     #[test]
     fn given_a_family_when_its_live_token_is_presented_then_it_rotates() {
-        let events = given(&[started()]).decide(&rotate("h1", "h2", 10)).unwrap();
-        let [RefreshFamilyEvent::RefreshTokenRotated(e)] = events.as_slice() else {
-            panic!("{events:?}");
-        };
-        assert_eq!((e.old_hash.as_str(), e.new_hash.as_str()), ("h1", "h2"));
+        RefreshFamily::given([started()])
+            .when(rotate("h1", "h2", 10))
+            .then([rotated("h1", "h2", 10)]);
+    }
+
+    #[test]
+    fn given_a_family_when_a_token_not_its_own_is_presented_then_it_is_unknown() {
+        RefreshFamily::given([started()])
+            .when(rotate("other", "h2", 10))
+            .then_error(FamilyError::UnknownToken);
     }
 
     #[test]
     fn given_a_rotated_token_when_presented_again_then_the_family_is_revoked_for_reuse() {
-        let state = given(&[started()]);
-        let rotated = state.decide(&rotate("h1", "h2", 10)).unwrap();
-        let state = given(&[started(), rotated[0].clone()]);
-        let events = state.decide(&rotate("h1", "h3", 20)).unwrap();
-        let [RefreshFamilyEvent::RefreshFamilyRevoked(e)] = events.as_slice() else {
-            panic!("{events:?}");
-        };
-        assert_eq!(e.reason, RevokeReason::Reuse);
-        assert_eq!(e.presented_hash.as_deref(), Some("h1"));
+        RefreshFamily::given([started(), rotated("h1", "h2", 10)])
+            .when(rotate("h1", "h3", 20))
+            .then([revoked(RevokeReason::Reuse, Some("h1"), 20)]);
         // After that, the newest token is dead too.
-        let revoked = state.clone().apply(&events[0]);
-        assert_eq!(
-            revoked.decide(&rotate("h2", "h4", 30)),
-            Err(FamilyError::Revoked)
-        );
+        RefreshFamily::given([
+            started(),
+            rotated("h1", "h2", 10),
+            revoked(RevokeReason::Reuse, Some("h1"), 20),
+        ])
+        .when(rotate("h2", "h4", 30))
+        .then_error(FamilyError::Revoked);
     }
 
     #[test]
     fn given_a_family_when_its_token_has_expired_then_refresh_is_refused() {
-        assert_eq!(
-            given(&[started()]).decide(&rotate("h1", "h2", 100)),
-            Err(FamilyError::Expired)
-        );
+        RefreshFamily::given([started()])
+            .when(rotate("h1", "h2", 100))
+            .then_error(FamilyError::Expired);
     }
 
     #[test]
     fn given_a_revoked_family_when_revoked_again_then_nothing_happens() {
-        let logout = FamilyCommand::Revoke {
-            reason: RevokeReason::Logout,
-            at: at(5),
-        };
-        let events = given(&[started()]).decide(&logout).unwrap();
-        assert_eq!(events.len(), 1);
-        let state = given(&[started(), events[0].clone()]);
-        assert_eq!(state.decide(&logout), Ok(vec![]));
-        assert_eq!(
-            state.decide(&rotate("h1", "h2", 6)),
-            Err(FamilyError::Revoked)
-        );
+        RefreshFamily::given([started()])
+            .when(logout())
+            .then([revoked(RevokeReason::Logout, None, 5)]);
+        let history = [started(), revoked(RevokeReason::Logout, None, 5)];
+        RefreshFamily::given(history.clone())
+            .when(logout())
+            .then([]);
+        RefreshFamily::given(history)
+            .when(rotate("h1", "h2", 6))
+            .then_error(FamilyError::Revoked);
     }
 
     #[test]
     fn given_no_family_when_rotated_then_not_found() {
-        assert_eq!(
-            given(&[]).decide(&rotate("h1", "h2", 1)),
-            Err(FamilyError::NotFound)
-        );
+        RefreshFamily::given([])
+            .when(rotate("h1", "h2", 1))
+            .then_error(FamilyError::NotFound);
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Duration, Utc};
 use keyledger_events::license::{
     CertificateIssued, DeactivationReason, InstallationActivated, InstallationDeactivated,
     LicenseEvent, LicenseImported, LicenseIssued, LicensePolicyChanged, LicenseReinstated,
-    LicenseRenewed, LicenseRevoked, LicenseSuspended, Tier,
+    LicenseRenewed, LicenseRevoked, LicenseStatus, LicenseSuspended, Tier,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -16,17 +16,10 @@ use uuid::Uuid;
 use super::policy::Policy;
 use crate::execute::Aggregate;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Active,
-    Suspended,
-    Revoked,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct LicenseState {
     pub license_id: Uuid,
-    pub status: Status,
+    pub status: LicenseStatus,
     pub tier: Tier,
     /// `None`: perpetual, never expires.
     pub expires_at: Option<DateTime<Utc>>,
@@ -152,7 +145,7 @@ impl Aggregate for License {
         let new = |license_id, tier, expires_at, extra: &[String], max| {
             License::Existing(LicenseState {
                 license_id,
-                status: Status::Active,
+                status: LicenseStatus::Active,
                 tier,
                 expires_at,
                 extra_entitlements: extra.to_vec(),
@@ -174,9 +167,9 @@ impl Aggregate for License {
             (License::Absent, _) => License::Absent,
             (License::Existing(mut state), event) => {
                 match event {
-                    LicenseEvent::LicenseRevoked(_) => state.status = Status::Revoked,
-                    LicenseEvent::LicenseSuspended(_) => state.status = Status::Suspended,
-                    LicenseEvent::LicenseReinstated(_) => state.status = Status::Active,
+                    LicenseEvent::LicenseRevoked(_) => state.status = LicenseStatus::Revoked,
+                    LicenseEvent::LicenseSuspended(_) => state.status = LicenseStatus::Suspended,
+                    LicenseEvent::LicenseReinstated(_) => state.status = LicenseStatus::Active,
                     LicenseEvent::LicenseRenewed(e) => state.expires_at = Some(e.expires_at),
                     LicenseEvent::LicensePolicyChanged(e) => {
                         state.extra_entitlements = e.entitlements.clone();
@@ -197,182 +190,271 @@ impl Aggregate for License {
         }
     }
 
+    /// One function per command; every command but issuing and importing acts on an existing
+    /// license that is not revoked.
     fn decide(&self, command: &LicenseCommand) -> Result<Vec<LicenseEvent>, LicenseError> {
-        let state = match (self, command) {
-            (License::Absent, LicenseCommand::Issue(issue)) => {
-                if issue.expires_at.is_none() && !issue.policy.tier(issue.tier).allow_perpetual {
-                    return Err(LicenseError::PerpetualNotAllowed { tier: issue.tier });
-                }
-                return Ok(vec![LicenseEvent::LicenseIssued(LicenseIssued {
-                    license_id: issue.license_id,
-                    key_hash: issue.key_hash.clone(),
-                    key_prefix: issue.key_prefix.clone(),
-                    owner: issue.owner.clone(),
-                    tier: issue.tier,
-                    issued_at: issue.issued_at,
-                    expires_at: issue.expires_at,
-                    metadata: issue.metadata.clone(),
-                    entitlements: issue.entitlements.clone(),
-                    max_installations: issue.max_installations,
-                })]);
-            }
-            (
-                License::Absent,
-                LicenseCommand::Import {
-                    imported,
-                    installations,
-                    revoked,
-                },
-            ) => {
-                let mut events = vec![LicenseEvent::LicenseImported(imported.clone())];
-                events.extend(
-                    installations
-                        .iter()
-                        .cloned()
-                        .map(LicenseEvent::InstallationActivated),
-                );
-                events.extend(revoked.iter().cloned().map(LicenseEvent::LicenseRevoked));
-                return Ok(events);
-            }
-            (License::Existing(_), LicenseCommand::Issue(_) | LicenseCommand::Import { .. }) => {
-                return Err(LicenseError::AlreadyIssued);
-            }
-            (License::Absent, _) => return Err(LicenseError::NotFound),
-            (License::Existing(state), _) => state,
-        };
-        if state.status == Status::Revoked {
-            return Err(LicenseError::Revoked);
-        }
-        let license_id = state.license_id;
-        let event = match command {
-            LicenseCommand::Issue(_) | LicenseCommand::Import { .. } => {
-                return Err(LicenseError::AlreadyIssued);
-            }
-            LicenseCommand::Revoke { reason, at } => LicenseEvent::LicenseRevoked(LicenseRevoked {
-                license_id,
-                reason: reason.clone(),
-                revoked_at: *at,
-            }),
-            LicenseCommand::Suspend { reason, at } => {
-                if state.status == Status::Suspended {
-                    return Err(LicenseError::AlreadySuspended);
-                }
-                LicenseEvent::LicenseSuspended(LicenseSuspended {
-                    license_id,
-                    reason: reason.clone(),
-                    at: *at,
-                })
-            }
+        match command {
+            LicenseCommand::Issue(issue) => self.issue(issue),
+            LicenseCommand::Import {
+                imported,
+                installations,
+                revoked,
+            } => self.import(imported, installations, revoked.as_ref()),
+            LicenseCommand::Revoke { reason, at } => self.current()?.revoke(reason, *at),
+            LicenseCommand::Suspend { reason, at } => self.current()?.suspend(reason, *at),
             LicenseCommand::Reinstate { reason, at } => {
-                if state.status != Status::Suspended {
-                    return Err(LicenseError::NotSuspended);
-                }
-                LicenseEvent::LicenseReinstated(LicenseReinstated {
-                    license_id,
-                    reason: reason.clone(),
-                    at: *at,
-                })
+                self.current()?.reinstate(reason.as_deref(), *at)
             }
-            LicenseCommand::Renew { valid_days, at } => {
-                let Some(expires_at) = state.expires_at else {
-                    return Err(LicenseError::Perpetual);
-                };
-                let from = expires_at.max(*at);
-                LicenseEvent::LicenseRenewed(LicenseRenewed {
-                    license_id,
-                    valid_days: *valid_days,
-                    previous_expires_at: expires_at,
-                    expires_at: from + Duration::days(i64::from(*valid_days)),
-                    at: *at,
-                })
-            }
+            LicenseCommand::Renew { valid_days, at } => self.current()?.renew(*valid_days, *at),
             LicenseCommand::ChangePolicy {
                 entitlements,
                 max_installations,
                 at,
-            } => LicenseEvent::LicensePolicyChanged(LicensePolicyChanged {
-                license_id,
-                entitlements: entitlements.clone(),
-                max_installations: *max_installations,
-                at: *at,
-            }),
+            } => self
+                .current()?
+                .change_policy(entitlements, *max_installations, *at),
             LicenseCommand::Activate {
                 installation_id,
                 hostname,
                 metadata,
                 at,
                 policy,
-            } => {
-                if state.installations.contains_key(installation_id) {
-                    // Activating an active installation again changes nothing.
-                    return Ok(vec![]);
-                }
-                if state.status == Status::Suspended {
-                    return Err(LicenseError::Suspended);
-                }
-                let limit = state.installation_limit(policy);
-                if state.installations.len() as u64 >= u64::from(limit) {
-                    return Err(LicenseError::TooManyInstallations { limit });
-                }
-                LicenseEvent::InstallationActivated(InstallationActivated {
-                    license_id,
-                    installation_id: installation_id.clone(),
-                    hostname: hostname.clone(),
-                    metadata: metadata.clone(),
-                    at: *at,
-                })
-            }
+            } => self.current()?.activate(
+                installation_id,
+                hostname.as_deref(),
+                metadata,
+                *at,
+                policy,
+            ),
+            LicenseCommand::Deactivate {
+                installation_id,
+                reason,
+                at,
+            } => self.current()?.deactivate(installation_id, *reason, *at),
             LicenseCommand::Certify {
                 certificate_id,
                 installation_id,
                 valid_days,
                 kid,
                 at,
-            } => {
-                if state.status == Status::Suspended {
-                    return Err(LicenseError::Suspended);
-                }
-                if state.expires_at.is_some_and(|end| end <= *at) {
-                    return Err(LicenseError::Expired);
-                }
-                if let Some(installation) = installation_id
-                    && !state.installations.contains_key(installation)
-                {
-                    return Err(LicenseError::InstallationNotFound);
-                }
-                let wanted = *at + Duration::days(i64::from(*valid_days));
-                LicenseEvent::CertificateIssued(CertificateIssued {
-                    license_id,
-                    certificate_id: *certificate_id,
-                    installation_id: installation_id.clone(),
-                    issued_at: *at,
-                    valid_until: state.expires_at.map_or(wanted, |end| end.min(wanted)),
-                    kid: kid.clone(),
-                })
+            } => self.current()?.certify(
+                *certificate_id,
+                installation_id.as_deref(),
+                *valid_days,
+                kid,
+                *at,
+            ),
+        }
+    }
+}
+
+impl License {
+    fn issue(&self, issue: &IssueLicense) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if let License::Existing(_) = self {
+            return Err(LicenseError::AlreadyIssued);
+        }
+        if issue.expires_at.is_none() && !issue.policy.tier(issue.tier).allow_perpetual {
+            return Err(LicenseError::PerpetualNotAllowed { tier: issue.tier });
+        }
+        Ok(vec![LicenseEvent::LicenseIssued(LicenseIssued {
+            license_id: issue.license_id,
+            key_hash: issue.key_hash.clone(),
+            key_prefix: issue.key_prefix.clone(),
+            owner: issue.owner.clone(),
+            tier: issue.tier,
+            issued_at: issue.issued_at,
+            expires_at: issue.expires_at,
+            metadata: issue.metadata.clone(),
+            entitlements: issue.entitlements.clone(),
+            max_installations: issue.max_installations,
+        })])
+    }
+
+    /// The legacy license, then its installations, then its revocation: its history at once.
+    fn import(
+        &self,
+        imported: &LicenseImported,
+        installations: &[InstallationActivated],
+        revoked: Option<&LicenseRevoked>,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if let License::Existing(_) = self {
+            return Err(LicenseError::AlreadyIssued);
+        }
+        let mut events = vec![LicenseEvent::LicenseImported(imported.clone())];
+        events.extend(
+            installations
+                .iter()
+                .cloned()
+                .map(LicenseEvent::InstallationActivated),
+        );
+        events.extend(revoked.cloned().map(LicenseEvent::LicenseRevoked));
+        Ok(events)
+    }
+
+    /// The license a command acts on: it must exist, and revoked is final.
+    fn current(&self) -> Result<&LicenseState, LicenseError> {
+        match self {
+            License::Absent => Err(LicenseError::NotFound),
+            License::Existing(state) if state.status == LicenseStatus::Revoked => {
+                Err(LicenseError::Revoked)
             }
-            LicenseCommand::Deactivate {
-                installation_id,
+            License::Existing(state) => Ok(state),
+        }
+    }
+}
+
+impl LicenseState {
+    fn revoke(&self, reason: &str, at: DateTime<Utc>) -> Result<Vec<LicenseEvent>, LicenseError> {
+        Ok(vec![LicenseEvent::LicenseRevoked(LicenseRevoked {
+            license_id: self.license_id,
+            reason: reason.to_owned(),
+            revoked_at: at,
+        })])
+    }
+
+    fn suspend(&self, reason: &str, at: DateTime<Utc>) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if self.status == LicenseStatus::Suspended {
+            return Err(LicenseError::AlreadySuspended);
+        }
+        Ok(vec![LicenseEvent::LicenseSuspended(LicenseSuspended {
+            license_id: self.license_id,
+            reason: reason.to_owned(),
+            at,
+        })])
+    }
+
+    fn reinstate(
+        &self,
+        reason: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if self.status != LicenseStatus::Suspended {
+            return Err(LicenseError::NotSuspended);
+        }
+        Ok(vec![LicenseEvent::LicenseReinstated(LicenseReinstated {
+            license_id: self.license_id,
+            reason: reason.map(str::to_owned),
+            at,
+        })])
+    }
+
+    /// Extends from the later of now and the current end; a perpetual license has no end.
+    fn renew(&self, valid_days: u32, at: DateTime<Utc>) -> Result<Vec<LicenseEvent>, LicenseError> {
+        let Some(expires_at) = self.expires_at else {
+            return Err(LicenseError::Perpetual);
+        };
+        let from = expires_at.max(at);
+        Ok(vec![LicenseEvent::LicenseRenewed(LicenseRenewed {
+            license_id: self.license_id,
+            valid_days,
+            previous_expires_at: expires_at,
+            expires_at: from + Duration::days(i64::from(valid_days)),
+            at,
+        })])
+    }
+
+    fn change_policy(
+        &self,
+        entitlements: &[String],
+        max_installations: Option<u32>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        Ok(vec![LicenseEvent::LicensePolicyChanged(
+            LicensePolicyChanged {
+                license_id: self.license_id,
+                entitlements: entitlements.to_vec(),
+                max_installations,
+                at,
+            },
+        )])
+    }
+
+    /// Activating an active installation again changes nothing; a new one needs a free seat
+    /// on a license that is not suspended.
+    fn activate(
+        &self,
+        installation_id: &str,
+        hostname: Option<&str>,
+        metadata: &Value,
+        at: DateTime<Utc>,
+        policy: &Policy,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if self.installations.contains_key(installation_id) {
+            return Ok(vec![]);
+        }
+        if self.status == LicenseStatus::Suspended {
+            return Err(LicenseError::Suspended);
+        }
+        let limit = self.installation_limit(policy);
+        if self.installations.len() as u64 >= u64::from(limit) {
+            return Err(LicenseError::TooManyInstallations { limit });
+        }
+        Ok(vec![LicenseEvent::InstallationActivated(
+            InstallationActivated {
+                license_id: self.license_id,
+                installation_id: installation_id.to_owned(),
+                hostname: hostname.map(str::to_owned),
+                metadata: metadata.clone(),
+                at,
+            },
+        )])
+    }
+
+    fn deactivate(
+        &self,
+        installation_id: &str,
+        reason: DeactivationReason,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if !self.installations.contains_key(installation_id) {
+            return Err(LicenseError::InstallationNotFound);
+        }
+        Ok(vec![LicenseEvent::InstallationDeactivated(
+            InstallationDeactivated {
+                license_id: self.license_id,
+                installation_id: installation_id.to_owned(),
                 reason,
                 at,
-            } => {
-                if !state.installations.contains_key(installation_id) {
-                    return Err(LicenseError::InstallationNotFound);
-                }
-                LicenseEvent::InstallationDeactivated(InstallationDeactivated {
-                    license_id,
-                    installation_id: installation_id.clone(),
-                    reason: *reason,
-                    at: *at,
-                })
-            }
-        };
-        Ok(vec![event])
+            },
+        )])
+    }
+
+    /// A certificate valid for `valid_days`, never past the license's end.
+    fn certify(
+        &self,
+        certificate_id: Uuid,
+        installation_id: Option<&str>,
+        valid_days: u32,
+        kid: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<LicenseEvent>, LicenseError> {
+        if self.status == LicenseStatus::Suspended {
+            return Err(LicenseError::Suspended);
+        }
+        if self.expires_at.is_some_and(|end| end <= at) {
+            return Err(LicenseError::Expired);
+        }
+        if let Some(installation) = installation_id
+            && !self.installations.contains_key(installation)
+        {
+            return Err(LicenseError::InstallationNotFound);
+        }
+        let wanted = at + Duration::days(i64::from(valid_days));
+        Ok(vec![LicenseEvent::CertificateIssued(CertificateIssued {
+            license_id: self.license_id,
+            certificate_id,
+            installation_id: installation_id.map(str::to_owned),
+            issued_at: at,
+            valid_until: self.expires_at.map_or(wanted, |end| end.min(wanted)),
+            kid: kid.to_owned(),
+        })])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Spec;
     use serde_json::json;
 
     fn at(days: i64) -> DateTime<Utc> {
@@ -387,9 +469,7 @@ mod tests {
         Arc::new(Policy::built_in())
     }
 
-    fn given(events: &[LicenseEvent]) -> License {
-        events.iter().fold(License::default(), License::apply)
-    }
+    // Commands.
 
     fn issue_with(tier: Tier, max_installations: Option<u32>) -> LicenseCommand {
         LicenseCommand::Issue(IssueLicense {
@@ -424,24 +504,6 @@ mod tests {
         }
     }
 
-    fn issued() -> LicenseEvent {
-        License::Absent
-            .decide(&issue_with(Tier::Basic, None))
-            .unwrap()
-            .remove(0)
-    }
-
-    fn then(
-        history: &[LicenseEvent],
-        command: LicenseCommand,
-    ) -> Result<Vec<LicenseEvent>, LicenseError> {
-        given(history).decide(&command)
-    }
-
-    fn event(history: &[LicenseEvent], command: LicenseCommand) -> LicenseEvent {
-        then(history, command).unwrap().remove(0)
-    }
-
     fn revoke() -> LicenseCommand {
         LicenseCommand::Revoke {
             reason: "refund".into(),
@@ -463,6 +525,14 @@ mod tests {
         }
     }
 
+    fn change_policy(max_installations: Option<u32>) -> LicenseCommand {
+        LicenseCommand::ChangePolicy {
+            entitlements: vec![],
+            max_installations,
+            at: at(1),
+        }
+    }
+
     fn activate(installation: &str) -> LicenseCommand {
         LicenseCommand::Activate {
             installation_id: installation.into(),
@@ -481,121 +551,225 @@ mod tests {
         }
     }
 
+    fn certify(installation: Option<&str>, valid_days: u32, on: i64) -> LicenseCommand {
+        LicenseCommand::Certify {
+            certificate_id: Uuid::from_u128(99),
+            installation_id: installation.map(Into::into),
+            valid_days,
+            kid: "k1".into(),
+            at: at(on),
+        }
+    }
+
+    // Events.
+
+    /// What `issue_with(tier, max_installations)` records.
+    fn issued_as(tier: Tier, max_installations: Option<u32>) -> LicenseEvent {
+        LicenseEvent::LicenseIssued(LicenseIssued {
+            license_id: id(),
+            key_hash: "ab".repeat(32),
+            key_prefix: "lic_abcdefgh".into(),
+            owner: "acme".into(),
+            tier,
+            issued_at: at(0),
+            expires_at: Some(at(365)),
+            metadata: json!({}),
+            entitlements: vec!["sso".into()],
+            max_installations,
+        })
+    }
+
+    fn issued() -> LicenseEvent {
+        issued_as(Tier::Basic, None)
+    }
+
+    /// What `issue_perpetual(tier)` records.
+    fn issued_perpetual(tier: Tier) -> LicenseEvent {
+        let LicenseEvent::LicenseIssued(issued) = issued_as(tier, None) else {
+            unreachable!("issued_as gives a LicenseIssued event")
+        };
+        LicenseEvent::LicenseIssued(LicenseIssued {
+            expires_at: None,
+            ..issued
+        })
+    }
+
+    fn revoked() -> LicenseEvent {
+        LicenseEvent::LicenseRevoked(LicenseRevoked {
+            license_id: id(),
+            reason: "refund".into(),
+            revoked_at: at(1),
+        })
+    }
+
+    fn suspended() -> LicenseEvent {
+        LicenseEvent::LicenseSuspended(LicenseSuspended {
+            license_id: id(),
+            reason: "unpaid".into(),
+            at: at(1),
+        })
+    }
+
+    fn reinstated() -> LicenseEvent {
+        LicenseEvent::LicenseReinstated(LicenseReinstated {
+            license_id: id(),
+            reason: None,
+            at: at(2),
+        })
+    }
+
+    fn renewed(valid_days: u32, previous: i64, until: i64, on: i64) -> LicenseEvent {
+        LicenseEvent::LicenseRenewed(LicenseRenewed {
+            license_id: id(),
+            valid_days,
+            previous_expires_at: at(previous),
+            expires_at: at(until),
+            at: at(on),
+        })
+    }
+
+    fn policy_changed(max_installations: Option<u32>) -> LicenseEvent {
+        LicenseEvent::LicensePolicyChanged(LicensePolicyChanged {
+            license_id: id(),
+            entitlements: vec![],
+            max_installations,
+            at: at(1),
+        })
+    }
+
+    fn activated(installation: &str) -> LicenseEvent {
+        LicenseEvent::InstallationActivated(InstallationActivated {
+            license_id: id(),
+            installation_id: installation.into(),
+            hostname: None,
+            metadata: json!({}),
+            at: at(1),
+        })
+    }
+
+    fn deactivated(installation: &str) -> LicenseEvent {
+        LicenseEvent::InstallationDeactivated(InstallationDeactivated {
+            license_id: id(),
+            installation_id: installation.into(),
+            reason: DeactivationReason::Released,
+            at: at(2),
+        })
+    }
+
+    fn certified(installation: Option<&str>, on: i64, until: i64) -> LicenseEvent {
+        LicenseEvent::CertificateIssued(CertificateIssued {
+            license_id: id(),
+            certificate_id: Uuid::from_u128(99),
+            installation_id: installation.map(Into::into),
+            issued_at: at(on),
+            valid_until: at(until),
+            kid: "k1".into(),
+        })
+    }
+
+    /// A license as `issued_as(tier, None)` leaves it, but for what the test says.
+    fn standing(tier: Tier, expires_at: Option<DateTime<Utc>>) -> LicenseState {
+        LicenseState {
+            license_id: id(),
+            status: LicenseStatus::Active,
+            tier,
+            expires_at,
+            extra_entitlements: vec!["sso".into()],
+            max_installations: None,
+            installations: BTreeMap::new(),
+        }
+    }
+
+    fn import(imported: LicenseImported, revoked: Option<LicenseRevoked>) -> LicenseCommand {
+        LicenseCommand::Import {
+            imported,
+            installations: vec![],
+            revoked,
+        }
+    }
+
     #[test]
     fn issuing_a_new_license_records_its_overrides() {
-        let events = then(&[], issue_with(Tier::Pro, Some(5))).unwrap();
-        assert!(
-            matches!(&events[..], [LicenseEvent::LicenseIssued(e)] if e.entitlements == ["sso"] && e.max_installations == Some(5))
-        );
+        License::given([])
+            .when(issue_with(Tier::Pro, Some(5)))
+            .then([issued_as(Tier::Pro, Some(5))]);
     }
 
     #[test]
     fn issuing_an_existing_license_id_is_rejected() {
-        assert_eq!(
-            then(&[issued()], issue_with(Tier::Pro, None)),
-            Err(LicenseError::AlreadyIssued)
-        );
+        License::given([issued()])
+            .when(issue_with(Tier::Pro, None))
+            .then_error(LicenseError::AlreadyIssued);
     }
 
     #[test]
     fn revoking_an_active_license_records_the_reason() {
-        assert!(
-            matches!(event(&[issued()], revoke()), LicenseEvent::LicenseRevoked(e) if e.reason == "refund")
-        );
+        License::given([issued()]).when(revoke()).then([revoked()]);
     }
 
     #[test]
     fn revoking_an_unknown_license_is_not_found() {
-        assert_eq!(then(&[], revoke()), Err(LicenseError::NotFound));
+        License::given([])
+            .when(revoke())
+            .then_error(LicenseError::NotFound);
     }
 
     #[test]
     fn every_command_on_a_revoked_license_is_rejected() {
-        let history = [issued(), event(&[issued()], revoke())];
         for command in [
             revoke(),
             suspend(),
             reinstate(),
-            LicenseCommand::Renew {
-                valid_days: 30,
-                at: at(3),
-            },
-            LicenseCommand::ChangePolicy {
-                entitlements: vec![],
-                max_installations: None,
-                at: at(3),
-            },
+            renew(30, 3),
+            change_policy(None),
             activate("m1"),
             deactivate("m1"),
+            certify(None, 30, 3),
         ] {
-            assert_eq!(
-                then(&history, command.clone()),
-                Err(LicenseError::Revoked),
-                "{command:?}"
-            );
+            License::given([issued(), revoked()])
+                .when(command)
+                .then_error(LicenseError::Revoked);
         }
-        assert_eq!(
-            then(&history, issue_with(Tier::Pro, None)),
-            Err(LicenseError::AlreadyIssued)
-        );
+        License::given([issued(), revoked()])
+            .when(issue_with(Tier::Pro, None))
+            .then_error(LicenseError::AlreadyIssued);
     }
 
     #[test]
     fn suspending_and_reinstating_toggle_the_license() {
-        let suspended = event(&[issued()], suspend());
-        assert!(matches!(&suspended, LicenseEvent::LicenseSuspended(e) if e.reason == "unpaid"));
-        let history = [issued(), suspended];
-        assert_eq!(
-            then(&history, suspend()),
-            Err(LicenseError::AlreadySuspended)
-        );
-        assert!(matches!(
-            event(&history, reinstate()),
-            LicenseEvent::LicenseReinstated(_)
-        ));
-        assert_eq!(
-            then(&[issued()], reinstate()),
-            Err(LicenseError::NotSuspended)
-        );
+        License::given([issued()])
+            .when(suspend())
+            .then([suspended()]);
+        License::given([issued(), suspended()])
+            .when(suspend())
+            .then_error(LicenseError::AlreadySuspended);
+        License::given([issued(), suspended()])
+            .when(reinstate())
+            .then([reinstated()]);
+        License::given([issued()])
+            .when(reinstate())
+            .then_error(LicenseError::NotSuspended);
     }
 
     #[test]
     fn renewing_extends_from_the_later_of_now_and_the_expiry() {
-        let early = event(
-            &[issued()],
-            LicenseCommand::Renew {
-                valid_days: 30,
-                at: at(10),
-            },
-        );
-        assert!(
-            matches!(early, LicenseEvent::LicenseRenewed(e) if e.expires_at == at(395) && e.previous_expires_at == at(365))
-        );
+        License::given([issued()])
+            .when(renew(30, 10))
+            .then([renewed(30, 365, 395, 10)]);
         // After expiry the new period starts now.
-        let late = event(
-            &[issued()],
-            LicenseCommand::Renew {
-                valid_days: 30,
-                at: at(400),
-            },
-        );
-        assert!(matches!(late, LicenseEvent::LicenseRenewed(e) if e.expires_at == at(430)));
+        License::given([issued()])
+            .when(renew(30, 400))
+            .then([renewed(30, 365, 430, 400)]);
     }
 
     #[test]
     fn a_suspended_license_may_be_renewed_but_takes_no_installation() {
-        let history = [issued(), event(&[issued()], suspend())];
-        assert!(
-            then(
-                &history,
-                LicenseCommand::Renew {
-                    valid_days: 1,
-                    at: at(3)
-                }
-            )
-            .is_ok()
-        );
-        assert_eq!(then(&history, activate("m1")), Err(LicenseError::Suspended));
+        License::given([issued(), suspended()])
+            .when(renew(1, 3))
+            .then([renewed(1, 365, 366, 3)]);
+        License::given([issued(), suspended()])
+            .when(activate("m1"))
+            .then_error(LicenseError::Suspended);
     }
 
     #[test]
@@ -603,54 +777,50 @@ mod tests {
         // Basic allows 3 installations.
         let mut history = vec![issued()];
         for machine in ["m1", "m2", "m3"] {
-            let activated = event(&history, activate(machine));
-            history.push(activated);
+            License::given(history.clone())
+                .when(activate(machine))
+                .then([activated(machine)]);
+            history.push(activated(machine));
         }
-        assert_eq!(
-            then(&history, activate("m4")),
-            Err(LicenseError::TooManyInstallations { limit: 3 })
-        );
+        License::given(history.clone())
+            .when(activate("m4"))
+            .then_error(LicenseError::TooManyInstallations { limit: 3 });
         // Activating an active installation again changes nothing.
-        assert_eq!(then(&history, activate("m2")), Ok(vec![]));
+        License::given(history.clone())
+            .when(activate("m2"))
+            .then([]);
         // Releasing a seat makes room.
-        let released = event(&history, deactivate("m1"));
-        history.push(released);
-        assert!(then(&history, activate("m4")).is_ok());
+        License::given(history.clone())
+            .when(deactivate("m1"))
+            .then([deactivated("m1")]);
+        history.push(deactivated("m1"));
+        License::given(history)
+            .when(activate("m4"))
+            .then([activated("m4")]);
     }
 
     #[test]
     fn a_license_override_replaces_the_tiers_limit() {
-        let history = [event(&[], issue_with(Tier::Basic, Some(1)))];
-        let first = event(&history, activate("m1"));
-        assert_eq!(
-            then(&[history[0].clone(), first], activate("m2")),
-            Err(LicenseError::TooManyInstallations { limit: 1 })
-        );
-        let changed = event(
-            &history,
-            LicenseCommand::ChangePolicy {
-                entitlements: vec![],
-                max_installations: Some(2),
-                at: at(1),
-            },
-        );
-        let history = [history[0].clone(), changed];
-        let first = event(&history, activate("m1"));
-        assert!(
-            then(
-                &[history[0].clone(), history[1].clone(), first],
-                activate("m2")
-            )
-            .is_ok()
-        );
+        let issued = issued_as(Tier::Basic, Some(1));
+        License::given([issued.clone()])
+            .when(activate("m1"))
+            .then([activated("m1")]);
+        License::given([issued.clone(), activated("m1")])
+            .when(activate("m2"))
+            .then_error(LicenseError::TooManyInstallations { limit: 1 });
+        License::given([issued.clone()])
+            .when(change_policy(Some(2)))
+            .then([policy_changed(Some(2))]);
+        License::given([issued, policy_changed(Some(2)), activated("m1")])
+            .when(activate("m2"))
+            .then([activated("m2")]);
     }
 
     #[test]
     fn deactivating_an_unknown_installation_is_not_found() {
-        assert_eq!(
-            then(&[issued()], deactivate("nope")),
-            Err(LicenseError::InstallationNotFound)
-        );
+        License::given([issued()])
+            .when(deactivate("nope"))
+            .then_error(LicenseError::InstallationNotFound);
     }
 
     #[test]
@@ -678,62 +848,77 @@ mod tests {
             revoked_at: at(2),
         };
         let command = LicenseCommand::Import {
-            imported,
-            installations: vec![installation],
-            revoked: Some(revoked),
+            imported: imported.clone(),
+            installations: vec![installation.clone()],
+            revoked: Some(revoked.clone()),
         };
-        let events = then(&[], command.clone()).unwrap();
-        assert_eq!(events.len(), 3);
-        let state = given(&events);
-        assert!(
-            matches!(state, License::Existing(s) if s.status == Status::Revoked && s.installations.contains_key("m1"))
-        );
+        let events = [
+            LicenseEvent::LicenseImported(imported),
+            LicenseEvent::InstallationActivated(installation),
+            LicenseEvent::LicenseRevoked(revoked),
+        ];
+        let state = License::given([])
+            .when(command.clone())
+            .then(events.clone());
         assert_eq!(
-            given(&events).decide(&command),
-            Err(LicenseError::AlreadyIssued)
+            state,
+            License::Existing(LicenseState {
+                status: LicenseStatus::Revoked,
+                extra_entitlements: vec![],
+                installations: BTreeMap::from([("m1".to_owned(), at(1))]),
+                ..standing(Tier::Basic, Some(at(365)))
+            })
         );
+        License::given(events)
+            .when(command)
+            .then_error(LicenseError::AlreadyIssued);
     }
 
     #[test]
     fn a_perpetual_license_is_issued_without_an_end() {
-        let events = then(&[], issue_perpetual(Tier::Pro)).unwrap();
-        assert!(matches!(&events[..], [LicenseEvent::LicenseIssued(e)] if e.expires_at.is_none()));
-        assert!(matches!(given(&events), License::Existing(s) if s.expires_at.is_none()));
+        let state = License::given([])
+            .when(issue_perpetual(Tier::Pro))
+            .then([issued_perpetual(Tier::Pro)]);
+        assert_eq!(state, License::Existing(standing(Tier::Pro, None)));
     }
 
     #[test]
     fn a_tier_whose_policy_forbids_perpetual_licenses_refuses_one() {
         // The built-in policy forbids them on the free tier.
-        assert_eq!(
-            then(&[], issue_perpetual(Tier::Free)),
-            Err(LicenseError::PerpetualNotAllowed { tier: Tier::Free })
-        );
+        License::given([])
+            .when(issue_perpetual(Tier::Free))
+            .then_error(LicenseError::PerpetualNotAllowed { tier: Tier::Free });
         // A free license with an end is fine.
-        assert!(then(&[], issue_with(Tier::Free, None)).is_ok());
+        License::given([])
+            .when(issue_with(Tier::Free, None))
+            .then([issued_as(Tier::Free, None)]);
     }
 
     #[test]
     fn renewing_a_perpetual_license_is_refused() {
-        let history = then(&[], issue_perpetual(Tier::Basic)).unwrap();
-        assert_eq!(then(&history, renew(30, 10)), Err(LicenseError::Perpetual));
+        License::given([issued_perpetual(Tier::Basic)])
+            .when(renew(30, 10))
+            .then_error(LicenseError::Perpetual);
     }
 
     #[test]
     fn a_revoked_perpetual_license_answers_revoked_before_perpetual() {
-        let mut history = then(&[], issue_perpetual(Tier::Basic)).unwrap();
-        let revoked = event(&history, revoke());
-        history.push(revoked);
-        assert_eq!(then(&history, renew(30, 10)), Err(LicenseError::Revoked));
+        License::given([issued_perpetual(Tier::Basic)])
+            .when(revoke())
+            .then([revoked()]);
+        License::given([issued_perpetual(Tier::Basic), revoked()])
+            .when(renew(30, 10))
+            .then_error(LicenseError::Revoked);
     }
 
     #[test]
     fn a_perpetual_license_takes_installations_and_suspensions_like_any_other() {
-        let history = then(&[], issue_perpetual(Tier::Basic)).unwrap();
-        assert!(then(&history, activate("m1")).is_ok());
-        assert!(matches!(
-            event(&history, suspend()),
-            LicenseEvent::LicenseSuspended(_)
-        ));
+        License::given([issued_perpetual(Tier::Basic)])
+            .when(activate("m1"))
+            .then([activated("m1")]);
+        License::given([issued_perpetual(Tier::Basic)])
+            .when(suspend())
+            .then([suspended()]);
     }
 
     #[test]
@@ -749,16 +934,48 @@ mod tests {
             legacy_id: 2,
         };
         // Imported history is kept as it was, whatever the tier's policy says today.
-        let events = then(
-            &[],
-            LicenseCommand::Import {
-                imported,
-                installations: vec![],
-                revoked: None,
-            },
-        )
-        .unwrap();
-        assert!(matches!(given(&events), License::Existing(s) if s.expires_at.is_none()));
-        assert_eq!(then(&events, renew(30, 10)), Err(LicenseError::Perpetual));
+        let event = LicenseEvent::LicenseImported(imported.clone());
+        let state = License::given([])
+            .when(import(imported, None))
+            .then([event.clone()]);
+        assert_eq!(
+            state,
+            License::Existing(LicenseState {
+                extra_entitlements: vec![],
+                ..standing(Tier::Free, None)
+            })
+        );
+        License::given([event])
+            .when(renew(30, 10))
+            .then_error(LicenseError::Perpetual);
+    }
+
+    #[test]
+    fn a_certificate_lasts_its_days_but_never_past_the_licenses_end() {
+        License::given([issued(), activated("m1")])
+            .when(certify(Some("m1"), 30, 10))
+            .then([certified(Some("m1"), 10, 40)]);
+        License::given([issued()])
+            .when(certify(None, 30, 350))
+            .then([certified(None, 350, 365)]);
+        License::given([issued_perpetual(Tier::Basic)])
+            .when(certify(None, 30, 350))
+            .then([certified(None, 350, 380)]);
+    }
+
+    #[test]
+    fn a_certificate_is_refused_when_suspended_expired_or_for_an_unknown_installation() {
+        License::given([issued(), suspended()])
+            .when(certify(None, 30, 10))
+            .then_error(LicenseError::Suspended);
+        License::given([issued()])
+            .when(certify(None, 30, 365))
+            .then_error(LicenseError::Expired);
+        License::given([issued()])
+            .when(certify(Some("m1"), 30, 10))
+            .then_error(LicenseError::InstallationNotFound);
+        License::given([])
+            .when(certify(None, 30, 10))
+            .then_error(LicenseError::NotFound);
     }
 }

@@ -5,7 +5,7 @@ use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson};
-use keyledger_events::license::{Tier, license_stream};
+use keyledger_events::license::{LicenseStatus, Tier, license_stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -97,7 +97,7 @@ pub struct IssueResponse {
     pub owner: String,
     pub tier: Tier,
     #[schema(value_type = String, example = "active")]
-    pub status: &'static str,
+    pub status: LicenseStatus,
     pub issued_at: DateTime<Utc>,
     /// `null` for a perpetual license.
     pub expires_at: Option<DateTime<Utc>>,
@@ -213,7 +213,7 @@ pub async fn handle(
         key_prefix: key.display_prefix(),
         owner: owner.into(),
         tier: request.tier,
-        status: "active",
+        status: LicenseStatus::Active,
         issued_at: now,
         expires_at,
         entitlements,

@@ -7,12 +7,12 @@ use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson, AppPath};
 use keyledger_events::AppendOutcome;
-use keyledger_events::license::license_stream;
+use keyledger_events::license::{LicenseStatus, license_stream};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::aggregate::{License, LicenseCommand, Status};
+use super::aggregate::{License, LicenseCommand};
 use super::issue::{parse_entitlements, parse_max_installations};
 use crate::handler::CommandRequest;
 use crate::idempotency::StoredResponse;
@@ -25,20 +25,12 @@ const MAX_VALID_DAYS: u32 = 36_500;
 pub struct LicenseStatusResponse {
     pub license_id: Uuid,
     #[schema(value_type = String, example = "active")]
-    pub status: &'static str,
+    pub status: LicenseStatus,
     /// `null` for a perpetual license.
     pub expires_at: Option<DateTime<Utc>>,
     pub entitlements: Vec<String>,
     pub max_installations: Option<u32>,
     pub position: i64,
-}
-
-pub fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Active => "active",
-        Status::Suspended => "suspended",
-        Status::Revoked => "revoked",
-    }
 }
 
 fn answer(license: &License, outcome: &AppendOutcome) -> StoredResponse {
@@ -47,7 +39,7 @@ fn answer(license: &License, outcome: &AppendOutcome) -> StoredResponse {
             StatusCode::OK,
             &LicenseStatusResponse {
                 license_id: state.license_id,
-                status: status_name(state.status),
+                status: state.status,
                 expires_at: state.expires_at,
                 entitlements: state.extra_entitlements.clone(),
                 max_installations: state.max_installations,

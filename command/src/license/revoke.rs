@@ -5,7 +5,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson, AppPath};
-use keyledger_events::license::license_stream;
+use keyledger_events::license::{LicenseStatus, license_stream};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -27,7 +27,7 @@ pub struct RevokeRequest {
 pub struct RevokeResponse {
     pub license_id: Uuid,
     #[schema(value_type = String, example = "revoked")]
-    pub status: &'static str,
+    pub status: LicenseStatus,
     pub revoked_at: DateTime<Utc>,
     pub position: i64,
 }
@@ -66,7 +66,7 @@ pub async fn handle(
                     StatusCode::OK,
                     &RevokeResponse {
                         license_id,
-                        status: "revoked",
+                        status: LicenseStatus::Revoked,
                         revoked_at,
                         position: outcome.position,
                     },

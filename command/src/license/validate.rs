@@ -15,9 +15,11 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
 use keyledger_api::{ApiError, AppJson};
-use keyledger_events::license::{LicenseValidated, Tier, UsageEvent, ValidationCode, usage_stream};
+use keyledger_events::license::{
+    LicenseStatus, LicenseValidated, Tier, UsageEvent, ValidationCode, usage_stream,
+};
 use keyledger_events::{Decide, EventPayload};
-use keyledger_projections::license::view::{License, Status};
+use keyledger_projections::license::view::License;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -110,9 +112,9 @@ pub fn judge(
     feature: Option<&str>,
     installation_id: Option<&str>,
 ) -> ValidationCode {
-    if license.status == Status::Revoked {
+    if license.status == LicenseStatus::Revoked {
         ValidationCode::Revoked
-    } else if license.status == Status::Suspended {
+    } else if license.status == LicenseStatus::Suspended {
         ValidationCode::Suspended
     } else if license.expires_at.is_some_and(|at| at <= now) {
         ValidationCode::Expired
@@ -296,7 +298,7 @@ mod tests {
             Some(now() - Duration::days(1)),
             Vec::new(),
         );
-        license.status = Status::Revoked;
+        license.status = LicenseStatus::Revoked;
         let mut count = 1000;
         let mut answers = Vec::new();
         let mut ask = |license: &License, count: u32| {
@@ -311,9 +313,9 @@ mod tests {
             answers.push(code);
         };
         ask(&license, count);
-        license.status = Status::Suspended;
+        license.status = LicenseStatus::Suspended;
         ask(&license, count);
-        license.status = Status::Active;
+        license.status = LicenseStatus::Active;
         ask(&license, count);
         license.expires_at = None;
         ask(&license, count);
@@ -349,6 +351,112 @@ mod tests {
         assert_eq!(
             judge(&license, 0, &policy, far, Some("export"), None),
             ValidationCode::FeatureNotEntitled
+        );
+    }
+
+    /// Each row breaks some rules at once; the first broken one in the order answers. The
+    /// validation asks for feature `sso` on installation `laptop-1`, on a free license (built-in
+    /// policy: entitlement `core`, 1000 VALID a day).
+    #[test]
+    fn when_several_rules_fail_the_earliest_in_the_order_answers() {
+        use LicenseStatus::{Active, Revoked, Suspended};
+        use ValidationCode as Code;
+        // (status, past its end, laptop-1 active, entitled to sso, VALID so far today, answer)
+        let cases = [
+            (Revoked, true, false, false, 1000, Code::Revoked),
+            (Revoked, false, true, true, 0, Code::Revoked),
+            (Suspended, true, false, false, 1000, Code::Suspended),
+            (Suspended, false, true, true, 0, Code::Suspended),
+            (Active, true, false, false, 1000, Code::Expired),
+            (Active, true, true, true, 0, Code::Expired),
+            (
+                Active,
+                false,
+                false,
+                false,
+                1000,
+                Code::InstallationNotActivated,
+            ),
+            (
+                Active,
+                false,
+                false,
+                true,
+                0,
+                Code::InstallationNotActivated,
+            ),
+            (Active, false, true, false, 1000, Code::FeatureNotEntitled),
+            (Active, false, true, false, 0, Code::FeatureNotEntitled),
+            (Active, false, true, true, 1000, Code::QuotaExceeded),
+            (Active, false, true, true, 5000, Code::QuotaExceeded),
+            (Active, false, true, true, 999, Code::Valid),
+            (Active, false, true, true, 0, Code::Valid),
+        ];
+        let policy = Policy::built_in();
+        let answers: Vec<_> = cases
+            .iter()
+            .map(|&(status, expired, activated, entitled, valid_today, _)| {
+                let end = if expired {
+                    now() - Duration::days(1)
+                } else {
+                    now() + Duration::days(1)
+                };
+                let own = if entitled { vec!["sso".into()] } else { vec![] };
+                let mut license = License::new(Uuid::nil(), Tier::Free, Some(end), own);
+                license.status = status;
+                if activated {
+                    license.installations.push("laptop-1".into());
+                }
+                let code = judge(
+                    &license,
+                    valid_today,
+                    &policy,
+                    now(),
+                    Some("sso"),
+                    Some("laptop-1"),
+                );
+                (status, expired, activated, entitled, valid_today, code)
+            })
+            .collect();
+        assert_eq!(answers, cases);
+    }
+
+    #[test]
+    fn a_license_ends_at_its_expiry_instant() {
+        let policy = Policy::built_in();
+        let ending = |end| License::new(Uuid::nil(), Tier::Free, Some(end), Vec::new());
+        let judged = |license: &License| judge(license, 0, &policy, now(), None, None);
+        assert_eq!(judged(&ending(now())), ValidationCode::Expired);
+        assert_eq!(
+            judged(&ending(now() + Duration::seconds(1))),
+            ValidationCode::Valid
+        );
+    }
+
+    #[test]
+    fn what_a_validation_does_not_ask_for_is_not_checked() {
+        let policy = Policy::built_in();
+        // No installation, no entitlement of its own: asked for neither, it is valid.
+        let license = License::new(Uuid::nil(), Tier::Free, None, Vec::new());
+        assert_eq!(
+            judge(&license, 0, &policy, now(), None, None),
+            ValidationCode::Valid
+        );
+        // The license's own entitlements count as much as its tier's.
+        let license = License::new(Uuid::nil(), Tier::Free, None, vec!["sso".into()]);
+        assert_eq!(
+            judge(&license, 0, &policy, now(), Some("sso"), None),
+            ValidationCode::Valid
+        );
+    }
+
+    #[test]
+    fn a_tier_without_a_daily_quota_never_answers_quota_exceeded() {
+        let policy = Policy::built_in();
+        let license = License::new(Uuid::nil(), Tier::Enterprise, None, Vec::new());
+        assert_eq!(
+            judge(&license, u32::MAX, &policy, now(), None, None),
+            ValidationCode::Valid
         );
     }
 }

@@ -219,6 +219,7 @@ impl Aggregate for Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Spec;
     use SessionStatus::*;
     use serde_json::json;
 
@@ -230,21 +231,24 @@ mod tests {
         Uuid::from_u128(42)
     }
 
-    fn created() -> SessionEvent {
-        Session::Absent
-            .decide(&SessionCommand::Create {
-                session_id: id(),
-                agent_role: "reviewer".into(),
-                task_id: None,
-                metadata: json!({"a": 1}),
-                at: at(0),
-            })
-            .unwrap()
-            .remove(0)
+    fn create() -> SessionCommand {
+        SessionCommand::Create {
+            session_id: id(),
+            agent_role: "reviewer".into(),
+            task_id: None,
+            metadata: json!({"a": 1}),
+            at: at(0),
+        }
     }
 
-    fn given(events: &[SessionEvent]) -> Session {
-        events.iter().fold(Session::default(), Session::apply)
+    fn created() -> SessionEvent {
+        SessionEvent::SessionCreated(SessionCreated {
+            session_id: id(),
+            agent_role: "reviewer".into(),
+            task_id: None,
+            metadata: json!({"a": 1}),
+            created_at: at(0),
+        })
     }
 
     fn transition(to: SessionStatus) -> SessionCommand {
@@ -255,48 +259,86 @@ mod tests {
         }
     }
 
+    /// What `transition(to)` records from `from`.
+    fn transitioned(from: SessionStatus, to: SessionStatus) -> SessionEvent {
+        if to == Expired {
+            return expired(from, "because", 10);
+        }
+        SessionEvent::SessionTransitioned(SessionTransitioned {
+            session_id: id(),
+            from,
+            to,
+            reason: Some("because".into()),
+            at: at(10),
+        })
+    }
+
+    fn expired(from: SessionStatus, reason: &str, on: i64) -> SessionEvent {
+        SessionEvent::SessionExpired(SessionExpired {
+            session_id: id(),
+            from,
+            reason: Some(reason.into()),
+            at: at(on),
+        })
+    }
+
     /// The events that bring a new session to `status`.
     fn history_to(status: SessionStatus) -> Vec<SessionEvent> {
-        let mut events = vec![created()];
-        let path: &[SessionStatus] = match status {
+        let path: &[(SessionStatus, SessionStatus)] = match status {
             Pending => &[],
-            Active => &[Active],
-            Completed => &[Active, Completed],
-            Failed => &[Active, Failed],
-            Expired => &[Expired],
+            Active => &[(Pending, Active)],
+            Completed => &[(Pending, Active), (Active, Completed)],
+            Failed => &[(Pending, Active), (Active, Failed)],
+            Expired => &[(Pending, Expired)],
         };
-        for step in path {
-            let event = given(&events).decide(&transition(*step)).unwrap().remove(0);
-            events.push(event);
+        let steps = path.iter().map(|&(from, to)| transitioned(from, to));
+        std::iter::once(created()).chain(steps).collect()
+    }
+
+    /// The session `created()` made, in `status`.
+    fn session(status: SessionStatus) -> Session {
+        Session::Existing {
+            session_id: id(),
+            status,
+            task_id: None,
+            metadata: json!({"a": 1}),
+            created_at: at(0),
         }
-        events
+    }
+
+    fn update(metadata_patch: Value) -> SessionCommand {
+        SessionCommand::Update {
+            task_id: None,
+            metadata_patch: Some(metadata_patch),
+            at: at(5),
+        }
+    }
+
+    fn expire_for_retention(created_before: i64) -> SessionCommand {
+        SessionCommand::ExpireForRetention {
+            created_before: at(created_before),
+            at: at(200),
+        }
     }
 
     #[test]
     fn creating_a_session_starts_it_pending() {
-        let state = given(&[created()]);
-        assert!(matches!(
-            state,
-            Session::Existing {
-                status: Pending,
-                ..
-            }
-        ));
+        let state = Session::given([]).when(create()).then([created()]);
+        assert_eq!(state, session(Pending));
+        assert_eq!(Session::given([created()]).state(), &session(Pending));
     }
 
     #[test]
     fn creating_an_existing_session_is_rejected() {
-        let command = SessionCommand::Create {
-            session_id: id(),
-            agent_role: "x".into(),
-            task_id: None,
-            metadata: json!({}),
-            at: at(1),
-        };
-        assert_eq!(
-            given(&[created()]).decide(&command),
-            Err(SessionError::AlreadyExists)
-        );
+        Session::given([created()])
+            .when(SessionCommand::Create {
+                session_id: id(),
+                agent_role: "x".into(),
+                task_id: None,
+                metadata: json!({}),
+                at: at(1),
+            })
+            .then_error(SessionError::AlreadyExists);
     }
 
     #[test]
@@ -310,20 +352,12 @@ mod tests {
         ];
         for from in SessionStatus::ALL {
             for to in SessionStatus::ALL {
-                let result = given(&history_to(from)).decide(&transition(to));
+                let when = Session::given(history_to(from)).when(transition(to));
                 if allowed.contains(&(from, to)) {
-                    let events = result.unwrap_or_else(|e| panic!("{from:?} → {to:?}: {e:?}"));
-                    let state = given(&[history_to(from), events].concat());
-                    assert!(
-                        matches!(state, Session::Existing { status, .. } if status == to),
-                        "{from:?} → {to:?}"
-                    );
+                    let state = when.then([transitioned(from, to)]);
+                    assert_eq!(state, session(to), "{from:?} → {to:?}");
                 } else {
-                    assert_eq!(
-                        result,
-                        Err(SessionError::InvalidTransition { from, to }),
-                        "{from:?} → {to:?} must be refused"
-                    );
+                    when.then_error(SessionError::InvalidTransition { from, to });
                 }
             }
         }
@@ -331,96 +365,70 @@ mod tests {
 
     #[test]
     fn a_move_to_expired_is_recorded_as_session_expired_with_its_reason() {
-        let events = given(&history_to(Active))
-            .decide(&transition(Expired))
-            .unwrap();
-        assert!(
-            matches!(&events[..], [SessionEvent::SessionExpired(e)] if e.from == Active && e.reason.as_deref() == Some("because"))
-        );
+        Session::given(history_to(Active))
+            .when(transition(Expired))
+            .then([expired(Active, "because", 10)]);
     }
 
     #[test]
     fn transitioning_an_unknown_session_is_not_found() {
-        assert_eq!(
-            given(&[]).decide(&transition(Active)),
-            Err(SessionError::NotFound)
-        );
+        Session::given([])
+            .when(transition(Active))
+            .then_error(SessionError::NotFound);
     }
 
     #[test]
     fn updating_merges_the_metadata_patch() {
-        let update = SessionCommand::Update {
-            task_id: Some(Uuid::from_u128(9)),
-            metadata_patch: Some(json!({"a": null, "b": {"c": 2}})),
-            at: at(5),
-        };
-        let events = given(&[created()]).decide(&update).unwrap();
-        assert!(
-            matches!(&events[..], [SessionEvent::SessionUpdated(e)] if e.metadata == json!({"b": {"c": 2}}) && e.task_id == Some(Uuid::from_u128(9)))
-        );
+        let patch = json!({"a": null, "b": {"c": 2}});
+        Session::given([created()])
+            .when(SessionCommand::Update {
+                task_id: Some(Uuid::from_u128(9)),
+                metadata_patch: Some(patch.clone()),
+                at: at(5),
+            })
+            .then([SessionEvent::SessionUpdated(SessionUpdated {
+                session_id: id(),
+                task_id: Some(Uuid::from_u128(9)),
+                metadata_patch: Some(patch),
+                metadata: json!({"b": {"c": 2}}),
+                at: at(5),
+            })]);
     }
 
     #[test]
     fn updating_a_terminal_session_is_rejected() {
         for status in [Completed, Failed, Expired] {
-            let update = SessionCommand::Update {
-                task_id: None,
-                metadata_patch: Some(json!({"x": 1})),
-                at: at(5),
-            };
-            assert_eq!(
-                given(&history_to(status)).decide(&update),
-                Err(SessionError::Terminal(status))
-            );
+            Session::given(history_to(status))
+                .when(update(json!({"x": 1})))
+                .then_error(SessionError::Terminal(status));
         }
     }
 
     #[test]
     fn a_patch_that_makes_the_metadata_too_large_is_rejected() {
-        let update = SessionCommand::Update {
-            task_id: None,
-            metadata_patch: Some(json!({"big": "x".repeat(MAX_METADATA_BYTES)})),
-            at: at(5),
-        };
-        assert_eq!(
-            given(&[created()]).decide(&update),
-            Err(SessionError::MetadataTooLarge)
-        );
+        Session::given([created()])
+            .when(update(json!({"big": "x".repeat(MAX_METADATA_BYTES)})))
+            .then_error(SessionError::MetadataTooLarge);
     }
 
     #[test]
     fn retention_expires_open_sessions_created_before_the_cutoff() {
-        let expire = SessionCommand::ExpireForRetention {
-            created_before: at(100),
-            at: at(200),
-        };
         for status in [Pending, Active] {
-            let events = given(&history_to(status)).decide(&expire).unwrap();
-            assert!(
-                matches!(&events[..], [SessionEvent::SessionExpired(e)] if e.from == status && e.reason.as_deref() == Some("retention"))
-            );
+            Session::given(history_to(status))
+                .when(expire_for_retention(100))
+                .then([expired(status, "retention", 200)]);
         }
     }
 
     #[test]
     fn retention_leaves_young_and_closed_sessions_alone() {
-        let too_early = SessionCommand::ExpireForRetention {
-            created_before: at(-1),
-            at: at(200),
-        };
-        assert_eq!(
-            given(&history_to(Active)).decide(&too_early),
-            Err(SessionError::NotDue)
-        );
-        let expire = SessionCommand::ExpireForRetention {
-            created_before: at(100),
-            at: at(200),
-        };
+        Session::given(history_to(Active))
+            .when(expire_for_retention(-1))
+            .then_error(SessionError::NotDue);
         for status in [Completed, Failed, Expired] {
-            assert_eq!(
-                given(&history_to(status)).decide(&expire),
-                Err(SessionError::NotDue)
-            );
+            Session::given(history_to(status))
+                .when(expire_for_retention(100))
+                .then_error(SessionError::NotDue);
         }
     }
 }

@@ -197,13 +197,10 @@ impl Aggregate for User {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Spec;
 
     fn at() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
-    }
-
-    fn given(events: &[UserEvent]) -> User {
-        events.iter().fold(User::default(), |s, e| s.apply(e))
     }
 
     fn created() -> UserEvent {
@@ -216,139 +213,125 @@ mod tests {
         })
     }
 
+    fn disabled() -> UserEvent {
+        UserEvent::UserDisabled(UserDisabled {
+            user_id: Uuid::nil(),
+            at: at(),
+        })
+    }
+
+    fn enabled() -> UserEvent {
+        UserEvent::UserEnabled(UserEnabled {
+            user_id: Uuid::nil(),
+            at: at(),
+        })
+    }
+
+    fn role_changed(from: Role, to: Role) -> UserEvent {
+        UserEvent::UserRoleChanged(UserRoleChanged {
+            user_id: Uuid::nil(),
+            from,
+            to,
+            at: at(),
+        })
+    }
+
+    fn tokens_revoked() -> UserEvent {
+        UserEvent::UserTokensRevoked(UserTokensRevoked {
+            user_id: Uuid::nil(),
+            at: at(),
+        })
+    }
+
+    fn change_role(role: Role) -> UserCommand {
+        UserCommand::ChangeRole { role, at: at() }
+    }
+
     #[test]
     fn given_nothing_when_created_then_the_user_exists_with_the_hash_only() {
-        let events = given(&[])
-            .decide(&UserCommand::Create {
+        User::given([])
+            .when(UserCommand::Create {
                 user_id: Uuid::nil(),
                 email: "ops@example.com".into(),
                 role: Role::Admin,
                 password_hash: "$argon2id$hash".into(),
                 at: at(),
             })
-            .unwrap();
-        let [UserEvent::UserCreated(e)] = events.as_slice() else {
-            panic!("{events:?}");
-        };
-        assert_eq!(e.role, Role::Admin);
-        assert_eq!(e.password_hash, "$argon2id$hash");
+            .then([UserEvent::UserCreated(UserCreated {
+                user_id: Uuid::nil(),
+                email: "ops@example.com".into(),
+                role: Role::Admin,
+                password_hash: "$argon2id$hash".into(),
+                at: at(),
+            })]);
     }
 
     #[test]
     fn given_a_user_when_created_again_then_it_is_refused() {
-        let command = UserCommand::Create {
-            user_id: Uuid::nil(),
-            email: "x@example.com".into(),
-            role: Role::Admin,
-            password_hash: "h".into(),
-            at: at(),
-        };
-        assert_eq!(
-            given(&[created()]).decide(&command),
-            Err(UserError::AlreadyExists)
-        );
+        User::given([created()])
+            .when(UserCommand::Create {
+                user_id: Uuid::nil(),
+                email: "x@example.com".into(),
+                role: Role::Admin,
+                password_hash: "h".into(),
+                at: at(),
+            })
+            .then_error(UserError::AlreadyExists);
     }
 
     #[test]
     fn given_a_user_when_the_role_changes_then_the_event_names_both_roles() {
-        let events = given(&[created()])
-            .decide(&UserCommand::ChangeRole {
-                role: Role::Auditor,
-                at: at(),
-            })
-            .unwrap();
-        assert_eq!(
-            events,
-            vec![UserEvent::UserRoleChanged(UserRoleChanged {
-                user_id: Uuid::nil(),
-                from: Role::Operator,
-                to: Role::Auditor,
-                at: at(),
-            })]
-        );
-        let same = given(&[created()]).decide(&UserCommand::ChangeRole {
-            role: Role::Operator,
-            at: at(),
-        });
-        assert_eq!(same, Ok(vec![]));
+        User::given([created()])
+            .when(change_role(Role::Auditor))
+            .then([role_changed(Role::Operator, Role::Auditor)]);
+        User::given([created()])
+            .when(change_role(Role::Operator))
+            .then([]);
     }
 
     #[test]
     fn given_a_disabled_user_when_disabled_again_or_changed_then_nothing_or_refused() {
-        let disabled = given(&[
-            created(),
-            UserEvent::UserDisabled(UserDisabled {
-                user_id: Uuid::nil(),
-                at: at(),
-            }),
-        ]);
-        assert_eq!(
-            disabled.decide(&UserCommand::Disable { at: at() }),
-            Ok(vec![])
-        );
-        assert_eq!(
-            disabled.decide(&UserCommand::ChangePassword {
+        User::given([created(), disabled()])
+            .when(UserCommand::Disable { at: at() })
+            .then([]);
+        User::given([created(), disabled()])
+            .when(UserCommand::ChangePassword {
                 password_hash: "h".into(),
-                at: at()
-            }),
-            Err(UserError::Disabled)
-        );
+                at: at(),
+            })
+            .then_error(UserError::Disabled);
     }
 
     #[test]
     fn given_a_disabled_user_when_enabled_then_they_can_change_again() {
-        let disabled_event = UserEvent::UserDisabled(UserDisabled {
-            user_id: Uuid::nil(),
-            at: at(),
-        });
-        let events = given(&[created(), disabled_event.clone()])
-            .decide(&UserCommand::Enable { at: at() })
-            .unwrap();
-        assert_eq!(
-            events,
-            vec![UserEvent::UserEnabled(UserEnabled {
-                user_id: Uuid::nil(),
-                at: at()
-            })]
-        );
-        let enabled = given(&[created(), disabled_event, events[0].clone()]);
-        assert_eq!(
-            enabled.decide(&UserCommand::Enable { at: at() }),
-            Ok(vec![])
-        );
-        assert!(
-            enabled
-                .decide(&UserCommand::ChangeRole {
-                    role: Role::Viewer,
-                    at: at()
-                })
-                .is_ok_and(|events| events.len() == 1)
-        );
+        User::given([created(), disabled()])
+            .when(UserCommand::Enable { at: at() })
+            .then([enabled()]);
+        User::given([created(), disabled(), enabled()])
+            .when(UserCommand::Enable { at: at() })
+            .then([]);
+        User::given([created(), disabled(), enabled()])
+            .when(change_role(Role::Viewer))
+            .then([role_changed(Role::Operator, Role::Viewer)]);
     }
 
     #[test]
     fn given_a_user_when_tokens_are_revoked_then_each_revocation_is_an_event() {
-        let state = given(&[created()]);
-        for _ in 0..2 {
-            assert_eq!(
-                state.decide(&UserCommand::RevokeTokens { at: at() }),
-                Ok(vec![UserEvent::UserTokensRevoked(UserTokensRevoked {
-                    user_id: Uuid::nil(),
-                    at: at()
-                })])
-            );
-        }
-        assert_eq!(
-            given(&[]).decide(&UserCommand::RevokeTokens { at: at() }),
-            Err(UserError::NotFound)
-        );
+        User::given([created()])
+            .when(UserCommand::RevokeTokens { at: at() })
+            .then([tokens_revoked()]);
+        User::given([created(), tokens_revoked()])
+            .when(UserCommand::RevokeTokens { at: at() })
+            .then([tokens_revoked()]);
+        User::given([])
+            .when(UserCommand::RevokeTokens { at: at() })
+            .then_error(UserError::NotFound);
     }
 
     #[test]
     fn given_no_user_when_disabled_then_not_found() {
-        assert_eq!(
-            given(&[]).decide(&UserCommand::Disable { at: at() }),
-            Err(UserError::NotFound)
-        );
+        User::given([])
+            .when(UserCommand::Disable { at: at() })
+            .then_error(UserError::NotFound);
     }
 }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use keyledger_events::license::LicenseEvent;
+use keyledger_events::license::{LicenseEvent, LicenseStatus};
 use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
 use serde_json::Value;
 use uuid::Uuid;
@@ -76,7 +76,7 @@ impl Projection for Licenses {
                     "INSERT INTO licenses (license_id, key_prefix, owner, tier, status, metadata, \
                                            issued_at, expires_at, entitlements, max_installations, \
                                            legacy_id, position) \
-                     SELECT l, k, o, t, 'active', m, i, x, \
+                     SELECT l, k, o, t, $12::text, m, i, x, \
                             CASE WHEN e = '' THEN '{}'::text[] ELSE string_to_array(e, chr(31)) END, \
                             n, g, p \
                      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::json[], \
@@ -99,6 +99,7 @@ impl Projection for Licenses {
                     &created.max_installations,
                     &created.legacy_ids,
                     &created.positions,
+                    &LicenseStatus::Active,
                 ],
             )
             .await?;
@@ -119,34 +120,53 @@ async fn apply_change(
         LicenseEvent::LicenseRevoked(e) => {
             let statement = tx
                 .prepare_cached(
-                    "UPDATE licenses SET status = 'revoked', revoked_at = $2, revoke_reason = $3, \
+                    "UPDATE licenses SET status = $5, revoked_at = $2, revoke_reason = $3, \
                                          position = $4 WHERE license_id = $1",
                 )
                 .await?;
             tx.execute(
                 &statement,
-                &[&e.license_id, &e.revoked_at, &e.reason, &position],
+                &[
+                    &e.license_id,
+                    &e.revoked_at,
+                    &e.reason,
+                    &position,
+                    &LicenseStatus::Revoked,
+                ],
             )
             .await?;
         }
         LicenseEvent::LicenseSuspended(e) => {
             let statement = tx
                 .prepare_cached(
-                    "UPDATE licenses SET status = 'suspended', suspended_at = $2, \
+                    "UPDATE licenses SET status = $5, suspended_at = $2, \
                                          suspend_reason = $3, position = $4 WHERE license_id = $1",
                 )
                 .await?;
-            tx.execute(&statement, &[&e.license_id, &e.at, &e.reason, &position])
-                .await?;
+            tx.execute(
+                &statement,
+                &[
+                    &e.license_id,
+                    &e.at,
+                    &e.reason,
+                    &position,
+                    &LicenseStatus::Suspended,
+                ],
+            )
+            .await?;
         }
         LicenseEvent::LicenseReinstated(e) => {
             let statement = tx
                 .prepare_cached(
-                    "UPDATE licenses SET status = 'active', suspended_at = NULL, \
+                    "UPDATE licenses SET status = $3, suspended_at = NULL, \
                                          suspend_reason = NULL, position = $2 WHERE license_id = $1",
                 )
                 .await?;
-            tx.execute(&statement, &[&e.license_id, &position]).await?;
+            tx.execute(
+                &statement,
+                &[&e.license_id, &position, &LicenseStatus::Active],
+            )
+            .await?;
         }
         LicenseEvent::LicenseRenewed(e) => {
             let statement = tx
@@ -224,5 +244,100 @@ impl Created {
         self.max_installations.push(row.max_installations);
         self.legacy_ids.push(row.legacy_id);
         self.positions.push(row.position);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::license::fixtures::*;
+    use crate::testing::TestDatabase;
+
+    const ROWS: &str = "SELECT license_id, key_prefix, owner, tier, status, metadata, issued_at, \
+                               expires_at, revoked_at, revoke_reason, suspended_at, \
+                               suspend_reason, entitlements, max_installations, legacy_id, \
+                               position \
+                        FROM licenses ORDER BY license_id";
+
+    #[tokio::test]
+    async fn each_license_event_moves_its_row_and_installations_leave_it_alone() {
+        let db = TestDatabase::create().await;
+        db.apply(
+            &Licenses,
+            &[
+                on_license(1, A, issued_a()),
+                on_license(2, B, imported_b()),
+                on_license(3, A, suspended(A, "unpaid", 3)),
+            ],
+        )
+        .await;
+        db.apply(
+            &Licenses,
+            &[
+                on_license(4, A, reinstated(A, 4)),
+                on_license(5, A, suspended(A, "again", 5)),
+                on_license(6, A, renewed_a(6)),
+                on_license(7, A, policy_changed(A, &["sso"], Some(2))),
+                on_license(8, B, revoked(B, 8)),
+                on_license(9, A, activated(A, "m1", 9)),
+            ],
+        )
+        .await;
+        assert_eq!(
+            db.rows(ROWS).await,
+            json!([
+                {
+                    "license_id": A,
+                    "key_prefix": "lic_AAAAAAAA",
+                    "owner": "acme",
+                    "tier": "pro",
+                    "status": "suspended",
+                    "metadata": {"team": "x"},
+                    "issued_at": "2027-01-15T08:00:00+00:00",
+                    "expires_at": "2029-01-14T08:00:00+00:00",
+                    "revoked_at": null,
+                    "revoke_reason": null,
+                    "suspended_at": "2027-01-15T08:00:05+00:00",
+                    "suspend_reason": "again",
+                    "entitlements": ["sso"],
+                    "max_installations": 2,
+                    "legacy_id": null,
+                    "position": 7,
+                },
+                {
+                    "license_id": B,
+                    "key_prefix": "K3DEG-",
+                    "owner": "user0@example.org",
+                    "tier": "basic",
+                    "status": "revoked",
+                    "metadata": {},
+                    "issued_at": "2027-01-15T08:00:01+00:00",
+                    "expires_at": null,
+                    "revoked_at": "2027-01-15T08:00:08+00:00",
+                    "revoke_reason": "chargeback",
+                    "suspended_at": null,
+                    "suspend_reason": null,
+                    "entitlements": [],
+                    "max_installations": null,
+                    "legacy_id": 7,
+                    "position": 8,
+                },
+            ])
+        );
+        db.apply(&Licenses, &[on_license(10, A, reinstated(A, 10))])
+            .await;
+        let rows = db.rows(ROWS).await;
+        assert_eq!(
+            (
+                &rows[0]["status"],
+                &rows[0]["suspended_at"],
+                &rows[0]["suspend_reason"],
+                &rows[0]["position"]
+            ),
+            (&json!("active"), &Value::Null, &Value::Null, &json!(10))
+        );
+        db.drop().await;
     }
 }

@@ -1,5 +1,7 @@
 //! The license slice's projections.
 
+#[cfg(test)]
+mod fixtures;
 pub mod installations;
 pub mod licenses;
 pub mod usage;

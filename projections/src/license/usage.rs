@@ -80,3 +80,56 @@ impl Projection for LicenseUsage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use keyledger_events::license::ValidationCode;
+    use serde_json::json;
+
+    use super::*;
+    use crate::license::fixtures::*;
+    use crate::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn every_validation_is_a_row_and_license_events_are_not() {
+        let db = TestDatabase::create().await;
+        db.apply(
+            &LicenseUsage,
+            &[
+                on_license(1, A, issued_a()),
+                validated(2, A, ValidationCode::Valid, Some("sso"), 2),
+                validated(3, B, ValidationCode::Revoked, None, 3),
+            ],
+        )
+        .await;
+        assert_eq!(
+            db.rows(
+                "SELECT license_id, position, validated_at, code, feature, metadata, \
+                        installation_id \
+                 FROM license_usage ORDER BY position"
+            )
+            .await,
+            json!([
+                {
+                    "license_id": A,
+                    "position": 2,
+                    "validated_at": "2027-01-15T08:00:02+00:00",
+                    "code": "VALID",
+                    "feature": "sso",
+                    "metadata": {},
+                    "installation_id": null,
+                },
+                {
+                    "license_id": B,
+                    "position": 3,
+                    "validated_at": "2027-01-15T08:00:03+00:00",
+                    "code": "REVOKED",
+                    "feature": null,
+                    "metadata": {},
+                    "installation_id": null,
+                },
+            ])
+        );
+        db.drop().await;
+    }
+}

@@ -8,24 +8,24 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
-use keyledger_events::license::{LicenseEvent, UsageEvent, ValidationCode};
-use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
+use keyledger_events::license::{LicenseEvent, LicenseStatus, UsageEvent, ValidationCode};
+use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError, event_types};
 use uuid::Uuid;
 
 pub struct LicenseValidation;
 
 /// The events that change what validation needs to know (also the in-memory view's).
-pub const EVENT_TYPES: &[&str] = &[
-    "LicenseIssued",
-    "LicenseImported",
-    "LicenseRevoked",
-    "LicenseSuspended",
-    "LicenseReinstated",
-    "LicenseRenewed",
-    "LicensePolicyChanged",
-    "InstallationActivated",
-    "InstallationDeactivated",
-    "LicenseValidated",
+pub const EVENT_TYPES: &[&str] = event_types![
+    LicenseEvent::LicenseIssued,
+    LicenseEvent::LicenseImported,
+    LicenseEvent::LicenseRevoked,
+    LicenseEvent::LicenseSuspended,
+    LicenseEvent::LicenseReinstated,
+    LicenseEvent::LicenseRenewed,
+    LicenseEvent::LicensePolicyChanged,
+    LicenseEvent::InstallationActivated,
+    LicenseEvent::InstallationDeactivated,
+    UsageEvent::LicenseValidated,
 ];
 
 /// Whether `installation_id` is active on the license (`None`: no such license). A revoked
@@ -37,12 +37,15 @@ pub async fn installation_active(
 ) -> Result<Option<bool>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(
-            "SELECT status <> 'revoked' AND $2 = ANY(installations) \
+            "SELECT status <> $3 AND $2 = ANY(installations) \
              FROM license_validation WHERE license_id = $1",
         )
         .await?;
     let row = client
-        .query_opt(&statement, &[&license_id, &installation_id])
+        .query_opt(
+            &statement,
+            &[&license_id, &installation_id, &LicenseStatus::Revoked],
+        )
         .await?;
     row.map(|row| row.try_get(0)).transpose()
 }
@@ -107,7 +110,7 @@ impl Projection for LicenseValidation {
                 .prepare_cached(
                     "INSERT INTO license_validation \
                          (key_hash, license_id, tier, status, expires_at, entitlements) \
-                     SELECT k, l, t, 'active', x, \
+                     SELECT k, l, t, $6::text, x, \
                             CASE WHEN e = '' THEN '{}'::text[] ELSE string_to_array(e, chr(31)) END \
                      FROM unnest($1::text[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[]) \
                           AS u(k, l, t, x, e)",
@@ -121,6 +124,7 @@ impl Projection for LicenseValidation {
                     &created.tiers,
                     &created.expires_at,
                     &created.entitlements,
+                    &LicenseStatus::Active,
                 ],
             )
             .await?;
@@ -147,7 +151,7 @@ impl Projection for LicenseValidation {
 }
 
 async fn apply_change(tx: &Transaction<'_>, change: LicenseEvent) -> Result<(), ProjectionError> {
-    let set_status = |status: &'static str, license_id: Uuid| async move {
+    let set_status = |status: LicenseStatus, license_id: Uuid| async move {
         let statement = tx
             .prepare_cached("UPDATE license_validation SET status = $2 WHERE license_id = $1")
             .await?;
@@ -155,13 +159,13 @@ async fn apply_change(tx: &Transaction<'_>, change: LicenseEvent) -> Result<(), 
     };
     match change {
         LicenseEvent::LicenseRevoked(e) => {
-            set_status("revoked", e.license_id).await?;
+            set_status(LicenseStatus::Revoked, e.license_id).await?;
         }
         LicenseEvent::LicenseSuspended(e) => {
-            set_status("suspended", e.license_id).await?;
+            set_status(LicenseStatus::Suspended, e.license_id).await?;
         }
         LicenseEvent::LicenseReinstated(e) => {
-            set_status("active", e.license_id).await?;
+            set_status(LicenseStatus::Active, e.license_id).await?;
         }
         LicenseEvent::LicenseRenewed(e) => {
             let statement = tx
@@ -233,5 +237,119 @@ impl Created {
         self.tiers.push(tier);
         self.expires_at.push(expires_at);
         self.entitlements.push(entitlements);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keyledger_events::license::{CertificateIssued, DeactivationReason, ValidationCode};
+    use serde_json::json;
+
+    use super::*;
+    use crate::license::fixtures::*;
+    use crate::testing::TestDatabase;
+
+    const ROWS: &str = "SELECT key_hash, license_id, tier, status, expires_at, entitlements, \
+                               installations \
+                        FROM license_validation ORDER BY license_id";
+    const DAYS: &str = "SELECT license_id, day, valid FROM license_daily_usage \
+                        ORDER BY license_id, day";
+
+    #[tokio::test]
+    async fn each_license_event_sets_what_validation_reads_and_valid_ones_count_per_day() {
+        let db = TestDatabase::create().await;
+        let certified = LicenseEvent::CertificateIssued(CertificateIssued {
+            license_id: A,
+            certificate_id: Uuid::from_u128(1),
+            installation_id: None,
+            issued_at: at(30),
+            valid_until: at(60),
+            kid: "k1".into(),
+        });
+        db.apply(
+            &LicenseValidation,
+            &[
+                on_license(1, A, issued_a()),
+                on_license(2, B, imported_b()),
+                on_license(3, A, activated(A, "m1", 3)),
+                on_license(4, A, activated(A, "m2", 4)),
+                // Activated again: moves to the end of the list.
+                on_license(5, A, activated(A, "m1", 5)),
+                on_license(6, A, deactivated(A, "m2", DeactivationReason::Released, 6)),
+                on_license(7, A, suspended(A, "unpaid", 7)),
+                on_license(8, A, renewed_a(8)),
+                on_license(9, A, policy_changed(A, &["sso"], None)),
+                on_license(10, B, activated(B, "x", 10)),
+                on_license(11, B, revoked(B, 11)),
+                on_license(12, A, certified),
+                validated(13, A, ValidationCode::Valid, None, 13),
+                validated(14, A, ValidationCode::Suspended, None, 14),
+                validated(15, A, ValidationCode::Valid, Some("sso"), 15),
+                validated(16, A, ValidationCode::Valid, None, DAY + 16),
+            ],
+        )
+        .await;
+        assert_eq!(
+            db.rows(ROWS).await,
+            json!([
+                {
+                    "key_hash": "aa".repeat(32),
+                    "license_id": A,
+                    "tier": "pro",
+                    "status": "suspended",
+                    "expires_at": "2029-01-14T08:00:00+00:00",
+                    "entitlements": ["sso"],
+                    "installations": ["m1"],
+                },
+                {
+                    "key_hash": "bb".repeat(32),
+                    "license_id": B,
+                    "tier": "basic",
+                    "status": "revoked",
+                    "expires_at": null,
+                    "entitlements": [],
+                    "installations": ["x"],
+                },
+            ])
+        );
+        // Another batch adds to the day's count.
+        db.apply(
+            &LicenseValidation,
+            &[
+                validated(17, A, ValidationCode::Valid, None, DAY + 17),
+                on_license(18, A, reinstated(A, 18)),
+            ],
+        )
+        .await;
+        assert_eq!(
+            db.rows(DAYS).await,
+            json!([
+                {"license_id": A, "day": "2027-01-15", "valid": 2},
+                {"license_id": A, "day": "2027-01-16", "valid": 2},
+            ])
+        );
+        assert_eq!(db.rows(ROWS).await[0]["status"], "active");
+        let client = db.pool.get().await.unwrap();
+        // A revoked license has no active installation; an unknown one is not there.
+        assert_eq!(
+            installation_active(&client, A, "m1").await.unwrap(),
+            Some(true)
+        );
+        assert_eq!(
+            installation_active(&client, A, "m2").await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            installation_active(&client, B, "x").await.unwrap(),
+            Some(false)
+        );
+        assert_eq!(
+            installation_active(&client, Uuid::nil(), "m1")
+                .await
+                .unwrap(),
+            None
+        );
+        drop(client);
+        db.drop().await;
     }
 }

@@ -19,36 +19,18 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use futures::TryStreamExt;
-use keyledger_events::license::{LicenseEvent, Tier, UsageEvent, ValidationCode};
+use keyledger_events::license::{LicenseEvent, LicenseStatus, Tier, UsageEvent, ValidationCode};
 use keyledger_events::{Envelope, EventPayload, HeadView};
 use uuid::Uuid;
 
 use super::validation::EVENT_TYPES;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Active,
-    Suspended,
-    Revoked,
-}
-
-impl Status {
-    fn parse(text: &str) -> Option<Status> {
-        match text {
-            "active" => Some(Status::Active),
-            "suspended" => Some(Status::Suspended),
-            "revoked" => Some(Status::Revoked),
-            _ => None,
-        }
-    }
-}
 
 /// What validation needs to know about one license.
 #[derive(Debug, Clone, PartialEq)]
 pub struct License {
     pub license_id: Uuid,
     pub tier: Tier,
-    pub status: Status,
+    pub status: LicenseStatus,
     /// `None`: perpetual.
     pub expires_at: Option<DateTime<Utc>>,
     /// The license's own entitlements (the tier's come from the policy).
@@ -71,7 +53,7 @@ impl License {
         License {
             license_id,
             tier,
-            status: Status::Active,
+            status: LicenseStatus::Active,
             expires_at,
             entitlements: entitlements.into_iter().map(Into::into).collect(),
             installations: Vec::new(),
@@ -193,7 +175,7 @@ impl ValidationView {
             let (Some(digest), Some(tier), Some(status)) = (
                 digest_from_hex(&key_hash),
                 Tier::parse(&tier),
-                Status::parse(&status),
+                LicenseStatus::parse(&status),
             ) else {
                 tracing::error!(
                     license.id = %row.try_get::<_, Uuid>(1)?,
@@ -417,17 +399,20 @@ impl Inner {
     }
 
     fn apply(&mut self, envelope: &Envelope) {
-        if envelope.event_type == "LicenseValidated" {
-            match UsageEvent::decode(envelope) {
-                Ok(Some(UsageEvent::LicenseValidated(e))) if e.code == ValidationCode::Valid => {
-                    if let Some(license) = self.license_mut(e.license_id) {
-                        license.count_valid(e.validated_at.date_naive());
-                    }
+        match UsageEvent::decode(envelope) {
+            Ok(Some(UsageEvent::LicenseValidated(e))) => {
+                if e.code == ValidationCode::Valid
+                    && let Some(license) = self.license_mut(e.license_id)
+                {
+                    license.count_valid(e.validated_at.date_naive());
                 }
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "the validation view skips an event"),
+                return;
             }
-            return;
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "the validation view skips an event");
+                return;
+            }
         }
         let event = match LicenseEvent::decode(envelope) {
             Ok(Some(event)) => event,
@@ -454,9 +439,15 @@ impl Inner {
                     );
                 }
             }
-            LicenseEvent::LicenseRevoked(e) => self.set_status(e.license_id, Status::Revoked),
-            LicenseEvent::LicenseSuspended(e) => self.set_status(e.license_id, Status::Suspended),
-            LicenseEvent::LicenseReinstated(e) => self.set_status(e.license_id, Status::Active),
+            LicenseEvent::LicenseRevoked(e) => {
+                self.set_status(e.license_id, LicenseStatus::Revoked)
+            }
+            LicenseEvent::LicenseSuspended(e) => {
+                self.set_status(e.license_id, LicenseStatus::Suspended)
+            }
+            LicenseEvent::LicenseReinstated(e) => {
+                self.set_status(e.license_id, LicenseStatus::Active)
+            }
             LicenseEvent::LicenseRenewed(e) => {
                 if let Some(license) = self.license_mut(e.license_id) {
                     license.expires_at = Some(e.expires_at);
@@ -482,7 +473,7 @@ impl Inner {
         }
     }
 
-    fn set_status(&mut self, license_id: Uuid, status: Status) {
+    fn set_status(&mut self, license_id: Uuid, status: LicenseStatus) {
         if let Some(license) = self.license_mut(license_id) {
             license.status = status;
         }
@@ -600,7 +591,7 @@ mod tests {
         });
         view.advance(1, &[envelope(5, &revoke)], 9);
         let license = view.license(license_id).unwrap();
-        assert_eq!(license.status, Status::Revoked);
+        assert_eq!(license.status, LicenseStatus::Revoked);
         assert_eq!(&*license.entitlements, &["sso".into()]);
         assert_eq!(view.position(), 9);
     }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
-use keyledger_events::session::SessionEvent;
+use keyledger_events::session::{SessionEvent, SessionStatus};
 use keyledger_events::{Envelope, EventPayload, Projection, ProjectionError};
 
 pub struct Sessions;
@@ -84,7 +84,7 @@ impl Projection for Sessions {
                         envelope.position,
                         e.session_id,
                         e.from.as_str(),
-                        "expired",
+                        SessionStatus::Expired.as_str(),
                         e.at,
                         e.reason,
                         actor,
@@ -151,4 +151,122 @@ async fn transition(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use keyledger_events::session::{
+        SessionCreated, SessionExpired, SessionTransitioned, SessionUpdated, session_stream,
+    };
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::testing::{TestDatabase, envelope};
+
+    const S: Uuid = Uuid::from_u128(0x5);
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    fn on_session(position: i64, event: SessionEvent) -> Envelope {
+        envelope(position, &session_stream(S), &event, at(position))
+    }
+
+    #[tokio::test]
+    async fn a_session_row_follows_its_events_and_each_move_is_a_transition_row() {
+        let db = TestDatabase::create().await;
+        db.apply(
+            &Sessions,
+            &[
+                on_session(
+                    1,
+                    SessionEvent::SessionCreated(SessionCreated {
+                        session_id: S,
+                        agent_role: "reviewer".into(),
+                        task_id: None,
+                        metadata: json!({"a": 1}),
+                        created_at: at(1),
+                    }),
+                ),
+                on_session(
+                    2,
+                    SessionEvent::SessionTransitioned(SessionTransitioned {
+                        session_id: S,
+                        from: SessionStatus::Pending,
+                        to: SessionStatus::Active,
+                        reason: None,
+                        at: at(2),
+                    }),
+                ),
+                on_session(
+                    3,
+                    SessionEvent::SessionUpdated(SessionUpdated {
+                        session_id: S,
+                        task_id: Some(Uuid::from_u128(9)),
+                        metadata_patch: Some(json!({"b": 2})),
+                        metadata: json!({"a": 1, "b": 2}),
+                        at: at(3),
+                    }),
+                ),
+                on_session(
+                    4,
+                    SessionEvent::SessionExpired(SessionExpired {
+                        session_id: S,
+                        from: SessionStatus::Active,
+                        reason: Some("retention".into()),
+                        at: at(4),
+                    }),
+                ),
+            ],
+        )
+        .await;
+        assert_eq!(
+            db.rows(
+                "SELECT session_id, agent_role, task_id, status, metadata, created_at, \
+                        updated_at, position FROM sessions"
+            )
+            .await,
+            json!([{
+                "session_id": S,
+                "agent_role": "reviewer",
+                "task_id": Uuid::from_u128(9),
+                "status": "expired",
+                "metadata": {"a": 1, "b": 2},
+                "created_at": "2027-01-15T08:00:01+00:00",
+                "updated_at": "2027-01-15T08:00:04+00:00",
+                "position": 4,
+            }])
+        );
+        assert_eq!(
+            db.rows(
+                "SELECT session_id, position, from_status, to_status, at, reason, actor \
+                 FROM session_transitions ORDER BY position"
+            )
+            .await,
+            json!([
+                {
+                    "session_id": S,
+                    "position": 2,
+                    "from_status": "pending",
+                    "to_status": "active",
+                    "at": "2027-01-15T08:00:02+00:00",
+                    "reason": null,
+                    "actor": "system",
+                },
+                {
+                    "session_id": S,
+                    "position": 4,
+                    "from_status": "active",
+                    "to_status": "expired",
+                    "at": "2027-01-15T08:00:04+00:00",
+                    "reason": "retention",
+                    "actor": "system",
+                },
+            ])
+        );
+        db.drop().await;
+    }
 }

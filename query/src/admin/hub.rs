@@ -3,6 +3,8 @@
 use axum::extract::State;
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, Permission};
+use keyledger_events::license::LicenseStatus;
+use keyledger_events::session::SessionStatus;
 use maud::{Markup, html};
 
 use super::{Section, Viewer, layout};
@@ -20,13 +22,13 @@ async fn counts(client: &impl GenericClient) -> Result<Counts, tokio_postgres::E
         .query_one(
             "SELECT \
                (SELECT count(*) FROM licenses \
-                 WHERE status = 'active' AND (expires_at IS NULL OR expires_at > now())), \
-               (SELECT count(*) FROM sessions WHERE status = 'active'), \
+                 WHERE status = $1 AND (expires_at IS NULL OR expires_at > now())), \
+               (SELECT count(*) FROM sessions WHERE status = $2), \
                (SELECT count(*) FROM api_requests WHERE at > now() - interval '1 hour'), \
                (SELECT coalesce(max(position), 0) FROM events) \
                  - (SELECT coalesce(min(position), 0) FROM checkpoints \
                     WHERE name NOT LIKE 'relay:%' AND name NOT IN ('license_validation', 'users'))",
-            &[],
+            &[&LicenseStatus::Active, &SessionStatus::Active.as_str()],
         )
         .await?;
     Ok(Counts {

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use keyledger_api::{ApiError, AppPath, AppQuery, Permission};
-use keyledger_events::license::license_stream;
+use keyledger_events::license::{LicenseStatus, license_stream};
 use keyledger_projections::license::{installations, licenses, usage};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -55,8 +55,7 @@ pub async fn list(
             .map(str::to_owned)
     };
     let owner = blank(&params.owner);
-    let status =
-        blank(&params.status).filter(|s| ["active", "suspended", "revoked"].contains(&s.as_str()));
+    let status = blank(&params.status).and_then(|s| LicenseStatus::parse(&s));
     let tier = blank(&params.tier).filter(|t| keyledger_events::license::Tier::parse(t).is_some());
     let after = params.cursor.as_deref().and_then(crate::cursor::decode);
     let client = state.client().await?;
@@ -64,7 +63,7 @@ pub async fn list(
         &client,
         &Filter {
             owner: owner.as_deref(),
-            status: status.as_deref(),
+            status,
             tier: tier.as_deref(),
             expires_before: None,
             after,
@@ -77,6 +76,7 @@ pub async fn list(
         .then(|| items.last().map(crate::license::search::encode_cursor))
         .flatten();
     let next_href = next.map(|cursor| {
+        let status = status.map(|s| s.as_str().to_owned());
         let mut query = url_query(&[("owner", &owner), ("status", &status), ("tier", &tier)]);
         query.push_str(&format!("&cursor={cursor}"));
         format!("/admin/licenses?{query}")
@@ -120,8 +120,8 @@ pub async fn list(
                 label { "Status"
                     select name="status" {
                         option value="" { "any" }
-                        @for s in ["active", "suspended", "revoked"] {
-                            option value=(s) selected[selected(&status, s)] { (s) }
+                        @for s in LicenseStatus::ALL {
+                            option value=(s.as_str()) selected[status == Some(s)] { (s.as_str()) }
                         }
                     }
                 }
@@ -144,7 +144,7 @@ pub async fn list(
                                 td { a href={ "/admin/licenses/" (l.license_id) } { (l.key_prefix) "…" } }
                                 td.wrap { (l.owner) }
                                 td { (l.tier) }
-                                td { span class=(status_class(&l.status)) { (l.status) } }
+                                td { span class=(status_class(l.status.as_str())) { (l.status.as_str()) } }
                                 td { (expiry(l.expires_at)) }
                                 td { (time(l.issued_at)) }
                             }
@@ -259,7 +259,7 @@ pub async fn detail(
     history.retain(|e| e.recorded_at <= until);
     let id = license_id.to_string();
     // A past state offers no action: actions change the present.
-    let revoked = license.status == "revoked" || params.as_of.is_some();
+    let revoked = license.status == LicenseStatus::Revoked || params.as_of.is_some();
     Ok(layout(
         &viewer,
         &format!("License {}…", license.key_prefix),
@@ -280,7 +280,7 @@ pub async fn detail(
                 dt { "License id" } dd { code { (license.license_id) } }
                 dt { "Owner" } dd { (license.owner) }
                 dt { "Tier" } dd { (license.tier) }
-                dt { "Status" } dd #license-status { span class=(status_class(&license.status)) { (license.status) } }
+                dt { "Status" } dd #license-status { span class=(status_class(license.status.as_str())) { (license.status.as_str()) } }
                 dt { "Expires" } dd #license-expires { (expiry(license.expires_at)) }
                 dt { "Issued" } dd { (time(license.issued_at)) }
                 @if let Some(reason) = &license.suspend_reason { dt { "Suspended because" } dd { (reason) } }
@@ -289,7 +289,7 @@ pub async fn detail(
             }
             @if !revoked && viewer.may(Permission::LicensesWrite) {
                 div.actions {
-                    @if license.status == "suspended" {
+                    @if license.status == LicenseStatus::Suspended {
                         button.secondary type="button" data-action="reinstate" data-license=(id) data-title="Reinstate the license" { "Reinstate" }
                     } @else {
                         button.secondary type="button" data-action="suspend" data-license=(id) data-title="Suspend the license" { "Suspend" }

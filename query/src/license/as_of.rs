@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::ApiError;
 use keyledger_events::EventPayload;
-use keyledger_events::license::{LicenseEvent, Tier, license_stream};
+use keyledger_events::license::{LicenseEvent, LicenseStatus, Tier, license_stream};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -54,17 +54,17 @@ pub fn fold(events: &[(i64, LicenseEvent)]) -> Option<LicenseView> {
                 let Some(view) = view.as_mut() else { continue };
                 match other {
                     LicenseEvent::LicenseRevoked(e) => {
-                        view.status = "revoked".into();
+                        view.status = LicenseStatus::Revoked;
                         view.revoked_at = Some(e.revoked_at);
                         view.revoke_reason = Some(e.reason.clone());
                     }
                     LicenseEvent::LicenseSuspended(e) => {
-                        view.status = "suspended".into();
+                        view.status = LicenseStatus::Suspended;
                         view.suspended_at = Some(e.at);
                         view.suspend_reason = Some(e.reason.clone());
                     }
                     LicenseEvent::LicenseReinstated(_) => {
-                        view.status = "active".into();
+                        view.status = LicenseStatus::Active;
                         view.suspended_at = None;
                         view.suspend_reason = None;
                     }
@@ -101,7 +101,7 @@ fn active(
         key_prefix: key_prefix.to_owned(),
         owner: owner.to_owned(),
         tier: tier.as_str().to_owned(),
-        status: "active".into(),
+        status: LicenseStatus::Active,
         metadata: Value::Object(Default::default()),
         issued_at,
         expires_at,

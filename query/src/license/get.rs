@@ -5,7 +5,7 @@ use axum::extract::State;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
-use keyledger_events::license::license_stream;
+use keyledger_events::license::{LicenseStatus, license_stream};
 use keyledger_projections::license::licenses;
 use serde::Serialize;
 use serde_json::Value;
@@ -25,8 +25,8 @@ pub struct LicenseView {
     #[schema(example = "pro")]
     pub tier: String,
     /// `active`, `suspended` or `revoked` (expiry is `expires_at`, not a status).
-    #[schema(example = "active")]
-    pub status: String,
+    #[schema(value_type = String, example = "active")]
+    pub status: LicenseStatus,
     /// The client's JSON object.
     #[schema(value_type = Object)]
     pub metadata: Value,

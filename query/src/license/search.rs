@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppJson, AppQuery, Code, ConsistencyPosition};
+use keyledger_events::license::LicenseStatus;
 use keyledger_projections::license::licenses;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -54,7 +55,7 @@ pub fn encode_cursor(item: &LicenseView) -> String {
 
 pub struct Filter<'a> {
     pub owner: Option<&'a str>,
-    pub status: Option<&'a str>,
+    pub status: Option<LicenseStatus>,
     pub tier: Option<&'a str>,
     pub expires_before: Option<DateTime<Utc>>,
     pub after: Option<(DateTime<Utc>, Uuid)>,
@@ -116,14 +117,18 @@ pub async fn handle(
     AppQuery(params): AppQuery<SearchParams>,
 ) -> Result<Json<LicensePage>, ApiError> {
     let limit = page_limit(params.limit, 100, 1000)?;
-    if let Some(status) = params.status.as_deref()
-        && !["active", "suspended", "revoked"].contains(&status)
-    {
-        return Err(ApiError::invalid_parameter(
-            "status",
-            "must be active, suspended or revoked (expiry is a date: use expires_before)",
-        ));
-    }
+    let status = params
+        .status
+        .as_deref()
+        .map(|text| {
+            LicenseStatus::parse(text).ok_or_else(|| {
+                ApiError::invalid_parameter(
+                    "status",
+                    "must be active, suspended or revoked (expiry is a date: use expires_before)",
+                )
+            })
+        })
+        .transpose()?;
     if let Some(tier) = params.tier.as_deref()
         && keyledger_events::license::Tier::parse(tier).is_none()
     {
@@ -144,7 +149,7 @@ pub async fn handle(
         &client,
         &Filter {
             owner: params.owner.as_deref(),
-            status: params.status.as_deref(),
+            status,
             tier: params.tier.as_deref(),
             expires_before: params.expires_before,
             after,

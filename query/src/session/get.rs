@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, AppQuery, Code, ConsistencyPosition};
 use keyledger_events::EventPayload;
-use keyledger_events::session::{SessionEvent, session_stream};
+use keyledger_events::session::{SessionEvent, SessionStatus, session_stream};
 use keyledger_projections::session;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -113,7 +113,12 @@ pub fn fold(events: &[(i64, Option<String>, SessionEvent)]) -> Option<SessionDet
             SessionEvent::SessionTransitioned(e) => {
                 (e.from.as_str(), e.to.as_str(), e.at, &e.reason)
             }
-            SessionEvent::SessionExpired(e) => (e.from.as_str(), "expired", e.at, &e.reason),
+            SessionEvent::SessionExpired(e) => (
+                e.from.as_str(),
+                SessionStatus::Expired.as_str(),
+                e.at,
+                &e.reason,
+            ),
             SessionEvent::SessionUpdated(e) => {
                 if e.task_id.is_some() {
                     detail.session.task_id = e.task_id;
