@@ -11,23 +11,12 @@ use super::pgbench::{ScratchDir, connect, pgbench};
 /// Rows of the pgbench lookup table.
 pub(super) const LOOKUP_ROWS: u32 = 100_000;
 
-/// Scratch tables shaped like `events` (migrations/V1, V6) and `license_validation` (V2).
+/// Scratch tables: `bench_events` is the migrated `events` table's copy (its columns,
+/// constraints and indexes, as the migrations leave them), numbering its own positions;
+/// `bench_lookup` is shaped like `license_validation` (V2).
 pub(super) const SCRATCH_SETUP: &str = r"
-CREATE TABLE bench_events (
-    position       bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    event_id       uuid        NOT NULL UNIQUE,
-    stream_id      text        NOT NULL,
-    version        bigint      NOT NULL CHECK (version >= 1),
-    event_type     text        NOT NULL,
-    schema_version integer     NOT NULL,
-    data           json        NOT NULL,
-    metadata       json        NOT NULL,
-    recorded_at    timestamptz NOT NULL,
-    hash           bytea       NOT NULL,
-    hash_rule      smallint    NOT NULL DEFAULT 2,
-    UNIQUE (stream_id, version)
-);
-CREATE INDEX bench_events_event_type_idx ON bench_events (event_type, position);
+CREATE TABLE bench_events (LIKE events INCLUDING ALL);
+ALTER TABLE bench_events ALTER COLUMN position ADD GENERATED ALWAYS AS IDENTITY;
 CREATE TABLE bench_lookup (
     key_hash   text        PRIMARY KEY,
     license_id uuid        NOT NULL UNIQUE,
@@ -42,8 +31,8 @@ pub(super) const SCRATCH_TEARDOWN: &str = "DROP TABLE IF EXISTS bench_events, be
 /// One event per transaction, its data and metadata sent as parameters like the writer's.
 pub(super) const INSERT_SCRIPT: &str = "\
 INSERT INTO bench_events (event_id, stream_id, version, event_type, schema_version, data, \
-metadata, recorded_at, hash) VALUES (gen_random_uuid(), 'license-' || gen_random_uuid(), 1, \
-'LicenseIssued', 1, :data::json, :metadata::json, now(), sha256(uuid_send(gen_random_uuid())));
+metadata, recorded_at, hash, hash_rule) VALUES (gen_random_uuid(), 'license-' || gen_random_uuid(), \
+1, 'LicenseIssued', 1, :data::json, :metadata::json, now(), sha256(uuid_send(gen_random_uuid())), 2);
 ";
 
 /// The validation lookup: a random existing row by its 64-hex-character key hash.
@@ -90,6 +79,10 @@ pub(super) async fn pgbench_baseline(
     let (client, driver) = connect(config)
         .await
         .with_context(|| format!("Failed to connect to the database `{database}`"))?;
+    // The scratch copy of `events` is made from the table the migrations create.
+    keyledger_events::db::migrate_config_to(config, None)
+        .await
+        .with_context(|| format!("Failed to migrate the database `{database}`"))?;
     client
         .batch_execute(SCRATCH_SETUP)
         .await
