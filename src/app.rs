@@ -34,6 +34,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{Role, ServeArgs};
 use crate::health::{self, HealthState};
+use crate::jobs;
 use crate::supervise::{Supervisor, SupervisorConfig};
 use keyledger_events::audit::SigningKey;
 
@@ -221,9 +222,7 @@ impl Application {
         let rate_limits = RateLimits::new(&args.rate_limits());
         if store.is_some() {
             let (limits, interval) = (rate_limits.clone(), args.rate_limit_prune_interval);
-            supervisor.spawn_forever("rate limit pruning", move || {
-                keyledger_api::rate_limit::run_pruning(limits.clone(), interval)
-            });
+            jobs::rate_limit_pruning(limits, interval).spawn(&supervisor);
         }
         // API nodes sign and check access tokens; worker roles serve no authenticated route.
         let authenticator = match &store {
@@ -297,10 +296,8 @@ impl Application {
             _ => None,
         };
         if runs(Role::Projector) {
-            let (pool, retention) = (pool.clone(), args.request_log_retention);
-            supervisor.spawn_forever("request log retention", move || {
-                prune_requests(pool.clone(), retention)
-            });
+            jobs::request_log_retention(pool.clone(), args.request_log_retention)
+                .spawn(&supervisor);
         }
         if let Some(view) = &view {
             let (view, pool, notifier) = (view.clone(), pool.clone(), notifier.clone());
@@ -312,50 +309,30 @@ impl Application {
             let audit_key = Arc::new(keyledger_command::audit::AuditKey::new(load_signing_key(
                 &args.signing_key_file,
             )?));
-            {
-                let (store, pool, interval) =
-                    (store.clone(), pool.clone(), args.checkpoint_interval);
-                let key = audit_key.clone();
-                supervisor.spawn_forever("checkpoint signer", move || {
-                    keyledger_command::audit::run_signer(
-                        store.clone(),
-                        pool.clone(),
-                        key.clone(),
-                        interval,
-                    )
-                });
-            }
-            {
-                let (pool, interval) = (pool.clone(), args.idempotency_purge_interval);
-                supervisor.spawn_forever("idempotency purge", move || {
-                    keyledger_command::idempotency::run_purge(pool.clone(), interval)
-                });
-            }
-            {
-                let (store, pool, clock) = (store.clone(), pool.clone(), clock.clone());
-                let (retention, interval) = (args.session_retention, args.session_expiry_interval);
-                supervisor.spawn_forever("session retention", move || {
-                    keyledger_command::session::expiry::run_until_stopped(
-                        store.clone(),
-                        pool.clone(),
-                        clock.clone(),
-                        retention,
-                        interval,
-                    )
-                });
-            }
-            {
-                let (store, pool, clock) = (store.clone(), pool.clone(), clock.clone());
-                let (ttl, interval) = (args.heartbeat_ttl, args.heartbeat_check_interval);
-                supervisor.spawn_forever("heartbeat timeouts", move || {
-                    keyledger_command::license::installations::run_until_stopped(
-                        store.clone(),
-                        pool.clone(),
-                        clock.clone(),
-                        ttl,
-                        interval,
-                    )
-                });
+            for job in [
+                jobs::checkpoint_signer(
+                    store.clone(),
+                    pool.clone(),
+                    audit_key.clone(),
+                    args.checkpoint_interval,
+                ),
+                jobs::idempotency_purge(pool.clone(), args.idempotency_purge_interval),
+                jobs::session_retention(
+                    store.clone(),
+                    pool.clone(),
+                    clock.clone(),
+                    args.session_retention,
+                    args.session_expiry_interval,
+                ),
+                jobs::heartbeat_timeouts(
+                    store.clone(),
+                    pool.clone(),
+                    clock.clone(),
+                    args.heartbeat_ttl,
+                    args.heartbeat_check_interval,
+                ),
+            ] {
+                job.spawn(&supervisor);
             }
             router = router.merge(keyledger_command::router(CommandState {
                 audit_key,
@@ -517,20 +494,6 @@ async fn async_nats_connect(url: &str) -> anyhow::Result<async_nats::Client> {
         .connect(url)
         .await?;
     Ok(client)
-}
-
-/// Prunes the request viewer's table every hour.
-async fn prune_requests(pool: deadpool_postgres::Pool, retention: std::time::Duration) {
-    loop {
-        let cutoff = chrono::Utc::now()
-            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(30));
-        match keyledger_projections::request::prune(&pool, cutoff).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(pruned = n, "pruned request records past retention"),
-            Err(error) => tracing::warn!(error = %error, "request log pruning failed"),
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-    }
 }
 
 /// Every route takes at most a command's body; request ingestion takes a batch of records.

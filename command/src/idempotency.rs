@@ -378,18 +378,6 @@ pub async fn purge_expired(pool: &Pool) -> Result<u64, anyhow::Error> {
         .await?)
 }
 
-/// The purge job: runs every `interval` until the task is dropped.
-pub async fn run_purge(pool: Pool, interval: Duration) {
-    loop {
-        match purge_expired(&pool).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
-            Err(error) => tracing::warn!(error = %error, "idempotency purge failed"),
-        }
-        tokio::time::sleep(interval).await;
-    }
-}
-
 /// The handler's view of the request's claim.
 pub struct Idempotency(pub Option<IdempotencyClaim>);
 

@@ -29,10 +29,10 @@ use uuid::Uuid;
 
 use super::aggregate::{License, LicenseCommand, LicenseError};
 use super::{request_metadata, store_error};
+use crate::CommandState;
 use crate::execute::{CommandError, execute};
 use crate::idempotency::{Idempotency, json_response, renderer};
 use crate::metadata::parse_metadata;
-use crate::{Clock, CommandState};
 
 /// An installation id: 1 to 128 visible ASCII characters.
 pub struct InstallationId(pub(crate) String);
@@ -356,22 +356,4 @@ pub async fn deactivate_dead(
         }
     }
     Ok(freed)
-}
-
-/// The dead-installation job: runs every `interval` until the task is dropped.
-pub async fn run_until_stopped(
-    store: Arc<dyn EventStore>,
-    pool: Pool,
-    clock: Clock,
-    ttl: Duration,
-    interval: Duration,
-) {
-    loop {
-        match deactivate_dead(store.as_ref(), &pool, clock(), ttl).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(freed = n, "deactivated installations without heartbeats"),
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "heartbeat job failed"),
-        }
-        tokio::time::sleep(interval).await;
-    }
 }
