@@ -163,9 +163,11 @@ impl Wiring {
         self.router = std::mem::take(&mut self.router).merge(routes);
     }
 
-    fn spawn_job(&self, job: jobs::Job) -> Started<'static> {
-        job.spawn(&self.supervisor);
-        started()
+    /// Runs `job` under the supervisor (or fails to start, if it could not be made).
+    fn spawn_job(&self, job: anyhow::Result<jobs::Job>) -> Started<'static> {
+        Box::pin(std::future::ready(
+            job.map(|job| job.spawn(&self.supervisor)),
+        ))
     }
 }
 
@@ -292,10 +294,10 @@ fn append_writer(w: &mut Wiring) -> Started<'_> {
 }
 
 fn rate_limit_pruning(w: &mut Wiring) -> Started<'_> {
-    w.spawn_job(jobs::rate_limit_pruning(
+    w.spawn_job(Ok(jobs::rate_limit_pruning(
         w.rate_limits.clone(),
         w.args.rate_limit_prune_interval,
-    ))
+    )))
 }
 
 /// Sign-in, users, the OpenAPI document and the MCP tools; API nodes sign and check access
@@ -374,10 +376,10 @@ fn request_log_writer(w: &mut Wiring) -> Started<'_> {
 }
 
 fn request_log_retention(w: &mut Wiring) -> Started<'_> {
-    w.spawn_job(jobs::request_log_retention(
+    w.spawn_job(Ok(jobs::request_log_retention(
         w.pool.clone(),
         w.args.request_log_retention,
-    ))
+    )))
 }
 
 fn view_follower(w: &mut Wiring) -> Started<'_> {
@@ -415,52 +417,49 @@ fn command_api(w: &mut Wiring) -> Started<'_> {
 }
 
 fn checkpoint_signer(w: &mut Wiring) -> Started<'_> {
-    Box::pin(async move {
-        let audit_key = w
-            .audit_key
-            .clone()
-            .context("the checkpoint signer needs the command API's signing key")?;
-        w.spawn_job(jobs::checkpoint_signer(
+    let audit_key = w
+        .audit_key
+        .clone()
+        .context("the checkpoint signer needs the command API's signing key");
+    w.spawn_job(audit_key.and_then(|audit_key| {
+        Ok(jobs::checkpoint_signer(
             w.store()?,
             w.pool.clone(),
             audit_key,
             w.args.checkpoint_interval,
         ))
-        .await
-    })
+    }))
 }
 
 fn idempotency_purge(w: &mut Wiring) -> Started<'_> {
-    w.spawn_job(jobs::idempotency_purge(
+    w.spawn_job(Ok(jobs::idempotency_purge(
         w.pool.clone(),
         w.args.idempotency_purge_interval,
-    ))
+    )))
 }
 
 fn session_retention(w: &mut Wiring) -> Started<'_> {
-    Box::pin(async move {
-        w.spawn_job(jobs::session_retention(
-            w.store()?,
+    w.spawn_job(w.store().map(|store| {
+        jobs::session_retention(
+            store,
             w.pool.clone(),
             w.clock.clone(),
             w.args.session_retention,
             w.args.session_expiry_interval,
-        ))
-        .await
-    })
+        )
+    }))
 }
 
 fn heartbeat_timeouts(w: &mut Wiring) -> Started<'_> {
-    Box::pin(async move {
-        w.spawn_job(jobs::heartbeat_timeouts(
-            w.store()?,
+    w.spawn_job(w.store().map(|store| {
+        jobs::heartbeat_timeouts(
+            store,
             w.pool.clone(),
             w.clock.clone(),
             w.args.heartbeat_ttl,
             w.args.heartbeat_check_interval,
-        ))
-        .await
-    })
+        )
+    }))
 }
 
 fn query_api(w: &mut Wiring) -> Started<'_> {
