@@ -7,9 +7,9 @@ use keyledger_events::verify::{self, Head};
 use keyledger_events::{Notifier, db};
 
 use crate::app::Application;
-use crate::bench::BenchArgs;
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::telemetry;
+use crate::tools::bench::BenchArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,7 +68,7 @@ pub enum Command {
         until: Option<i64>,
     },
     /// Import the legacy service's SQLite database (idempotent; `--dry-run` writes nothing).
-    ImportLegacy(crate::import::ImportArgs),
+    ImportLegacy(crate::tools::import::ImportArgs),
     /// Projection checkpoints and rebuilds.
     Projections {
         #[command(subcommand)]
@@ -146,8 +146,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(*args, keyledger_command::system_clock()).await?;
             app.run_until_stopped().await
         }
-        Command::Bench(args) => crate::bench::run(args).await,
-        Command::ImportLegacy(args) => crate::import::run(args).await,
+        Command::Bench(args) => crate::tools::bench::run(args).await,
+        Command::ImportLegacy(args) => crate::tools::import::run(args).await,
         Command::Users { command } => crate::users::run(command).await,
         Command::ApiKeys { command } => crate::api_keys::run(command).await,
         Command::Certificate {

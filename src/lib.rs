@@ -3,14 +3,13 @@
 
 pub mod api_keys;
 pub mod app;
-pub mod bench;
-
 pub mod cli;
 pub mod config;
 pub mod health;
-pub mod import;
+pub mod jobs;
 pub mod mcp;
 pub mod openapi;
 pub mod supervise;
 pub mod telemetry;
+pub mod tools;
 pub mod users;

@@ -14,9 +14,10 @@
 //! `RateLimit-Policy` headers; allowed requests of a limited class carry the same `RateLimit-*`
 //! headers. The middleware runs before the handlers, so a refused request writes nothing.
 //!
-//! Limiters keep one small entry per key they have seen; [`run_pruning`] drops the entries of
-//! keys whose budget is full again (governor's `retain_recent`) and gives the memory back
-//! (`shrink_to_fit`), so memory is bounded by the keys active within one window.
+//! Limiters keep one small entry per key they have seen; [`RateLimits::prune`], a job every
+//! `RATE_LIMIT_PRUNE_INTERVAL`, drops the entries of keys whose budget is full again
+//! (governor's `retain_recent`) and gives the memory back (`shrink_to_fit`), so memory is
+//! bounded by the keys active within one window.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -377,15 +378,6 @@ impl RateLimits {
             class.limiter.shrink_to_fit();
         }
         self.inner.login_throttle.prune();
-    }
-}
-
-/// Prunes the limiters every `interval`, for as long as the process runs.
-pub async fn run_pruning(limits: RateLimits, interval: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        limits.prune();
-        metrics::gauge!("keyledger_rate_limit_keys").set(limits.keys() as f64);
     }
 }
 

@@ -7,20 +7,18 @@
 //! the node holding the `checkpoint-signer` lease signs the head, if the log moved since the
 //! last checkpoint, and appends it as `CheckpointSigned`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use keyledger_events::audit::{AuditEvent, SigningKey, checkpoint_stream, signing_key_stream};
-use keyledger_events::lease::Lease;
 use keyledger_events::store::{AppendRequest, StoreError};
 use keyledger_events::{EventPayload, EventStore, ExpectedVersion, Metadata};
 use uuid::Uuid;
 
-const SIGNER_LEASE: &str = "checkpoint-signer";
+/// The lease whose holder signs checkpoints (one node at a time).
+pub const SIGNER_LEASE: &str = "checkpoint-signer";
 
 fn system() -> Metadata {
     Metadata {
@@ -128,44 +126,4 @@ pub async fn sign_if_moved(
         .await
         .context("Failed to append a signed checkpoint")?;
     Ok(Some(position))
-}
-
-/// Signs checkpoints every `interval` while this process holds the signer's lease; stands by
-/// otherwise.
-pub async fn run_signer(
-    store: Arc<dyn EventStore>,
-    pool: Pool,
-    audit: Arc<AuditKey>,
-    interval: Duration,
-) {
-    loop {
-        let lease = match Lease::try_acquire(&pool, SIGNER_LEASE).await {
-            Ok(Some(lease)) => lease,
-            Ok(None) => {
-                tokio::time::sleep(interval).await;
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "checkpoint signer cannot reach PostgreSQL");
-                tokio::time::sleep(interval).await;
-                continue;
-            }
-        };
-        loop {
-            tokio::time::sleep(interval).await;
-            if !lease.is_held().await {
-                tracing::warn!("checkpoint signer lease lost");
-                break;
-            }
-            match sign_if_moved(store.as_ref(), &pool, &audit).await {
-                Ok(Some(position)) => {
-                    tracing::debug!(position, kid = audit.key().kid(), "signed a checkpoint")
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), "checkpoint signing failed")
-                }
-            }
-        }
-    }
 }

@@ -38,6 +38,22 @@ impl<A: Aggregate, F> Answer<A> for F where
 {
 }
 
+/// An aggregate a route runs commands on: its state and events are kept for the answer,
+/// which the append writer renders on its own task.
+pub trait RouteAggregate:
+    Aggregate<Command: Sync, Event: Clone + Send + Sync + 'static> + Clone + Send + Sync + 'static
+{
+}
+
+impl<A> RouteAggregate for A where
+    A: Aggregate<Command: Sync, Event: Clone + Send + Sync + 'static>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// The request side of a command: its state, the metadata of the events it causes, its
 /// Idempotency-Key claim and the time it is decided at.
 pub struct CommandRequest {
@@ -122,9 +138,7 @@ impl CommandRequest {
         answer: impl Answer<A>,
     ) -> Result<Response, ApiError>
     where
-        A: Aggregate + Clone + Send + Sync + 'static,
-        A::Command: Sync,
-        A::Event: Clone + Send + Sync + 'static,
+        A: RouteAggregate,
         ApiError: From<CommandError<A::Error>>,
     {
         self.run_on(Stream::Existing, stream_id, command, answer, NOT_SHOWN)
@@ -139,9 +153,7 @@ impl CommandRequest {
         answer: impl Answer<A>,
     ) -> Result<Response, ApiError>
     where
-        A: Aggregate + Clone + Send + Sync + 'static,
-        A::Command: Sync,
-        A::Event: Clone + Send + Sync + 'static,
+        A: RouteAggregate,
         ApiError: From<CommandError<A::Error>>,
     {
         self.run_on(Stream::New, stream_id, command, answer, NOT_SHOWN)
@@ -158,9 +170,7 @@ impl CommandRequest {
         shown: impl FnOnce(&AppendOutcome) -> StoredResponse + Send,
     ) -> Result<Response, ApiError>
     where
-        A: Aggregate + Clone + Send + Sync + 'static,
-        A::Command: Sync,
-        A::Event: Clone + Send + Sync + 'static,
+        A: RouteAggregate,
         ApiError: From<CommandError<A::Error>>,
     {
         self.run_on(Stream::New, stream_id, command, answer, Some(shown))
@@ -176,9 +186,7 @@ impl CommandRequest {
         shown: Option<impl FnOnce(&AppendOutcome) -> StoredResponse + Send>,
     ) -> Result<Response, ApiError>
     where
-        A: Aggregate + Clone + Send + Sync + 'static,
-        A::Command: Sync,
-        A::Event: Clone + Send + Sync + 'static,
+        A: RouteAggregate,
         ApiError: From<CommandError<A::Error>>,
     {
         let answer = Arc::new(answer);
@@ -257,9 +265,7 @@ impl CommandRequest {
         answer: Arc<impl Answer<A>>,
     ) -> Result<Executed<A>, CommandError<A::Error>>
     where
-        A: Aggregate + Clone + Send + Sync + 'static,
-        A::Command: Sync,
-        A::Event: Clone + Send + Sync + 'static,
+        A: RouteAggregate,
     {
         let store = self.state.store.as_ref();
         let completion = |after: &A, events: &[A::Event]| {

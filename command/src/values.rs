@@ -44,9 +44,25 @@ macro_rules! text_value {
             }
         }
 
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl From<$name> for String {
             fn from(value: $name) -> String {
                 value.0
+            }
+        }
+
+        /// Tests state values they know to be valid.
+        #[cfg(test)]
+        impl From<&str> for $name {
+            fn from(text: &str) -> $name {
+                $name(text.to_owned())
             }
         }
     };
@@ -91,6 +107,11 @@ impl AgentRole {
 }
 
 impl InstallationId {
+    /// An id the log already holds: it was parsed when it came in.
+    pub fn recorded(id: String) -> InstallationId {
+        InstallationId(id)
+    }
+
     pub fn parse(text: &str) -> Result<InstallationId, ApiError> {
         if text.is_empty()
             || text.len() > MAX_INSTALLATION_ID_BYTES

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use keyledger::import::{ImportError, ImportOptions, Summary, import_file};
+use keyledger::tools::import::{ImportError, ImportOptions, Summary, import_file};
 use keyledger_events::license::Tier;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};

@@ -27,8 +27,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use reply::{REPLAYED_HEADER, StoredResponse};
+pub use storage::purge_expired;
 use storage::{Acquired, acquire, complete, release};
-pub use storage::{purge_expired, run_purge};
 
 use crate::{BODY_LIMIT, CommandState};
 

@@ -172,15 +172,3 @@ pub async fn purge_expired(pool: &Pool) -> Result<u64, anyhow::Error> {
         .execute("DELETE FROM idempotency_keys WHERE expires_at < now()", &[])
         .await?)
 }
-
-/// The purge job: runs every `interval` until the task is dropped.
-pub async fn run_purge(pool: Pool, interval: Duration) {
-    loop {
-        match purge_expired(&pool).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
-            Err(error) => tracing::warn!(error = %error, "idempotency purge failed"),
-        }
-        tokio::time::sleep(interval).await;
-    }
-}

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::policy::Policy;
 use crate::execute::Aggregate;
+use crate::values::{InstallationId, Owner, Reason};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct LicenseState {
@@ -46,15 +47,15 @@ pub enum LicenseCommand {
         revoked: Option<LicenseRevoked>,
     },
     Revoke {
-        reason: String,
+        reason: Reason,
         at: DateTime<Utc>,
     },
     Suspend {
-        reason: String,
+        reason: Reason,
         at: DateTime<Utc>,
     },
     Reinstate {
-        reason: Option<String>,
+        reason: Option<Reason>,
         at: DateTime<Utc>,
     },
     Renew {
@@ -67,21 +68,21 @@ pub enum LicenseCommand {
         at: DateTime<Utc>,
     },
     Activate {
-        installation_id: String,
+        installation_id: InstallationId,
         hostname: Option<String>,
         metadata: Value,
         at: DateTime<Utc>,
         policy: Arc<Policy>,
     },
     Deactivate {
-        installation_id: String,
+        installation_id: InstallationId,
         reason: DeactivationReason,
         at: DateTime<Utc>,
     },
     /// Hand out a signed certificate valid for `valid_days` (never past the license's end).
     Certify {
         certificate_id: Uuid,
-        installation_id: Option<String>,
+        installation_id: Option<InstallationId>,
         valid_days: u32,
         kid: String,
         at: DateTime<Utc>,
@@ -93,7 +94,7 @@ pub struct IssueLicense {
     pub license_id: Uuid,
     pub key_hash: String,
     pub key_prefix: String,
-    pub owner: String,
+    pub owner: Owner,
     pub tier: Tier,
     pub issued_at: DateTime<Utc>,
     /// `None`: perpetual; the tier's policy must allow it.
@@ -260,7 +261,7 @@ impl License {
             license_id: issue.license_id,
             key_hash: issue.key_hash.clone(),
             key_prefix: issue.key_prefix.clone(),
-            owner: issue.owner.clone(),
+            owner: issue.owner.to_string(),
             tier: issue.tier,
             issued_at: issue.issued_at,
             expires_at: issue.expires_at,

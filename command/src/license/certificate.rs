@@ -133,7 +133,7 @@ pub async fn handle(
 ) -> Result<Response, ApiError> {
     let state = request.state();
     let installation_id = match &body.installation_id {
-        Some(id) => Some(InstallationId::parse(id)?.into()),
+        Some(id) => Some(InstallationId::parse(id)?),
         None => None,
     };
     let valid_days = match body.ttl_days {

@@ -3,7 +3,6 @@
 //! stream's version); heartbeats go to the license's `installation_heartbeat-` stream so they
 //! never grow the license's own.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,7 +23,6 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::aggregate::{License, LicenseCommand, LicenseError};
-use crate::Clock;
 use crate::execute::{CommandError, execute};
 use crate::handler::CommandRequest;
 use crate::idempotency::StoredResponse;
@@ -114,7 +112,7 @@ pub async fn activate(
     };
     let metadata = parse_metadata(body.metadata)?;
     let command = LicenseCommand::Activate {
-        installation_id: installation.to_string(),
+        installation_id: installation.clone(),
         hostname,
         metadata,
         at: request.now,
@@ -157,7 +155,7 @@ pub async fn deactivate(
 ) -> Result<Response, ApiError> {
     let installation = InstallationId::parse(&installation_id)?;
     let command = LicenseCommand::Deactivate {
-        installation_id: installation.to_string(),
+        installation_id: installation.clone(),
         reason: DeactivationReason::Released,
         at: request.now,
     };
@@ -282,7 +280,7 @@ pub async fn deactivate_dead(
     let mut freed = 0;
     for (license_id, installation_id) in dead {
         let command = LicenseCommand::Deactivate {
-            installation_id,
+            installation_id: InstallationId::recorded(installation_id),
             reason: DeactivationReason::HeartbeatTimeout,
             at: keyledger_events::chain::to_micros(now),
         };
@@ -309,22 +307,4 @@ pub async fn deactivate_dead(
         }
     }
     Ok(freed)
-}
-
-/// The dead-installation job: runs every `interval` until the task is dropped.
-pub async fn run_until_stopped(
-    store: Arc<dyn EventStore>,
-    pool: Pool,
-    clock: Clock,
-    ttl: Duration,
-    interval: Duration,
-) {
-    loop {
-        match deactivate_dead(store.as_ref(), &pool, clock(), ttl).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(freed = n, "deactivated installations without heartbeats"),
-            Err(error) => tracing::warn!(error = %format!("{error:#}"), "heartbeat job failed"),
-        }
-        tokio::time::sleep(interval).await;
-    }
 }

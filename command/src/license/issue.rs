@@ -197,7 +197,7 @@ pub async fn handle(
         license_id,
         key_hash: key.hash(),
         key_prefix: key.display_prefix(),
-        owner: owner.to_string(),
+        owner: owner.clone(),
         tier: request.tier,
         issued_at: now,
         expires_at,

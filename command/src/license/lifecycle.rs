@@ -91,7 +91,7 @@ pub async fn suspend(
     AppPath(license_id): AppPath<Uuid>,
     AppJson(body): AppJson<SuspendRequest>,
 ) -> Result<Response, ApiError> {
-    let reason = Reason::required(&body.reason)?.into();
+    let reason = Reason::required(&body.reason)?;
     let command = LicenseCommand::Suspend {
         reason,
         at: request.now,
@@ -126,7 +126,7 @@ pub async fn reinstate(
     AppPath(license_id): AppPath<Uuid>,
     AppJson(body): AppJson<ReinstateRequest>,
 ) -> Result<Response, ApiError> {
-    let reason = Reason::optional(body.reason.as_deref())?.map(String::from);
+    let reason = Reason::optional(body.reason.as_deref())?;
     let command = LicenseCommand::Reinstate {
         reason,
         at: request.now,

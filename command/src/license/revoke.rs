@@ -54,7 +54,7 @@ pub async fn handle(
     let reason = Reason::required(&body.reason)?;
     let revoked_at = request.now;
     let command = LicenseCommand::Revoke {
-        reason: reason.into(),
+        reason,
         at: revoked_at,
     };
     request

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::merge_patch::merge_patch;
 use crate::execute::Aggregate;
+use crate::values::{AgentRole, Reason};
 
 pub use crate::metadata::MAX_METADATA_BYTES;
 
@@ -30,14 +31,14 @@ pub enum Session {
 pub enum SessionCommand {
     Create {
         session_id: Uuid,
-        agent_role: String,
+        agent_role: AgentRole,
         task_id: Option<Uuid>,
         metadata: Value,
         at: DateTime<Utc>,
     },
     Transition {
         to: SessionStatus,
-        reason: Option<String>,
+        reason: Option<Reason>,
         at: DateTime<Utc>,
     },
     Update {
@@ -122,7 +123,7 @@ impl Aggregate for Session {
                 },
             ) => Ok(vec![SessionEvent::SessionCreated(SessionCreated {
                 session_id: *session_id,
-                agent_role: agent_role.clone(),
+                agent_role: agent_role.to_string(),
                 task_id: *task_id,
                 metadata: metadata.clone(),
                 created_at: *at,
@@ -147,7 +148,7 @@ impl Aggregate for Session {
                     SessionEvent::SessionExpired(SessionExpired {
                         session_id: *session_id,
                         from: *status,
-                        reason: reason.clone(),
+                        reason: reason.as_deref().map(str::to_owned),
                         at: *at,
                     })
                 } else {
@@ -155,7 +156,7 @@ impl Aggregate for Session {
                         session_id: *session_id,
                         from: *status,
                         to: *to,
-                        reason: reason.clone(),
+                        reason: reason.as_deref().map(str::to_owned),
                         at: *at,
                     })
                 }])

@@ -69,7 +69,7 @@ pub async fn handle(
     tracing::Span::current().record("session.id", tracing::field::display(session_id));
     let command = SessionCommand::Create {
         session_id,
-        agent_role: role.to_string(),
+        agent_role: role.clone(),
         task_id: request.task_id,
         metadata: metadata.clone(),
         at: now,

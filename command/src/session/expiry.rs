@@ -4,7 +4,6 @@
 //! aggregate decides, so two processes running the job expire each session once (the loser
 //! of the append race reloads and finds the session closed).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,7 +14,6 @@ use keyledger_events::{EventStore, Metadata};
 use uuid::Uuid;
 
 use super::aggregate::{Session, SessionCommand, SessionError};
-use crate::Clock;
 use crate::execute::{CommandError, execute};
 
 /// Sessions looked at per run.
@@ -79,24 +77,4 @@ pub async fn expire_due(
         }
     }
     Ok(expired)
-}
-
-/// Runs the job every `interval` until the task is dropped.
-pub async fn run_until_stopped(
-    store: Arc<dyn EventStore>,
-    pool: Pool,
-    clock: Clock,
-    retention: Duration,
-    interval: Duration,
-) {
-    loop {
-        match expire_due(store.as_ref(), &pool, clock(), retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "expired sessions past retention"),
-            Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "session retention job failed")
-            }
-        }
-        tokio::time::sleep(interval).await;
-    }
 }

@@ -54,7 +54,7 @@ pub async fn handle(
     AppPath(session_id): AppPath<Uuid>,
     AppJson(request): AppJson<TransitionRequest>,
 ) -> Result<Response, ApiError> {
-    let reason = Reason::optional(request.reason.as_deref())?.map(String::from);
+    let reason = Reason::optional(request.reason.as_deref())?;
     let to = request.to;
     let command = SessionCommand::Transition {
         to,

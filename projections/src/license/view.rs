@@ -399,20 +399,18 @@ impl Inner {
     }
 
     fn apply(&mut self, envelope: &Envelope) {
-        match UsageEvent::decode(envelope) {
-            Ok(Some(UsageEvent::LicenseValidated(e))) => {
-                if e.code == ValidationCode::Valid
-                    && let Some(license) = self.license_mut(e.license_id)
-                {
-                    license.count_valid(e.validated_at.date_naive());
+        // Most events a node follows are validations: known by their type before any decoding.
+        if envelope.event_type == keyledger_events::event_type!(UsageEvent::LicenseValidated) {
+            match UsageEvent::decode(envelope) {
+                Ok(Some(UsageEvent::LicenseValidated(e))) if e.code == ValidationCode::Valid => {
+                    if let Some(license) = self.license_mut(e.license_id) {
+                        license.count_valid(e.validated_at.date_naive());
+                    }
                 }
-                return;
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "the validation view skips an event"),
             }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!(error = %e, "the validation view skips an event");
-                return;
-            }
+            return;
         }
         let event = match LicenseEvent::decode(envelope) {
             Ok(Some(event)) => event,

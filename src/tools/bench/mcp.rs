@@ -13,7 +13,7 @@ use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use super::percentile_ms;
+use super::http::percentile_ms;
 
 /// Calls per tool: at least this many in all, and at least `MIN_CALLS_PER_CLIENT` per client.
 const MIN_CALLS: usize = 400;

@@ -346,6 +346,7 @@ impl fmt::Display for Summary {
 }
 
 /// One legacy license, ready to append.
+#[derive(Debug, PartialEq)]
 struct Planned {
     license_id: Uuid,
     legacy_id: i64,
@@ -357,6 +358,7 @@ struct Planned {
     repeated: usize,
 }
 
+#[derive(Debug, PartialEq)]
 struct Plan {
     licenses: Vec<Planned>,
     invalid: Vec<InvalidRow>,
@@ -806,6 +808,9 @@ pub async fn run(args: ImportArgs) -> anyhow::Result<()> {
     print!("{summary}");
     Ok(())
 }
+
+#[cfg(test)]
+mod plan_tests;
 
 #[cfg(test)]
 mod tests {
