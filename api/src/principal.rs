@@ -99,18 +99,6 @@ impl Principal {
     }
 }
 
-tokio::task_local! {
-    static CURRENT: Principal;
-}
-
-/// The `actor` of the events the current request causes: the principal's (`anonymous` for a
-/// public route called without credentials, such as validation with the key in the body).
-pub fn request_actor() -> String {
-    CURRENT
-        .try_with(Principal::actor)
-        .unwrap_or_else(|_| "anonymous".to_owned())
-}
-
 /// The bootstrap token, checked at start-up: at least 32 characters.
 #[derive(Clone)]
 pub struct AdminToken(Arc<[u8; 32]>);
@@ -221,8 +209,8 @@ pub async fn authenticate(
     if let Some(key) = principal.rate_key() {
         request.extensions_mut().insert(key);
     }
-    request.extensions_mut().insert(principal.clone());
-    CURRENT.scope(principal, next.run(request)).await
+    request.extensions_mut().insert(principal);
+    next.run(request).await
 }
 
 async fn principal_of(
