@@ -6,9 +6,10 @@ use clap::{Args, Subcommand};
 use keyledger_command::api_key::aggregate::ApiKeyError;
 use keyledger_command::api_key::{create_api_key, parse_name, parse_scopes, revoke_api_key};
 use keyledger_command::execute::CommandError;
-use keyledger_events::{Metadata, Notifier, PgEventStore, WriterConfig, db};
+
 use uuid::Uuid;
 
+use crate::cli::{cli_metadata, with_store};
 use crate::config::DatabaseArgs;
 
 #[derive(Debug, Subcommand)]
@@ -40,22 +41,13 @@ pub struct RevokeArgs {
     pub id: Uuid,
 }
 
-fn cli_metadata() -> Metadata {
-    Metadata {
-        correlation_id: Some(format!("cli-{}", Uuid::new_v4())),
-        causation_id: None,
-        actor: Some("system".into()),
-        idempotency_key: None,
-    }
-}
-
 pub async fn run(command: ApiKeysCommand) -> anyhow::Result<()> {
     match command {
         ApiKeysCommand::Create(args) => {
             // Bad input is refused before the database is touched.
             let name = parse_name(&args.name).map_err(|e| anyhow::anyhow!("--name {e}"))?;
             let scopes = parse_scopes(&args.scopes).map_err(|e| anyhow::anyhow!("--scope: {e}"))?;
-            let created = with_store(&args.database, async |store| {
+            let created = with_store(&args.database.database_url, 2, async |store| {
                 create_api_key(store, name, scopes, &cli_metadata(), chrono::Utc::now())
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot create the API key: {e:?}"))
@@ -72,7 +64,7 @@ pub async fn run(command: ApiKeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ApiKeysCommand::Revoke(args) => {
-            with_store(&args.database, async |store| {
+            with_store(&args.database.database_url, 2, async |store| {
                 revoke_api_key(store, args.id, &cli_metadata(), chrono::Utc::now())
                     .await
                     .map_err(|e| match e {
@@ -87,25 +79,4 @@ pub async fn run(command: ApiKeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Runs `work` with an event store on the migrated database, then stops its writer.
-async fn with_store<T>(
-    database: &DatabaseArgs,
-    work: impl AsyncFnOnce(&PgEventStore) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    db::ensure_database(&database.database_url).await?;
-    db::migrate(&database.database_url).await?;
-    let pool = db::pool(&database.database_url, 2)?;
-    let (store, writer) = PgEventStore::start(
-        pool,
-        WriterConfig::default(),
-        keyledger_projections::inline(),
-        None,
-        Notifier::default(),
-    );
-    let result = work(&store).await;
-    // Every append was answered: the writer has nothing left to do.
-    writer.abort();
-    result
 }

@@ -417,3 +417,37 @@ fn write_out(text: &str) -> anyhow::Result<()> {
         _ => Ok(()),
     }
 }
+
+/// The metadata of the events an operator command appends: actor `system`, a `cli-` correlation
+/// id of its own.
+pub(crate) fn cli_metadata() -> keyledger_events::Metadata {
+    keyledger_events::Metadata {
+        correlation_id: Some(format!("cli-{}", uuid::Uuid::new_v4())),
+        causation_id: None,
+        actor: Some("system".into()),
+        idempotency_key: None,
+    }
+}
+
+/// Runs `work` with an event store on the database at `database_url` (created and migrated if
+/// needed), with `connections` pooled connections, then stops its writer.
+pub(crate) async fn with_store<T>(
+    database_url: &str,
+    connections: usize,
+    work: impl AsyncFnOnce(&keyledger_events::PgEventStore) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    db::ensure_database(database_url).await?;
+    db::migrate(database_url).await?;
+    let pool = db::pool(database_url, connections)?;
+    let (store, writer) = keyledger_events::PgEventStore::start(
+        pool,
+        keyledger_events::WriterConfig::default(),
+        keyledger_projections::inline(),
+        None,
+        Notifier::default(),
+    );
+    let result = work(&store).await;
+    // Every append was answered: the writer has nothing left to do.
+    writer.abort();
+    result
+}

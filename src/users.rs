@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use keyledger_api::Role;
 use keyledger_command::user::{CreateUserError, create_user, disable_user};
-use keyledger_events::{Metadata, Notifier, PgEventStore, WriterConfig, db};
 
+use crate::cli::{cli_metadata, with_store};
 use crate::config::DatabaseArgs;
 
 #[derive(Debug, Subcommand)]
@@ -60,31 +60,15 @@ fn read_password() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-fn cli_metadata() -> Metadata {
-    Metadata {
-        correlation_id: Some(format!("cli-{}", uuid::Uuid::new_v4())),
-        causation_id: None,
-        actor: Some("system".into()),
-        idempotency_key: None,
-    }
-}
-
 pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
-    let database = match &command {
+    let database_url = match &command {
         UsersCommand::Create(args) => &args.database,
         UsersCommand::Disable(args) => &args.database,
-    };
-    db::ensure_database(&database.database_url).await?;
-    db::migrate(&database.database_url).await?;
-    let pool = db::pool(&database.database_url, 2)?;
-    let (store, writer) = PgEventStore::start(
-        pool.clone(),
-        WriterConfig::default(),
-        keyledger_projections::inline(),
-        None,
-        Notifier::default(),
-    );
-    let result = async {
+    }
+    .database_url
+    .clone();
+    with_store(&database_url, 2, async |store| {
+        let pool = store.pool();
         let client = pool.get().await.context("Failed to connect")?;
         match command {
             UsersCommand::Create(args) => {
@@ -95,7 +79,7 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
                     .is_some();
                 drop(client);
                 let user_id = create_user(
-                    &store,
+                    store,
                     &args.email,
                     password,
                     args.role,
@@ -120,8 +104,8 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
                     .with_context(|| format!("no user has the email {email}"))?;
                 drop(client);
                 disable_user(
-                    &store,
-                    &pool,
+                    store,
+                    pool,
                     user.user_id,
                     &cli_metadata(),
                     chrono::Utc::now(),
@@ -132,9 +116,6 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    }
-    .await;
-    // Every append was answered: the writer has nothing left to do.
-    writer.abort();
-    result
+    })
+    .await
 }

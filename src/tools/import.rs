@@ -35,12 +35,12 @@ use keyledger_events::license::{
     Tier, heartbeat_stream, license_stream,
 };
 use keyledger_events::{
-    AppendRequest, EventPayload, EventStore, ExpectedVersion, Metadata, NewEvent, Notifier,
-    PgEventStore, StoreError, WriterConfig, db,
+    AppendRequest, EventPayload, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError,
 };
 use rusqlite::types::ValueRef;
 use uuid::Uuid;
 
+use crate::cli::with_store;
 use crate::config::DatabaseArgs;
 
 #[derive(Debug, Clone, Args)]
@@ -771,20 +771,10 @@ pub async fn import_file(
         // Name the rows that cannot be imported before touching the database at all.
         import_rows(None, &rows, options, now).await?;
     }
-    db::ensure_database(database_url).await?;
-    db::migrate(database_url).await?;
-    let pool = db::pool(database_url, 4)?;
-    let (store, writer) = PgEventStore::start(
-        pool,
-        WriterConfig::default(),
-        keyledger_projections::inline(),
-        None,
-        Notifier::default(),
-    );
-    let summary = import_rows(Some(&store), &rows, options, now).await;
-    // Every append was answered: the writer has nothing left to do.
-    writer.abort();
-    Ok(summary?)
+    with_store(database_url, 4, async |store| {
+        Ok(import_rows(Some(store), &rows, options, now).await?)
+    })
+    .await
 }
 
 async fn read(sqlite: &Path) -> anyhow::Result<LegacyRows> {
