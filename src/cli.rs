@@ -137,7 +137,7 @@ pub enum ProjectionsCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init_subscriber(telemetry::get_subscriber(
-        "info",
+        telemetry::DEFAULT_FILTER,
         telemetry::json_requested(),
         std::io::stderr,
     ));

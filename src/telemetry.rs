@@ -1,10 +1,14 @@
 //! Logging: JSON lines in production (`LOG_FORMAT=json`), compact text for a terminal,
-//! filtered by `RUST_LOG` (default `info`).
+//! filtered by `RUST_LOG` (default [`DEFAULT_FILTER`]).
 
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
+
+/// `info`, but the MCP library only from `warn`: it logs a line at `info` for every
+/// connection it opens or serves.
+pub const DEFAULT_FILTER: &str = "info,rmcp=warn";
 
 pub fn get_subscriber<Sink>(
     default_filter: &str,

@@ -288,8 +288,19 @@ impl PgEventStore {
     }
 }
 
-pub const SELECT_ENVELOPE: &str = "SELECT position, event_id, stream_id, version, \
-    event_type, schema_version, data, metadata, recorded_at, hash FROM events";
+/// The columns of an [`Envelope`], in the order `Envelope::<JsonText>::from_row_at` reads them.
+#[macro_export]
+macro_rules! envelope_columns {
+    () => {
+        "position, event_id, stream_id, version, event_type, schema_version, data, metadata, \
+         recorded_at, hash"
+    };
+}
+
+/// The columns of an [`Envelope`], in the order `Envelope::<JsonText>::from_row_at` reads them.
+pub const ENVELOPE_COLUMNS: &str = envelope_columns!();
+
+pub const SELECT_ENVELOPE: &str = concat!("SELECT ", envelope_columns!(), " FROM events");
 
 /// Why an event could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -339,40 +350,51 @@ impl<'a> tokio_postgres::types::FromSql<'a> for JsonText {
     }
 }
 
-pub fn envelope_from_row(row: &Row) -> Result<Envelope, ReadError> {
-    envelope_from_row_at(row, 0)
-}
+impl Envelope<JsonText> {
+    /// Reads a row of [`ENVELOPE_COLUMNS`], its JSON fields as the stored text.
+    pub fn from_row(row: &Row) -> Result<Envelope<JsonText>, tokio_postgres::Error> {
+        Self::from_row_at(row, 0)
+    }
 
-/// An envelope whose columns (in `SELECT_ENVELOPE` order) start at column `at`.
-pub fn envelope_from_row_at(row: &Row, at: usize) -> Result<Envelope, ReadError> {
-    let position: i64 = row.try_get(at)?;
-    let event_id: uuid::Uuid = row.try_get(at + 1)?;
-    let event_type: String = row.try_get(at + 4)?;
-    let json = |column: usize, name: &str| -> Result<serde_json::Value, ReadError> {
-        let JsonText(text) = row.try_get(column)?;
-        serde_json::from_str(&text).map_err(|e| {
-            ReadError::Unreadable(UnreadableEvent {
+    /// Reads a row whose [`ENVELOPE_COLUMNS`] start at column `at`.
+    pub fn from_row_at(row: &Row, at: usize) -> Result<Envelope<JsonText>, tokio_postgres::Error> {
+        Ok(Envelope {
+            position: row.try_get(at)?,
+            event_id: row.try_get(at + 1)?,
+            stream_id: row.try_get(at + 2)?,
+            version: row.try_get(at + 3)?,
+            event_type: row.try_get(at + 4)?,
+            schema_version: row.try_get(at + 5)?,
+            data: row.try_get(at + 6)?,
+            metadata: row.try_get(at + 7)?,
+            recorded_at: row.try_get(at + 8)?,
+            hash: row.try_get(at + 9)?,
+        })
+    }
+
+    /// The event with its JSON parsed, or why it does not parse (only a row written around
+    /// the service can fail: everything the service writes parses back exactly).
+    pub fn parse(self) -> Result<Envelope, UnreadableEvent> {
+        let (position, event_id) = (self.position, self.event_id);
+        let event_type = self.event_type.clone();
+        self.try_map_json(|JsonText(text), name| {
+            serde_json::from_str(&text).map_err(|e| UnreadableEvent {
                 position,
                 event_id,
                 event_type: event_type.clone(),
                 reason: format!("its {name} is not JSON the service can parse: {e}"),
             })
         })
-    };
-    let data = json(at + 6, "data")?;
-    let metadata = json(at + 7, "metadata")?;
-    Ok(Envelope {
-        position,
-        event_id,
-        stream_id: row.try_get(at + 2)?,
-        version: row.try_get(at + 3)?,
-        event_type,
-        schema_version: row.try_get(at + 5)?,
-        data,
-        metadata,
-        recorded_at: row.try_get(at + 8)?,
-        hash: row.try_get(at + 9)?,
-    })
+    }
+}
+
+pub fn envelope_from_row(row: &Row) -> Result<Envelope, ReadError> {
+    envelope_from_row_at(row, 0)
+}
+
+/// An envelope whose [`ENVELOPE_COLUMNS`] start at column `at`.
+pub fn envelope_from_row_at(row: &Row, at: usize) -> Result<Envelope, ReadError> {
+    Ok(Envelope::<JsonText>::from_row_at(row, at)?.parse()?)
 }
 
 /// Reads like `read_all_on`, but stops at the first unreadable event and hands it back beside

@@ -154,8 +154,7 @@ mod micros {
 }
 
 /// The columns of a [`StoredEvent`], in its field order.
-pub const STORED_COLUMNS: &str = "position, event_id, stream_id, version, event_type, \
-    schema_version, data, metadata, recorded_at, hash, hash_rule";
+pub const STORED_COLUMNS: &str = concat!(crate::envelope_columns!(), ", hash_rule");
 
 impl StoredEvent {
     /// Reads a row of [`STORED_COLUMNS`].

@@ -9,13 +9,13 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppPath, AppQuery};
-use keyledger_events::store::JsonText;
+use keyledger_events::Envelope;
+use keyledger_events::store::{ENVELOPE_COLUMNS, JsonText};
 use keyledger_events::verify::read_stored;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use crate::{QueryState, page_limit};
 
@@ -31,63 +31,11 @@ pub struct LogParams {
     pub limit: Option<i64>,
 }
 
-/// An event as stored: `data` and `metadata` are the stored JSON text itself, so an auditor
-/// sees the bytes the hash chain covers, and no stored value can make a page fail.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventView {
-    /// The event's place in the whole log.
-    pub position: i64,
-    pub event_id: Uuid,
-    /// `<category>-<id>`, e.g. `license-…`.
-    pub stream_id: String,
-    /// The event's place in its stream, from 1.
-    pub version: i64,
-    pub event_type: String,
-    pub schema_version: i32,
-    /// The event's JSON as stored (an object; stored JSON nested deeper than 128 levels is
-    /// shown as a JSON string of its text).
-    #[schema(value_type = Value)]
-    pub data: Box<RawValue>,
-    /// The event's metadata JSON as stored (`correlation_id`, `actor`, …), shown like `data`.
-    #[schema(value_type = Value)]
-    pub metadata: Box<RawValue>,
-    pub recorded_at: DateTime<Utc>,
-    /// The hash chain's hash of this event, hex.
-    pub hash: String,
-}
-
-impl EventView {
-    /// Who caused the event (`user:<id>`, `api_key:<id>`, `license:<id>`, `system`, …), from
-    /// its metadata.
-    pub fn actor(&self) -> Option<String> {
-        #[derive(serde::Deserialize)]
-        struct Actor {
-            actor: Option<String>,
-        }
-        serde_json::from_str::<Actor>(self.metadata.get())
-            .ok()
-            .and_then(|m| m.actor)
-    }
-}
-
-/// The columns an `EventView` is read from, in `event_view` order.
-pub(crate) const EVENT_COLUMNS: &str = "position, event_id, stream_id, version, event_type, \
-    schema_version, data, metadata, recorded_at, hash";
+/// An event as the API shows it: `data` and `metadata` are the stored JSON text itself.
+pub type EventView = Envelope<Box<RawValue>>;
 
 pub(crate) fn event_view(row: &Row) -> Result<EventView, tokio_postgres::Error> {
-    let hash: Vec<u8> = row.try_get(9)?;
-    Ok(EventView {
-        position: row.try_get(0)?,
-        event_id: row.try_get(1)?,
-        stream_id: row.try_get(2)?,
-        version: row.try_get(3)?,
-        event_type: row.try_get(4)?,
-        schema_version: row.try_get(5)?,
-        data: raw_json(row.try_get(6)?),
-        metadata: raw_json(row.try_get(7)?),
-        recorded_at: row.try_get(8)?,
-        hash: hex::encode(hash),
-    })
+    Ok(Envelope::<JsonText>::from_row(row)?.map_json(raw_json))
 }
 
 /// Stored JSON as it is. Text that is valid JSON for PostgreSQL but beyond what the JSON
@@ -219,7 +167,7 @@ pub async fn all(
     let client = state.client().await?;
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+            "SELECT {ENVELOPE_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
         ))
         .await?;
     let events = client
@@ -238,10 +186,10 @@ pub(crate) async fn stream_until(
     client: &impl GenericClient,
     stream_id: &str,
     as_of: DateTime<Utc>,
-) -> Result<Vec<keyledger_events::Envelope>, ApiError> {
+) -> Result<Vec<Envelope>, ApiError> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
+            "SELECT {ENVELOPE_COLUMNS} FROM events \
              WHERE stream_id = $1 AND recorded_at <= $2 ORDER BY version"
         ))
         .await?;
@@ -250,10 +198,9 @@ pub(crate) async fn stream_until(
         .await?
         .iter()
         .map(|row| {
-            keyledger_events::store::envelope_from_row(row).map_err(|e| match e {
-                keyledger_events::store::ReadError::Database(e) => ApiError::from(e),
-                keyledger_events::store::ReadError::Unreadable(e) => ApiError::internal(e),
-            })
+            Envelope::<JsonText>::from_row(row)?
+                .parse()
+                .map_err(ApiError::internal)
         })
         .collect()
 }
@@ -266,7 +213,7 @@ pub(crate) async fn read_stream(
 ) -> Result<Vec<EventView>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
+            "SELECT {ENVELOPE_COLUMNS} FROM events \
              WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"
         ))
         .await?;

@@ -23,7 +23,8 @@ use tokio::sync::watch;
 use utoipa::IntoParams;
 
 use crate::QueryState;
-use crate::events::{EVENT_COLUMNS, EventView, event_view};
+use crate::events::{EventView, event_view};
+use keyledger_events::store::ENVELOPE_COLUMNS;
 
 /// Events read per page.
 const PAGE: i64 = 500;
@@ -181,7 +182,7 @@ impl Tail {
         }
         let statement = client
             .prepare_cached(&format!(
-                "SELECT {EVENT_COLUMNS} FROM events \
+                "SELECT {ENVELOPE_COLUMNS} FROM events \
                  WHERE position > $1 AND position <= $2 \
                    AND ($3::text IS NULL OR starts_with(stream_id, $3 || '-')) \
                    AND ($4::text IS NULL OR event_type = $4) \

@@ -1,10 +1,11 @@
 //! `/admin/events`: the event log, newest first, filtered by stream, type or correlation id,
 //! each event's JSON on demand.
 
-use crate::events::{EVENT_COLUMNS, EventView, event_view};
+use crate::events::{EventView, event_view};
 use axum::extract::State;
 use deadpool_postgres::GenericClient;
 use keyledger_api::{ApiError, AppQuery};
+use keyledger_events::store::ENVELOPE_COLUMNS;
 use maud::{Markup, html};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -34,7 +35,8 @@ struct Shown<'a> {
     data: &'a serde_json::value::RawValue,
     metadata: &'a serde_json::value::RawValue,
     event_id: uuid::Uuid,
-    hash: &'a str,
+    #[serde(with = "hex::serde")]
+    hash: &'a [u8],
 }
 
 async fn newest(
@@ -46,7 +48,7 @@ async fn newest(
 ) -> Result<Vec<EventView>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events \
+            "SELECT {ENVELOPE_COLUMNS} FROM events \
              WHERE position < $4 \
                AND ($1::text IS NULL OR stream_id = $1) \
                AND ($2::text IS NULL OR event_type = $2) \

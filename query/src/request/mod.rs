@@ -13,8 +13,9 @@ use tokio_postgres::Row;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::events::{EVENT_COLUMNS, EventView, event_view};
+use crate::events::{EventView, event_view};
 use crate::{ConsistencyHeader, QueryState, page_limit};
+use keyledger_events::store::ENVELOPE_COLUMNS;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -262,7 +263,7 @@ pub async fn list(
 /// `events_correlation_idx` (V11), which leaves request records out.
 pub fn events_of_a_request() -> String {
     format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE metadata ->> 'correlation_id' = $1 \
+        "SELECT {ENVELOPE_COLUMNS} FROM events WHERE metadata ->> 'correlation_id' = $1 \
            AND event_type <> 'ApiRequestRecorded' \
          ORDER BY position LIMIT 100"
     )

@@ -11,19 +11,13 @@ use super::pgbench::{ScratchDir, connect, pgbench};
 /// Rows of the pgbench lookup table.
 pub(super) const LOOKUP_ROWS: u32 = 100_000;
 
-/// Scratch tables: `bench_events` is the migrated `events` table's copy (its columns,
-/// constraints and indexes, as the migrations leave them), numbering its own positions;
-/// `bench_lookup` is shaped like `license_validation` (V2).
+/// Scratch tables, copies of the migrated tables (their columns, constraints and indexes, as
+/// the migrations leave them): `bench_events` of `events`, numbering its own positions, and
+/// `bench_lookup` of `license_validation`, the table a validation reads.
 pub(super) const SCRATCH_SETUP: &str = r"
 CREATE TABLE bench_events (LIKE events INCLUDING ALL);
 ALTER TABLE bench_events ALTER COLUMN position ADD GENERATED ALWAYS AS IDENTITY;
-CREATE TABLE bench_lookup (
-    key_hash   text        PRIMARY KEY,
-    license_id uuid        NOT NULL UNIQUE,
-    tier       text        NOT NULL,
-    status     text        NOT NULL,
-    expires_at timestamptz NOT NULL
-);
+CREATE TABLE bench_lookup (LIKE license_validation INCLUDING ALL);
 ";
 
 pub(super) const SCRATCH_TEARDOWN: &str = "DROP TABLE IF EXISTS bench_events, bench_lookup";
@@ -39,7 +33,8 @@ metadata, recorded_at, hash, hash_rule) VALUES (gen_random_uuid(), 'license-' ||
 pub(super) fn lookup_script() -> String {
     format!(
         "\\set id random(1, {LOOKUP_ROWS})\n\
-         SELECT license_id, tier, status, expires_at FROM bench_lookup \
+         SELECT license_id, tier, status, expires_at, entitlements, installations \
+         FROM bench_lookup \
          WHERE key_hash = encode(sha256(convert_to('key-' || :id, 'UTF8')), 'hex');\n"
     )
 }
@@ -90,7 +85,7 @@ pub(super) async fn pgbench_baseline(
     eprintln!("bench: filling the lookup table with {LOOKUP_ROWS} rows");
     client
         .execute(
-            "INSERT INTO bench_lookup \
+            "INSERT INTO bench_lookup (key_hash, license_id, tier, status, expires_at) \
              SELECT encode(sha256(convert_to('key-' || g, 'UTF8')), 'hex'), gen_random_uuid(), \
                     'pro', 'active', now() + interval '365 days' \
              FROM generate_series(1, $1::integer) AS g",
