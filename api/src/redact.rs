@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 
+use serde_json::value::RawValue;
+
 /// License keys (`lic_`) and API keys (`klk_`): a prefix and a base58 body.
 const KEY_PREFIXES: [&str; 2] = ["lic_", crate::api_key::PREFIX];
 const KEY_PREFIX_LEN: usize = 4;
@@ -163,14 +165,91 @@ pub fn redact_text(text: &str) -> String {
 /// A body as stored in the request log: redacted (as JSON when it parses), then cut to
 /// `limit` characters.
 pub fn redact_body(body: &[u8], limit: usize) -> String {
-    let text = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(mut value) => {
-            redact_json(&mut value);
-            value.to_string()
-        }
-        Err(_) => redact_text(&redact_json_text(&String::from_utf8_lossy(body))),
-    };
+    let text = std::str::from_utf8(body)
+        .ok()
+        .and_then(redact_json_as_sent)
+        .unwrap_or_else(|| redact_text(&redact_json_text(&String::from_utf8_lossy(body))));
     truncate(&text, limit)
+}
+
+/// JSON text redacted as [`redact_json`] redacts its value, but otherwise as it was sent: the
+/// members in their order, every number with its digits (a parse into a `Value` would sort
+/// the one and round the other: `123456789012345678901234567890` would read
+/// `1.2345678901234568e+29`). Whitespace between tokens is dropped, and strings are written
+/// with JSON's shortest escapes. `None` when the text is not JSON.
+pub fn redact_json_as_sent(text: &str) -> Option<String> {
+    let value = serde_json::from_str::<&RawValue>(text).ok()?;
+    let mut out = String::with_capacity(text.len());
+    redact_raw(value, &mut out).ok()?;
+    Some(out)
+}
+
+/// An object's members in the order they were sent, their values unparsed.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
+                while let Some(member) = map.next_entry()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+fn redact_raw(value: &RawValue, out: &mut String) -> Result<(), serde_json::Error> {
+    let text = value.get().trim_matches([' ', '\t', '\n', '\r']);
+    match text.as_bytes().first() {
+        Some(b'{') => {
+            let Members(members) = serde_json::from_str(text)?;
+            out.push('{');
+            for (i, (name, member)) in members.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(&name)?);
+                out.push(':');
+                // A null stays null, as in `redact_json`.
+                if is_secret_name(&name) && member.get().trim() != "null" {
+                    out.push_str("\"[REDACTED]\"");
+                } else {
+                    redact_raw(member, out)?;
+                }
+            }
+            out.push('}');
+        }
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text)?;
+            out.push('[');
+            for (i, item) in items.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                redact_raw(item, out)?;
+            }
+            out.push(']');
+        }
+        Some(b'"') => {
+            let string: String = serde_json::from_str(text)?;
+            out.push_str(&serde_json::to_string(&redact_text(&string))?);
+        }
+        // A number, true, false or null: as sent.
+        _ => out.push_str(text),
+    }
+    Ok(())
 }
 
 /// The first bytes of a longer body, as stored in the request log: secret-named members
@@ -336,6 +415,26 @@ mod tests {
     }
 
     #[test]
+    fn a_json_body_is_stored_as_sent_but_for_its_secrets() {
+        let body = br#"{"owner": "acme", "tier": "pro",
+            "metadata": {"n": 123456789012345678901234567890, "f": 1.10, "e": -1E+2, "z": -0},
+            "password": "hunter2", "secret": null, "note": "lic_4vJ9hGq2r7mXkP3sT8wYzA1bC5dE6fH7jK8mN9pQ",
+            "list": [true, null, {"api_key": "x"}], "esc": "caf\u00e9 \"q\""}"#;
+        assert_eq!(
+            redact_body(body, 2000),
+            r#"{"owner":"acme","tier":"pro","metadata":{"n":123456789012345678901234567890,"f":1.10,"e":-1E+2,"z":-0},"password":"[REDACTED]","secret":null,"note":"lic_4vJ9hGq2…","list":[true,null,{"api_key":"[REDACTED]"}],"esc":"café \"q\""}"#
+        );
+        // A secret's name written with escapes is still its name.
+        assert_eq!(
+            redact_body(br#"{"pass\u0077ord": "hunter2"}"#, 2000),
+            r#"{"password":"[REDACTED]"}"#
+        );
+        // So is a key written with escapes.
+        let escaped = br#"["lic_\u0034vJ9hGq2r7mXkP3sT8wYzA1bC5dE6fH7jK8mN9pQ"]"#;
+        assert_eq!(redact_body(escaped, 2000), r#"["lic_4vJ9hGq2…"]"#);
+    }
+
+    #[test]
     fn bodies_are_cut_to_the_limit() {
         let stored = redact_body("é".repeat(50).as_bytes(), 10);
         assert_eq!(stored, format!("{}…[truncated]", "é".repeat(10)));
@@ -423,6 +522,46 @@ mod tests {
                 let mut expected = value;
                 redact_json(&mut expected);
                 prop_assert_eq!(from_text, expected);
+            }
+
+            /// Redacting JSON as sent gives what redacting the parsed value gives.
+            #[test]
+            fn redaction_as_sent_agrees_with_value_redaction(value in json(), pretty in any::<bool>()) {
+                let text = if pretty {
+                    serde_json::to_string_pretty(&value).unwrap()
+                } else {
+                    value.to_string()
+                };
+                let as_sent: serde_json::Value =
+                    serde_json::from_str(&redact_json_as_sent(&text).unwrap()).unwrap();
+                let mut expected = value;
+                redact_json(&mut expected);
+                prop_assert_eq!(as_sent, expected);
+            }
+
+            /// Without secrets, JSON is stored as it was sent: its members in their order and
+            /// each number as written, however many digits it has.
+            #[test]
+            fn json_without_secrets_is_stored_as_sent(
+                members in prop::collection::vec(
+                    (
+                        "[a-z]{1,8}".prop_filter("not a secret", |n| !is_secret_name(n)),
+                        "-?(0|[1-9][0-9]{0,40})(\\.[0-9]{1,20})?([eE][+-]?[0-9]{1,3})?",
+                    ),
+                    0..8,
+                ),
+                spaced in any::<bool>(),
+            ) {
+                let (colon, comma) = if spaced { (": ", ",\n  ") } else { (":", ",") };
+                let join = |colon: &str, comma: &str| {
+                    let members: Vec<String> = members
+                        .iter()
+                        .map(|(name, number)| format!("\"{name}\"{colon}{number}"))
+                        .collect();
+                    format!("{{{}}}", members.join(comma))
+                };
+                let sent = join(colon, comma);
+                prop_assert_eq!(redact_json_as_sent(&sent), Some(join(":", ",")));
             }
 
             /// Wherever a body is cut, a secret member's value is never stored.

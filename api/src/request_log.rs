@@ -313,7 +313,8 @@ pub async fn layer(State(log): State<RequestLog>, request: Request, next: Next) 
         query,
         caller,
         status: response.status().as_u16(),
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        // Whole microseconds, so that it reads `1.247` rather than `1.2468080000000001`.
+        duration_ms: started.elapsed().as_micros() as f64 / 1000.0,
         request_body,
         response_body,
         at,

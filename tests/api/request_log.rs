@@ -302,6 +302,33 @@ async fn a_record_in_the_platform_loggers_shape_is_accepted_with_its_fields_mapp
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_body_is_recorded_as_it_was_sent() {
+    let app = spawn_app().await;
+    // A number beyond what the service keeps is refused, and the request viewer shows the
+    // number the refusal names, with the members in the order they were sent.
+    let sent = r#"{"tier": "pro", "owner": "acme",
+                   "metadata": {"seats": 123456789012345678901234567890, "ratio": 1.50}}"#;
+    let response = app
+        .http
+        .post(app.url("/v1/licenses"))
+        .header("content-type", "application/json")
+        .body(sent)
+        .send()
+        .await
+        .unwrap();
+    let refusal = problem(response, 422).await;
+    assert_eq!(refusal["code"], "VAL_UNREPRESENTABLE");
+
+    let page = requests(&app, "route=/v1/licenses&method=post", 1).await;
+    assert_eq!(
+        page.items[0].request_body.as_deref(),
+        Some(
+            r#"{"tier":"pro","owner":"acme","metadata":{"seats":123456789012345678901234567890,"ratio":1.50}}"#
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_valued_bodies_are_stored_as_redacted_json_text() {
     let app = spawn_app().await;
     let record = json!({
