@@ -4,8 +4,6 @@
 
 use std::borrow::Cow;
 
-use serde_json::value::RawValue;
-
 /// License keys (`lic_`) and API keys (`klk_`): a prefix and a base58 body.
 const KEY_PREFIXES: [&str; 2] = ["lic_", crate::api_key::PREFIX];
 const KEY_PREFIX_LEN: usize = 4;
@@ -177,79 +175,53 @@ pub fn redact_body(body: &[u8], limit: usize) -> String {
 /// the one and round the other: `123456789012345678901234567890` would read
 /// `1.2345678901234568e+29`). Whitespace between tokens is dropped, and strings are written
 /// with JSON's shortest escapes. `None` when the text is not JSON.
+///
+/// One pass over the text once it is known to be JSON: only strings are decoded (so a
+/// secret's name or a key written with `\u` escapes is still found); everything outside them
+/// (structure, numbers, literals) is ASCII and is copied as it is.
 pub fn redact_json_as_sent(text: &str) -> Option<String> {
-    let value = serde_json::from_str::<&RawValue>(text).ok()?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
+    let bytes = text.as_bytes();
+    let skip_space = |mut i: usize| {
+        while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
     let mut out = String::with_capacity(text.len());
-    redact_raw(value, &mut out).ok()?;
-    Some(out)
-}
-
-/// An object's members in the order they were sent, their values unparsed.
-struct Members<'a>(Vec<(String, &'a RawValue)>);
-
-impl<'de> serde::Deserialize<'de> for Members<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
-                while let Some(member) = map.next_entry()? {
-                    members.push(member);
-                }
-                Ok(Members(members))
-            }
-        }
-        deserializer.deserialize_map(Visitor)
-    }
-}
-
-fn redact_raw(value: &RawValue, out: &mut String) -> Result<(), serde_json::Error> {
-    let text = value.get().trim_matches([' ', '\t', '\n', '\r']);
-    match text.as_bytes().first() {
-        Some(b'{') => {
-            let Members(members) = serde_json::from_str(text)?;
-            out.push('{');
-            for (i, (name, member)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::to_string(&name)?);
-                out.push(':');
-                // A null stays null, as in `redact_json`.
-                if is_secret_name(&name) && member.get().trim() != "null" {
-                    out.push_str("\"[REDACTED]\"");
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let end = string_end(text, i);
+                let string: String = serde_json::from_str(&text[i..end]).ok()?;
+                let colon = skip_space(end);
+                if bytes.get(colon) == Some(&b':') {
+                    // A member's name, kept as it is; its value follows.
+                    out.push_str(&serde_json::to_string(&string).ok()?);
+                    out.push(':');
+                    let start = skip_space(colon + 1);
+                    let stop = value_end(text, start);
+                    // A null stays null, as in `redact_json`.
+                    if is_secret_name(&string) && &text[start..stop] != "null" {
+                        out.push_str("\"[REDACTED]\"");
+                        i = stop;
+                    } else {
+                        i = start;
+                    }
                 } else {
-                    redact_raw(member, out)?;
+                    out.push_str(&serde_json::to_string(&redact_text(&string)).ok()?);
+                    i = end;
                 }
             }
-            out.push('}');
-        }
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text)?;
-            out.push('[');
-            for (i, item) in items.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                redact_raw(item, out)?;
+            byte if byte.is_ascii_whitespace() => i += 1,
+            byte => {
+                out.push(char::from(byte));
+                i += 1;
             }
-            out.push(']');
         }
-        Some(b'"') => {
-            let string: String = serde_json::from_str(text)?;
-            out.push_str(&serde_json::to_string(&redact_text(&string))?);
-        }
-        // A number, true, false or null: as sent.
-        _ => out.push_str(text),
     }
-    Ok(())
+    Some(out)
 }
 
 /// The first bytes of a longer body, as stored in the request log: secret-named members
