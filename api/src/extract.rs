@@ -1,5 +1,7 @@
 //! Extractors whose rejections are `ApiError`s, so bad input gets our problem+json.
 
+use std::marker::PhantomData;
+
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -16,51 +18,83 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for AppJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|v| {
-                let v = v.trim();
-                v.eq_ignore_ascii_case("application/json")
-                    || (v.starts_with("application/") && v.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Code::ValUnsupportedMediaType,
-                "send the body as JSON with `Content-Type: application/json`",
-            ));
-        }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(body_rejection)?;
-        crate::json_check::check(&bytes).map_err(|found| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Code::ValUnrepresentable,
-                format!("{}: {}", found.path, found.reason),
-            )
-            .with_member("field", found.path)
-        })?;
-        serde_json::from_slice(&bytes).map(AppJson).map_err(|e| {
-            use serde_json::error::Category;
-            match e.classify() {
-                Category::Data => ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    Code::ValInvalidBody,
-                    e.to_string(),
-                ),
-                Category::Syntax | Category::Eof | Category::Io => ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    Code::ValMalformedJson,
-                    format!("the body is not valid JSON: {e}"),
-                ),
-            }
-        })
+        json_body(request, state, &[]).await.map(AppJson)
     }
+}
+
+/// Names the members of a request body that hold JSON the service keeps as text (see
+/// [`AppJsonKeepingText`]).
+pub trait TextMembers {
+    const NAMES: &'static [&'static str];
+}
+
+/// A JSON body, like [`AppJson`], in which the members named by `K` hold JSON the service
+/// stores as text, as it was sent (the bodies of request records): their values are not
+/// refused for numbers a double cannot carry, and reach `T` as a JSON string of their text
+/// unless they are a string or `null` already.
+pub struct AppJsonKeepingText<T, K>(pub T, pub PhantomData<K>);
+
+impl<T: DeserializeOwned, K: TextMembers, S: Send + Sync> FromRequest<S>
+    for AppJsonKeepingText<T, K>
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        json_body(request, state, K::NAMES)
+            .await
+            .map(|body| AppJsonKeepingText(body, PhantomData))
+    }
+}
+
+async fn json_body<T: DeserializeOwned, S: Send + Sync>(
+    request: Request,
+    state: &S,
+    text_members: &[&str],
+) -> Result<T, ApiError> {
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| {
+            let v = v.trim();
+            v.eq_ignore_ascii_case("application/json")
+                || (v.starts_with("application/") && v.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::ValUnsupportedMediaType,
+            "send the body as JSON with `Content-Type: application/json`",
+        ));
+    }
+    let bytes = Bytes::from_request(request, state)
+        .await
+        .map_err(body_rejection)?;
+    let bytes = crate::json_check::check_keeping_text(&bytes, text_members).map_err(|found| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Code::ValUnrepresentable,
+            format!("{}: {}", found.path, found.reason),
+        )
+        .with_member("field", found.path)
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Code::ValInvalidBody,
+                e.to_string(),
+            ),
+            Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Code::ValMalformedJson,
+                format!("the body is not valid JSON: {e}"),
+            ),
+        }
+    })
 }
 
 fn body_rejection(rejection: BytesRejection) -> ApiError {

@@ -12,9 +12,10 @@
 //! What passes reads back with the same value: `1.50` comes back as `1.5` and `1E2` as
 //! `100.0`, never as another number.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 
-/// Why a body cannot be stored, and where (`metadata.huge`, `records[3].request_body`).
+/// Why a body cannot be stored, and where (`metadata.huge`, `records[3].duration_ms`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unstorable {
     pub path: String,
@@ -26,16 +27,57 @@ const MAX_DEPTH: usize = 128;
 
 /// Checks a JSON body. Text that is not JSON at all passes: the parser reports it better.
 pub fn check(body: &[u8]) -> Result<(), Unstorable> {
+    check_keeping_text(body, &[]).map(|_| ())
+}
+
+/// Checks a JSON body in which the members named `text_members` (at any depth) hold JSON the
+/// service keeps as text, such as the bodies of request records: their values are not held
+/// to the rules above, since the text they are is what is stored. The body is handed back
+/// with each such value that is not a string or `null` turned into the JSON string of its
+/// text, exactly as sent, so that a parser reads it as that text rather than as a value
+/// whose numbers it would round and whose members it would reorder.
+pub fn check_keeping_text<'a>(
+    body: &'a [u8],
+    text_members: &[&str],
+) -> Result<Cow<'a, [u8]>, Unstorable> {
     let mut scanner = Scanner {
         bytes: body,
         at: 0,
         path: Vec::new(),
+        text_members,
+        in_text: false,
+        texts: Vec::new(),
     };
     scanner.whitespace();
     match scanner.value(0) {
         Err(Stop::Unstorable(found)) => Err(found),
-        Ok(()) | Err(Stop::NotJson) => Ok(()),
+        Err(Stop::NotJson) => Ok(Cow::Borrowed(body)),
+        Ok(()) if scanner.texts.is_empty() => Ok(Cow::Borrowed(body)),
+        Ok(()) => Ok(Cow::Owned(as_strings(body, &scanner.texts))),
     }
+}
+
+/// `body` with each span of `texts` that is not a string or `null` written as a JSON string.
+fn as_strings(body: &[u8], texts: &[(usize, usize)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 8);
+    let mut copied = 0;
+    for &(start, end) in texts {
+        let value = &body[start..end];
+        let text = match std::str::from_utf8(value) {
+            Ok(text) if value[0] != b'"' && value != b"null" => text,
+            // A string or null is read as it is; text that is not UTF-8 is left for the
+            // parser to refuse.
+            _ => continue,
+        };
+        out.extend_from_slice(&body[copied..start]);
+        match serde_json::to_vec(text) {
+            Ok(quoted) => out.extend_from_slice(&quoted),
+            Err(_) => out.extend_from_slice(value),
+        }
+        copied = end;
+    }
+    out.extend_from_slice(&body[copied..]);
+    out
 }
 
 enum Stop {
@@ -52,6 +94,12 @@ struct Scanner<'a> {
     bytes: &'a [u8],
     at: usize,
     path: Vec<Segment>,
+    /// Members whose values are kept as text.
+    text_members: &'a [&'a str],
+    /// Inside such a value: nothing is refused.
+    in_text: bool,
+    /// Where each such value starts and ends.
+    texts: Vec<(usize, usize)>,
 }
 
 impl Scanner<'_> {
@@ -94,11 +142,14 @@ impl Scanner<'_> {
         }
     }
 
-    fn refuse(&self, reason: String) -> Stop {
-        Stop::Unstorable(Unstorable {
+    fn refuse(&self, reason: String) -> Result<(), Stop> {
+        if self.in_text {
+            return Ok(());
+        }
+        Err(Stop::Unstorable(Unstorable {
             path: self.path(),
             reason,
-        })
+        }))
     }
 
     fn value(&mut self, depth: usize) -> Result<(), Stop> {
@@ -138,16 +189,23 @@ impl Scanner<'_> {
             self.whitespace();
             let name = self.string()?;
             if !names.insert(name.clone()) {
-                return Err(self.refuse(format!(
+                self.refuse(format!(
                     "the member `{}` appears twice in one object",
                     name.escape_debug()
-                )));
+                ))?;
             }
             self.whitespace();
             self.expect(b':')?;
             self.whitespace();
+            let text = !self.in_text && self.text_members.contains(&name.as_str());
             self.path.push(Segment::Member(name));
+            let start = self.at;
+            self.in_text |= text;
             self.value(depth + 1)?;
+            if text {
+                self.in_text = false;
+                self.texts.push((start, self.at));
+            }
             self.path.pop();
             self.whitespace();
             match self.peek() {
@@ -197,10 +255,10 @@ impl Scanner<'_> {
                 Some(b'"') => break,
                 Some(b'\\') => {
                     if self.bytes[self.at..].starts_with(b"\\u0000") {
-                        return Err(self.refuse(
+                        self.refuse(
                             "holds the NUL character (\\u0000), which the service cannot store"
                                 .to_owned(),
-                        ));
+                        )?;
                     }
                     self.at += 2;
                 }
@@ -226,7 +284,7 @@ impl Scanner<'_> {
         };
         match representable(text) {
             Ok(()) => Ok(()),
-            Err(reason) => Err(self.refuse(reason)),
+            Err(reason) => self.refuse(reason),
         }
     }
 }
@@ -380,6 +438,72 @@ mod tests {
     fn text_that_is_not_json_is_left_to_the_parser() {
         for body in ["", "{", "{\"a\":}", "[1,", "nul", "\"abc"] {
             assert_eq!(check(body.as_bytes()), Ok(()), "{body}");
+        }
+    }
+
+    fn keeping_bodies(body: &str) -> Result<String, Unstorable> {
+        check_keeping_text(body.as_bytes(), &["request_body", "response_body"])
+            .map(|kept| String::from_utf8(kept.into_owned()).unwrap())
+    }
+
+    #[test]
+    fn a_member_kept_as_text_reaches_the_parser_as_the_text_it_was_sent_as() {
+        let sent = r#"{"service": "llm", "request_body": {"z": 1, "a": 123456789012345678901234567890,
+            "n": 1e400, "twice": 1, "twice": 2, "nul": "\u0000"}, "response_body": [1.50, -0]}"#;
+        let kept: serde_json::Value = serde_json::from_str(&keeping_bodies(sent).unwrap()).unwrap();
+        assert_eq!(
+            kept["request_body"],
+            r#"{"z": 1, "a": 123456789012345678901234567890,
+            "n": 1e400, "twice": 1, "twice": 2, "nul": "\u0000"}"#
+        );
+        assert_eq!(kept["response_body"], "[1.50, -0]");
+        assert_eq!(kept["service"], "llm");
+        // A string or null is read as it is; a batch keeps each record's bodies.
+        let sent =
+            r#"[{"request_body": "plain text", "response_body": null}, {"response_body": 7}]"#;
+        assert_eq!(
+            keeping_bodies(sent).unwrap(),
+            r#"[{"request_body": "plain text", "response_body": null}, {"response_body": "7"}]"#
+        );
+    }
+
+    #[test]
+    fn outside_the_members_kept_as_text_the_rules_hold() {
+        let found =
+            keeping_bodies(r#"{"duration_ms": 1e400, "request_body": {"a": 1}}"#).unwrap_err();
+        assert_eq!(found.path, "duration_ms");
+        let found =
+            keeping_bodies(r#"[{"response_body": 1}, {"service": "a\u0000"}]"#).unwrap_err();
+        assert_eq!(found.path, "[1].service");
+        // A string kept as text may hold a NUL: the text stored is redacted, which writes
+        // it as U+FFFD.
+        assert!(keeping_bodies(r#"{"request_body": "a\u0000"}"#).is_ok());
+        // Text that is not JSON is left to the parser, unchanged.
+        assert_eq!(
+            keeping_bodies(r#"{"request_body": {"#).unwrap(),
+            r#"{"request_body": {"#
+        );
+    }
+
+    proptest! {
+        /// Whatever JSON a member kept as text holds, the parser reads the exact text of it.
+        #[test]
+        fn a_member_kept_as_text_is_read_as_its_exact_text(
+            names in prop::collection::vec("[a-z]{1,4}", 0..4),
+            numbers in prop::collection::vec("-?(0|[1-9][0-9]{0,30})(\\.[0-9]{1,30})?([eE][+-]?[0-9]{1,4})?", 0..4),
+            spaced in any::<bool>(),
+        ) {
+            let space = if spaced { " \n " } else { "" };
+            let members: Vec<String> = names
+                .iter()
+                .zip(numbers.iter().cycle())
+                .map(|(name, number)| format!("\"{name}\":{space}{number}"))
+                .collect();
+            let text = format!("{{{space}{}{space}}}", members.join(","));
+            let body = format!(r#"{{"service":"s","response_body":{space}{text}{space}}}"#);
+            let kept: serde_json::Value =
+                serde_json::from_str(&keeping_bodies(&body).unwrap()).unwrap();
+            prop_assert_eq!(kept["response_body"].as_str(), Some(text.as_str()));
         }
     }
 

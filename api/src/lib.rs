@@ -20,7 +20,9 @@ pub mod routes;
 pub mod session;
 
 pub use error::{ApiError, Code, RequestContext, render_problems};
-pub use extract::{AppJson, AppPath, AppQuery, ConsistencyPosition};
+pub use extract::{
+    AppJson, AppJsonKeepingText, AppPath, AppQuery, ConsistencyPosition, TextMembers,
+};
 pub use permission::Permission;
 pub use principal::{Principal, Role};
 pub use redact::{

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use keyledger_api::request_log::record_append;
-use keyledger_api::{ApiError, AppJson, redact_body, redact_json, redact_text};
+use keyledger_api::{ApiError, AppJsonKeepingText, TextMembers, redact_body, redact_text};
 use keyledger_events::request::ApiRequestRecorded;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -85,10 +85,12 @@ struct Record {
     /// The other name of `at`.
     #[serde(default)]
     timestamp: Option<Timestamp>,
-    /// Kept redacted, cut to the configured length.
+    /// A string, or any JSON value kept as the text it was sent as (numbers are not held to
+    /// what a double carries); redacted, cut to the configured length.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     request_body: Option<Value>,
+    /// Like `request_body`.
     #[serde(default)]
     #[schema(value_type = Option<Object>)]
     response_body: Option<Value>,
@@ -181,15 +183,22 @@ fn text(field: &str, value: &str, max: usize) -> Result<String, String> {
     Ok(redact_text(value))
 }
 
+/// A record's bodies are stored as the text they are: one sent as JSON arrives here as the
+/// JSON string of its text, exactly as sent ([`RecordBodies`]), and is redacted as JSON.
 fn body(value: Option<Value>, limit: usize) -> Option<String> {
     match value? {
         Value::Null => None,
         Value::String(text) => Some(redact_body(text.as_bytes(), limit)),
-        mut other => {
-            redact_json(&mut other);
-            Some(redact_body(other.to_string().as_bytes(), limit))
-        }
+        other => Some(redact_body(other.to_string().as_bytes(), limit)),
     }
+}
+
+/// The members of a record that hold another service's bodies: kept as the text they were
+/// sent as, so a number no double carries or a member order is not lost or refused.
+pub struct RecordBodies;
+
+impl TextMembers for RecordBodies {
+    const NAMES: &'static [&'static str] = &["request_body", "response_body"];
 }
 
 fn parse(value: Value, now: DateTime<Utc>, limit: usize) -> Result<ApiRequestRecorded, String> {
@@ -266,7 +275,7 @@ fn parse(value: Value, now: DateTime<Utc>, limit: usize) -> Result<ApiRequestRec
 )]
 pub async fn handle(
     State(state): State<CommandState>,
-    AppJson(request): AppJson<IngestRequest>,
+    AppJsonKeepingText(request, _): AppJsonKeepingText<IngestRequest, RecordBodies>,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     let (values, batch) = match request {
         IngestRequest::Batch { records } => (records, true),

@@ -329,6 +329,52 @@ async fn a_refused_body_is_recorded_as_it_was_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_services_bodies_are_stored_as_it_sent_them_whatever_numbers_they_hold() {
+    let app = spawn_app().await;
+    // Bodies are what another service saw: a number no double carries, members in its own
+    // order, a NUL. The record is kept, with its bodies as sent (secrets redacted).
+    let sent = r#"{"service": "ledger", "path": "/v2/balance", "method": "GET", "status": 200,
+        "duration_ms": 3,
+        "request_body": "note\u0000end",
+        "response_body": {"zeta": 1, "balance": 123456789012345678901234567890.25,
+                          "rate": 1e400, "token": "tok-secret-1"}}"#;
+    let response = app
+        .http
+        .post(app.url("/v1/requests"))
+        .header("content-type", "application/json")
+        .body(sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+
+    let page = requests(&app, "service=ledger", 1).await;
+    let stored = &page.items[0];
+    assert_eq!(
+        stored.response_body.as_deref(),
+        Some(
+            r#"{"zeta":1,"balance":123456789012345678901234567890.25,"rate":1e400,"token":"[REDACTED]"}"#
+        )
+    );
+    assert_eq!(stored.request_body.as_deref(), Some("note\u{FFFD}end"));
+
+    // The record's own fields are still held to what the service can store.
+    let refused = r#"{"service": "ledger", "path": "/x", "method": "GET", "status": 200,
+        "duration_ms": 1e400}"#;
+    let response = app
+        .http
+        .post(app.url("/v1/requests"))
+        .header("content-type", "application/json")
+        .body(refused)
+        .send()
+        .await
+        .unwrap();
+    let refusal = problem(response, 422).await;
+    assert_eq!(refusal["code"], "VAL_UNREPRESENTABLE");
+    assert_eq!(refusal["field"], "duration_ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_valued_bodies_are_stored_as_redacted_json_text() {
     let app = spawn_app().await;
     let record = json!({
