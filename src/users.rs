@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use keyledger_api::Role;
-use keyledger_command::user::{CreateUserError, create_user, disable_user};
+use keyledger_command::user::{CreateUserError, create_user, disable_user, unless_last_admin};
 
 use crate::cli::{cli_metadata, with_store};
 use crate::config::DatabaseArgs;
@@ -103,13 +103,17 @@ pub async fn run(command: UsersCommand) -> anyhow::Result<()> {
                     .await?
                     .with_context(|| format!("no user has the email {email}"))?;
                 drop(client);
-                disable_user(
-                    store,
-                    pool,
-                    user.user_id,
-                    &cli_metadata(),
-                    chrono::Utc::now(),
-                )
+                // The last enabled admin stays, as over the API: create another admin first.
+                unless_last_admin(pool, user.user_id, async || {
+                    disable_user(
+                        store,
+                        pool,
+                        user.user_id,
+                        &cli_metadata(),
+                        chrono::Utc::now(),
+                    )
+                    .await
+                })
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot disable the user: {e}"))?;
                 println!("{} disabled", user.user_id);

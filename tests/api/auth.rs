@@ -367,6 +367,27 @@ async fn a_user_created_on_the_command_line_can_log_in_until_disabled_there() {
     .await;
     assert!(!short.status.success());
 
+    // The last enabled admin stays, on the command line as over the API.
+    let before = app.event_count().await;
+    let last = run(&["users", "disable", "--email", "boss@example.com"], "").await;
+    assert!(!last.status.success());
+    let said = String::from_utf8_lossy(&last.stderr);
+    assert!(said.contains("last enabled admin"), "{said}");
+    assert_eq!(app.event_count().await, before, "nothing written");
+    let second = run(
+        &[
+            "users",
+            "create",
+            "--email",
+            "second@example.com",
+            "--role",
+            "admin",
+        ],
+        &format!("{PASSWORD}\n"),
+    )
+    .await;
+    assert!(second.status.success());
+
     let disabled = run(&["users", "disable", "--email", "boss@example.com"], "").await;
     assert!(
         disabled.status.success(),

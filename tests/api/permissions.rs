@@ -69,8 +69,8 @@ enum Caller {
     License {
         own: bool,
     },
-    /// An API key whose scopes are the route's permission alone (`scoped`), or every
-    /// permission but that one.
+    /// An API key whose scopes are the route's permission alone (`scoped`; with `users:manage`,
+    /// also an auditor's), or every permission but that one.
     ApiKey {
         scoped: bool,
     },
@@ -412,12 +412,21 @@ async fn each_route_answers_each_caller_as_the_permission_table_says() {
         Caller::ApiKey { scoped: true },
         Caller::ApiKey { scoped: false },
     ]);
-    // For each permission, a key with it alone and a key with every other.
+    // For each permission, a key with it alone and a key with every other. A key that manages
+    // users also holds what an auditor holds: the users the calls act on are viewers made
+    // auditors, and a caller gives or changes only a role whose permissions it holds.
     let mut api_keys = std::collections::HashMap::new();
     for permission in Permission::ALL {
         let mut keys = Vec::new();
+        let alone = if permission == Permission::UsersManage {
+            let mut scopes = keyledger_api::permission::grants(Role::Auditor).to_vec();
+            scopes.push(permission);
+            scopes
+        } else {
+            vec![permission]
+        };
         for scopes in [
-            vec![permission],
+            alone,
             Permission::ALL
                 .into_iter()
                 .filter(|p| *p != permission)

@@ -333,6 +333,52 @@ async fn the_last_enabled_admin_can_be_neither_disabled_nor_demoted() {
 }
 
 #[tokio::test]
+async fn a_caller_gives_or_changes_only_a_role_whose_permissions_it_holds() {
+    let app = spawn_app().await;
+    let admin = app.users().create("admin@example.com", "admin").await;
+    let viewer = app.users().create("view@example.com", "viewer").await;
+    let key = app.api_keys().create("people", &["users:manage"]).await;
+    let people = app.as_bearer(&key.key).users();
+    let before = app.event_count().await;
+
+    // A key that manages users but holds nothing else can neither make an admin nor take one
+    // over (by setting their password, say).
+    let refusals = [
+        people
+            .try_create("evil@example.com", PASSWORD, "admin")
+            .await,
+        people
+            .try_create("v2@example.com", PASSWORD, "viewer")
+            .await,
+        people.try_change_role(viewer.id, "admin").await,
+        people.try_set_password(admin.id, NEW_PASSWORD).await,
+        people.try_disable(admin.id).await,
+        people.try_enable(admin.id).await,
+        people.try_revoke_tokens(admin.id).await,
+    ];
+    for refusal in refusals {
+        let problem = problem(refusal, 403).await;
+        assert_eq!(problem["code"], "AUTH_FORBIDDEN", "{problem}");
+    }
+    assert_eq!(app.event_count().await, before, "nothing written");
+    assert_eq!(login(&app, "evil@example.com", PASSWORD).await, 401);
+
+    // A key holding what a viewer holds makes and manages viewers, and no one above them.
+    let wider = app
+        .api_keys()
+        .create(
+            "viewers",
+            &["users:manage", "licenses:read", "sessions:read"],
+        )
+        .await;
+    let viewers = app.as_bearer(&wider.key).users();
+    viewers.create("v2@example.com", "viewer").await;
+    assert_eq!(viewers.try_disable(viewer.id).await.status(), 200);
+    let promote = viewers.try_change_role(viewer.id, "operator").await;
+    assert_eq!(problem(promote, 403).await["code"], "AUTH_FORBIDDEN");
+}
+
+#[tokio::test]
 async fn bad_bodies_are_refused_with_422_and_write_nothing() {
     let app = spawn_app().await;
     let users = app.users();

@@ -9,7 +9,7 @@ pub mod aggregate;
 pub mod password;
 pub mod routes;
 
-pub use routes::UserApi;
+pub use routes::{UserApi, unless_last_admin};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;

@@ -6,6 +6,10 @@
 //! passwords, and not even a hash of a body holding a password is stored. Each change is
 //! recorded with the caller as the events' actor.
 //!
+//! A caller gives only what it holds: creating a user with a role, giving a user a role, or
+//! changing a user who has one (their password, their standing, their logins) asks for every
+//! permission of that role (403 `AUTH_FORBIDDEN`), as giving an API key a scope does.
+//!
 //! The last enabled admin can be neither disabled nor demoted, by anyone (409
 //! `BIZ_LAST_ADMIN`): the checks and changes of admins take turns on an advisory lock, so two
 //! admins demoting each other at once cannot leave none.
@@ -14,6 +18,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use deadpool_postgres::GenericClient;
+use keyledger_api::permission::grants;
 use keyledger_api::{ApiError, AppJson, AppPath, Code, Principal, Role, Routes};
 
 use keyledger_projections::user::UserRow;
@@ -168,14 +173,46 @@ async fn current(state: &AuthState, user_id: Uuid) -> Result<UserRow, ApiError> 
         .ok_or_else(user_not_found)
 }
 
+/// A caller gives only what it holds: giving a user a role asks for every permission of that
+/// role, as giving an API key a scope asks for that permission. Otherwise an API key with
+/// `users:manage` alone could create an admin and sign in as them.
+fn holds_role(principal: &Principal, role: Role) -> Result<(), ApiError> {
+    match grants(role)
+        .iter()
+        .find(|permission| !principal.has(**permission))
+    {
+        Some(missing) => Err(ApiError::forbidden(format!(
+            "only a caller holding every permission of the role `{}` may give it or change a \
+             user who has it: the caller does not hold `{missing}`",
+            role.as_str()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The user `user_id`, when the caller may change them: it holds every permission of their
+/// role (setting an admin's password, say, would otherwise make the caller that admin).
+async fn changeable(
+    state: &AuthState,
+    principal: &Principal,
+    user_id: Uuid,
+) -> Result<UserRow, ApiError> {
+    let user = current(state, user_id).await?;
+    // A role the service does not know is treated as the one that grants the most.
+    holds_role(principal, Role::parse(&user.role).unwrap_or(Role::Admin))?;
+    Ok(user)
+}
+
 /// Runs `change`, which may leave `user_id` without the admin role or disabled, unless the
 /// user is the last enabled admin.
-async fn unless_last_admin<T>(
-    state: &AuthState,
+///
+/// Every change that may remove an admin goes through here, the API's and the command line's.
+pub async fn unless_last_admin<T>(
+    pool: &deadpool_postgres::Pool,
     user_id: Uuid,
     change: impl AsyncFnOnce() -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
-    let mut client = state.pool.get().await?;
+    let mut client = pool.get().await?;
     // Dropped unfinished (a cancelled request), the transaction rolls back and the lock goes.
     let transaction = client.transaction().await?;
     transaction
@@ -212,10 +249,12 @@ async fn unless_last_admin<T>(
 )]
 pub async fn create(
     State(state): State<AuthState>,
+    principal: Principal,
     RequestMetadata(metadata): RequestMetadata,
     AppJson(request): AppJson<CreateRequest>,
 ) -> Result<Response, ApiError> {
     let role = parse_role(&request.role)?;
+    holds_role(&principal, role)?;
     let email = Email::parse(&request.email).map_err(|e| ApiError::invalid_field("email", e))?;
     password::check_new(&request.password).map_err(|e| ApiError::invalid_field("password", e))?;
     let taken = {
@@ -299,18 +338,21 @@ pub async fn show(
 )]
 pub async fn change_role(
     State(state): State<AuthState>,
+    principal: Principal,
     RequestMetadata(metadata): RequestMetadata,
     AppPath(user_id): AppPath<Uuid>,
     AppJson(request): AppJson<RoleRequest>,
 ) -> Result<Response, ApiError> {
     let role = parse_role(&request.role)?;
+    holds_role(&principal, role)?;
+    changeable(&state, &principal, user_id).await?;
     let meta = metadata;
     let change =
         async || super::change_role(state.store.as_ref(), user_id, role, &meta, state.now()).await;
     if role == Role::Admin {
         change().await?;
     } else {
-        unless_last_admin(&state, user_id, change).await?;
+        unless_last_admin(&state.pool, user_id, change).await?;
     }
     Ok(axum::Json(current(&state, user_id).await?).into_response())
 }
@@ -331,10 +373,12 @@ pub async fn change_role(
 )]
 pub async fn set_password(
     State(state): State<AuthState>,
+    principal: Principal,
     RequestMetadata(metadata): RequestMetadata,
     AppPath(user_id): AppPath<Uuid>,
     AppJson(request): AppJson<PasswordRequest>,
 ) -> Result<Response, ApiError> {
+    changeable(&state, &principal, user_id).await?;
     super::change_password(
         state.store.as_ref(),
         &state.pool,
@@ -361,11 +405,13 @@ pub async fn set_password(
 )]
 pub async fn disable(
     State(state): State<AuthState>,
+    principal: Principal,
     RequestMetadata(metadata): RequestMetadata,
     AppPath(user_id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
+    changeable(&state, &principal, user_id).await?;
     let meta = metadata;
-    unless_last_admin(&state, user_id, async || {
+    unless_last_admin(&state.pool, user_id, async || {
         super::disable_user(
             state.store.as_ref(),
             &state.pool,
@@ -393,9 +439,11 @@ pub async fn disable(
 )]
 pub async fn enable(
     State(state): State<AuthState>,
+    principal: Principal,
     RequestMetadata(metadata): RequestMetadata,
     AppPath(user_id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
+    changeable(&state, &principal, user_id).await?;
     super::enable_user(state.store.as_ref(), user_id, &metadata, state.now()).await?;
     Ok(axum::Json(current(&state, user_id).await?).into_response())
 }
@@ -414,9 +462,11 @@ pub async fn enable(
 )]
 pub async fn revoke_tokens(
     State(state): State<AuthState>,
+    principal: Principal,
     RequestMetadata(metadata): RequestMetadata,
     AppPath(user_id): AppPath<Uuid>,
 ) -> Result<Response, ApiError> {
+    changeable(&state, &principal, user_id).await?;
     let revoked_logins = super::revoke_tokens(
         state.store.as_ref(),
         &state.pool,

@@ -289,6 +289,15 @@ impl Auth<'_> {
 pub struct ApiKeys<'a>(Api<'a>);
 
 impl ApiKeys<'_> {
+    pub async fn create(&self, name: &str, scopes: &[&str]) -> NewApiKey {
+        expect(
+            self.try_create(name, scopes).await,
+            201,
+            "creating an API key",
+        )
+        .await
+    }
+
     pub async fn try_create(&self, name: &str, scopes: &[&str]) -> Response {
         self.try_create_with(&json!({ "name": name, "scopes": scopes }))
             .await
