@@ -752,7 +752,7 @@ fn with_http_layers(
                 tracing::info_span!(
                     "http",
                     http.method = %request.method(),
-                    http.path = %request.uri().path(),
+                    http.path = %keyledger_api::redact_text(request.uri().path()),
                     request_id = %request_id,
                 )
             }),

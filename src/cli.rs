@@ -356,6 +356,9 @@ async fn export(
     use std::io::Write;
 
     anyhow::ensure!(after >= 0, "--after must be 0 or more");
+    if let Some(until) = until {
+        anyhow::ensure!(until >= after, "--until must not be before --after");
+    }
     let pool = prepared_pool(database).await?;
     let client = pool.get().await.context("Failed to connect")?;
     let until = match until {

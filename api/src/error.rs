@@ -344,8 +344,9 @@ impl IntoResponse for ApiError {
         );
         problem.insert("title".into(), self.code.title().into());
         problem.insert("status".into(), self.status.as_u16().into());
-        problem.insert("detail".into(), self.detail.clone().into());
-        problem.insert("instance".into(), context.path.into());
+        // A key or token sent in a path or a value is not echoed back, nor kept in a log.
+        problem.insert("detail".into(), crate::redact_text(&self.detail).into());
+        problem.insert("instance".into(), crate::redact_text(&context.path).into());
         problem.insert("code".into(), self.code.as_str().into());
         problem.insert("correlation_id".into(), context.request_id.into());
         for (name, value) in &self.members {

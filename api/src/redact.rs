@@ -134,6 +134,13 @@ pub fn is_secret_name(name: &str) -> bool {
 pub fn redact_json(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(members) => {
+            // A key used as a member's name is not kept either.
+            if members.keys().any(|name| redact_text(name) != *name) {
+                *members = std::mem::take(members)
+                    .into_iter()
+                    .map(|(name, member)| (redact_text(&name), member))
+                    .collect();
+            }
             for (name, member) in members.iter_mut() {
                 // A null stays null (in a merge patch it removes the member).
                 if is_secret_name(name) && !member.is_null() {
@@ -154,11 +161,78 @@ pub fn redact_json(value: &mut serde_json::Value) {
     }
 }
 
-/// Keys of both shapes in free text become their display prefix; a NUL character (which
-/// PostgreSQL's text cannot hold) becomes U+FFFD, like bytes that are not UTF-8.
+/// Keys of both shapes and tokens in free text become their display prefix; a NUL character
+/// (which PostgreSQL's text cannot hold) becomes U+FFFD, like bytes that are not UTF-8.
 pub fn redact_text(text: &str) -> String {
-    redact_legacy_keys(&redact_license_keys(text)).replace('\0', "\u{FFFD}")
+    redact_legacy_keys(&redact_tokens(&redact_license_keys(text))).replace('\0', "\u{FFFD}")
 }
+
+fn is_base64url(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// Refresh tokens (`klr_` and 43 base64url characters) and JWTs (`eyJ…` in three
+/// dot-separated base64url parts) in free text become their first characters and `…`.
+fn redact_tokens(text: &str) -> Cow<'_, str> {
+    if !text.contains(REFRESH_PREFIX) && !text.contains(JWT_START) {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let run = |from: usize| {
+        bytes[from..]
+            .iter()
+            .take_while(|b| is_base64url(**b))
+            .count()
+    };
+    // The end of the token starting at `i`, when one does.
+    let token_end = |i: usize| -> Option<usize> {
+        if i > 0 && is_base64url(bytes[i - 1]) {
+            return None;
+        }
+        let rest = &text[i..];
+        if rest.starts_with(REFRESH_PREFIX) {
+            let body = run(i + REFRESH_PREFIX.len());
+            return (body >= MIN_BODY).then_some(i + REFRESH_PREFIX.len() + body);
+        }
+        if rest.starts_with(JWT_START) {
+            let header = run(i);
+            let mut end = i + header;
+            for _ in 0..2 {
+                if bytes.get(end) != Some(&b'.') {
+                    return None;
+                }
+                end += 1 + run(end + 1);
+            }
+            return (header >= MIN_BODY).then_some(end);
+        }
+        None
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut changed = false;
+    while i < bytes.len() {
+        if let Some(end) = token_end(i) {
+            out.push_str(&text[i..i + KEY_PREFIX_LEN + KEPT]);
+            out.push('…');
+            i = end;
+            changed = true;
+            continue;
+        }
+        let ch = text[i..].chars().next().unwrap_or(' ');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Refresh tokens' prefix.
+const REFRESH_PREFIX: &str = "klr_";
+/// Every JWT starts so: the base64url of `{"`.
+const JWT_START: &str = "eyJ";
 
 /// A body as stored in the request log: redacted (as JSON when it parses), then cut to
 /// `limit` characters.
@@ -197,8 +271,8 @@ pub fn redact_json_as_sent(text: &str) -> Option<String> {
                 let string: String = serde_json::from_str(&text[i..end]).ok()?;
                 let colon = skip_space(end);
                 if bytes.get(colon) == Some(&b':') {
-                    // A member's name, kept as it is; its value follows.
-                    out.push_str(&serde_json::to_string(&string).ok()?);
+                    // A member's name (a key used as one is redacted); its value follows.
+                    out.push_str(&serde_json::to_string(&redact_text(&string)).ok()?);
                     out.push(':');
                     let start = skip_space(colon + 1);
                     let stop = value_end(text, start);
@@ -565,6 +639,38 @@ mod tests {
             redact_text(&text),
             format!("Bearer {}…", api_key.display_prefix())
         );
+    }
+
+    #[test]
+    fn refresh_tokens_and_jwts_in_text_become_their_first_characters() {
+        let refresh = format!("klr_{}", "Ab-_9".repeat(9));
+        let jwt = "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJlLWJ5dGVz";
+        let text = format!("retry with {refresh}, Bearer {jwt} failed");
+        assert_eq!(
+            redact_text(&text),
+            "retry with klr_Ab-_9Ab-…, Bearer eyJhbGciOiJF… failed"
+        );
+        // Short runs and a lone header are not tokens.
+        for plain in [
+            "klr_short",
+            "eyJhbGciOiJFZERTQSIsInR5cCI6IkpXVCJ9 alone",
+            "keyJ.a.b",
+        ] {
+            assert_eq!(redact_text(plain), plain);
+        }
+    }
+
+    #[test]
+    fn a_key_used_as_a_members_name_is_redacted() {
+        let key = "lic_4vJ9hGq2r7mXkP3sT8wYzA1bC5dE6fH7jK8mN9pQ";
+        let mut value = serde_json::json!({ key: 1, "ok": {key: [key]} });
+        redact_json(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({"lic_4vJ9hGq2…": 1, "ok": {"lic_4vJ9hGq2…": ["lic_4vJ9hGq2…"]}})
+        );
+        let body = format!(r#"{{"{key}": 1}}"#);
+        assert_eq!(redact_body(body.as_bytes(), 2000), r#"{"lic_4vJ9hGq2…":1}"#);
     }
 
     #[test]

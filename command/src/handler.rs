@@ -193,11 +193,22 @@ impl CommandRequest {
         let executed = self
             .execute::<A>(stream, stream_id, command, answer.clone())
             .await?;
-        let response = match shown {
-            Some(shown) => shown(&executed.outcome),
-            None => answer(&executed.state, &executed.events, &executed.outcome),
+        let (response, secret) = match shown {
+            Some(shown) => (shown(&executed.outcome), true),
+            None => (
+                answer(&executed.state, &executed.events, &executed.outcome),
+                false,
+            ),
         };
-        Ok(self.reply(&executed, response))
+        let mut reply = self.reply(&executed, response);
+        if secret {
+            // The answer shows a secret once: no cache may keep it.
+            reply.headers_mut().insert(
+                axum::http::header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+        }
+        Ok(reply)
     }
 
     /// Appends `events` to `stream_id` as they are (no aggregate decides on them) and replies

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use keyledger_api::ApiError;
+use keyledger_api::{ApiError, redact_text};
 
 const MAX_OWNER_CHARS: usize = 256;
 const MAX_ROLE_CHARS: usize = 64;
@@ -88,7 +88,7 @@ text_value!(
 impl Owner {
     pub fn parse(text: &str) -> Result<Owner, ApiError> {
         plain_text(text, MAX_OWNER_CHARS)
-            .map(|owner| Owner(owner.to_owned()))
+            .map(|owner| Owner(redact_text(owner)))
             .map_err(|problem| ApiError::invalid_field("owner", problem))
     }
 }
@@ -96,7 +96,7 @@ impl Owner {
 impl AgentRole {
     pub fn parse(text: &str) -> Result<AgentRole, ApiError> {
         plain_text(text, MAX_ROLE_CHARS)
-            .map(|role| AgentRole(role.to_owned()))
+            .map(|role| AgentRole(redact_text(role)))
             .map_err(|_| {
                 ApiError::invalid_field(
                     "agent_role",
@@ -122,7 +122,7 @@ impl InstallationId {
                 "must be 1 to 128 visible ASCII characters",
             ));
         }
-        Ok(InstallationId(text.to_owned()))
+        Ok(InstallationId(redact_text(text)))
     }
 }
 
@@ -141,7 +141,7 @@ impl Reason {
         if text.chars().count() > MAX_REASON_CHARS {
             return Err(Reason::refused());
         }
-        Ok(Some(Reason(text.to_owned())))
+        Ok(Some(Reason(redact_text(text))))
     }
 
     fn refused() -> ApiError {

@@ -153,6 +153,20 @@ async fn the_cli_exports_the_log_and_verifies_the_file_without_a_database() {
     assert!(output.status.success(), "{output:?}");
     let text = std::fs::read_to_string(&file).unwrap();
     let last = check(&text, None).head.unwrap().position;
+    // A range that ends before it starts is refused, as over HTTP.
+    let backwards = Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        .args(["export", "--out", file_arg, "--after", "4", "--until", "2"])
+        .env("DATABASE_URL", &app.database.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!backwards.status.success());
+    assert!(String::from_utf8_lossy(&backwards.stderr).contains("--until must not be before"));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        text,
+        "the file is untouched"
+    );
     assert_eq!(
         text,
         export(&app, &format!("?until={last}")).await,

@@ -10,6 +10,14 @@ use crate::helpers::{Issued, NewLicense, problem, query, spawn_app, spawn_app_wi
 async fn an_issued_license_validates_and_its_view_never_shows_the_key() {
     let app = spawn_app().await;
 
+    // The answer that shows the key is never cached.
+    let response = app
+        .licenses()
+        .try_issue(&NewLicense::new("acme", "pro"))
+        .await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+
     let issued = app.issue_license().await;
     let key = issued.key.as_str();
     assert!(key.starts_with("lic_"));

@@ -151,6 +151,20 @@ async fn renewing_an_expired_license_makes_it_valid_again() {
 
     let bad = licenses.try_renew(id, 0).await;
     assert_eq!(problem(bad, 422).await["code"], "VAL_INVALID_FIELD");
+
+    // Renewals add up to 100 years from now at the most: the end stays a date clients parse.
+    let before = app.event_count().await;
+    let too_far = licenses.try_renew(id, 36_500).await;
+    let refusal = problem(too_far, 422).await;
+    assert_eq!(refusal["code"], "VAL_INVALID_FIELD");
+    assert!(
+        refusal["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("valid_days: "),
+        "{refusal}"
+    );
+    assert_eq!(app.event_count().await, before, "nothing written");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

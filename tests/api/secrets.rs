@@ -93,10 +93,36 @@ async fn the_raw_key_appears_nowhere_after_issuance() {
             .unwrap();
         assert_eq!(mistaken.status(), 422);
         responses.push(mistaken.text().await.unwrap());
+        // The key pasted into free text the service keeps, used as a member's name, or sent
+        // in a path.
+        let pasted = http
+            .post(url("/v1/licenses/validate"))
+            .json(&json!({"key": key, "feature": key, "installation_id": key,
+                          "metadata": {key.as_str(): 1, "note": format!("see {key}")}}))
+            .send()
+            .await
+            .unwrap();
+        responses.push(pasted.text().await.unwrap());
+        let in_path = http
+            .post(url(&format!("/v1/licenses/{key}/suspend")))
+            .json(&json!({"reason": format!("leaked as {key}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(in_path.status(), 400);
+        responses.push(in_path.text().await.unwrap());
+        let as_owner = http
+            .post(url("/v1/licenses"))
+            .json(&json!({"owner": key, "tier": "pro", "entitlements": [key]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(as_owner.status(), 201);
+        responses.push(as_owner.text().await.unwrap());
         if n == 0 {
             let revoked = http
                 .post(url(&format!("/v1/licenses/{id}/revoke")))
-                .json(&json!({"reason": "test"}))
+                .json(&json!({"reason": format!("test {key}")}))
                 .send()
                 .await
                 .unwrap();

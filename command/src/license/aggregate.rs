@@ -127,7 +127,12 @@ pub enum LicenseError {
     },
     /// Past its end: nothing more to certify.
     Expired,
+    /// A renewal would end the license more than [`MAX_TERM_DAYS`] from now.
+    EndTooFar,
 }
+
+/// The furthest a license's end may lie ahead: 100 years, as when it is issued.
+pub const MAX_TERM_DAYS: u32 = 36_500;
 
 impl LicenseState {
     /// The installation limit: the license's own, or its tier's.
@@ -345,11 +350,15 @@ impl LicenseState {
             return Err(LicenseError::Perpetual);
         };
         let from = expires_at.max(at);
+        let until = from + Duration::days(i64::from(valid_days));
+        if until > at + Duration::days(i64::from(MAX_TERM_DAYS)) {
+            return Err(LicenseError::EndTooFar);
+        }
         Ok(vec![LicenseEvent::LicenseRenewed(LicenseRenewed {
             license_id: self.license_id,
             valid_days,
             previous_expires_at: expires_at,
-            expires_at: from + Duration::days(i64::from(valid_days)),
+            expires_at: until,
             at,
         })])
     }
@@ -893,6 +902,17 @@ mod tests {
         License::given([])
             .when(issue_with(Tier::Free, None))
             .then([issued_as(Tier::Free, None)]);
+    }
+
+    #[test]
+    fn a_renewal_never_ends_a_license_more_than_100_years_ahead() {
+        // Issued at 0 for 365 days: renewed at 10, it may reach day 10 + 36500, no further.
+        License::given([issued()])
+            .when(renew(36_500 - 355, 10))
+            .then([renewed(36_500 - 355, 365, 36_510, 10)]);
+        License::given([issued()])
+            .when(renew(36_500 - 354, 10))
+            .then_error(LicenseError::EndTooFar);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson, AppPath, Code};
+use keyledger_api::{ApiError, AppJson, AppPath, Code, redact_text};
 use keyledger_events::license::{
     DeactivationReason, HeartbeatEvent, InstallationHeartbeat, heartbeat_stream, license_stream,
 };
@@ -108,7 +108,7 @@ pub async fn activate(
                 "must be 1 to 255 characters",
             ));
         }
-        other => other,
+        other => other.map(|h| redact_text(&h)),
     };
     let metadata = parse_metadata(body.metadata)?;
     let command = LicenseCommand::Activate {

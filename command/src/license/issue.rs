@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson};
+use keyledger_api::{ApiError, AppJson, redact_text};
 use keyledger_events::license::{LicenseStatus, Tier, license_stream};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -68,6 +68,7 @@ pub fn parse_entitlements(names: Option<Vec<String>>) -> Result<Vec<String>, Api
                 "each name must be 1 to 128 characters without control characters",
             ));
         }
+        let name = redact_text(&name);
         if !out.contains(&name) {
             out.push(name);
         }
@@ -174,7 +175,7 @@ fn dated_expiry(request: &IssueRequest, now: DateTime<Utc>) -> Result<DateTime<U
     params(IdempotencyKeyHeader),
     request_body = IssueRequest,
     responses(
-        (status = 201, description = "The license, with its key.", body = IssueResponse),
+        (status = 201, description = "The license, with its key (never cached).", body = IssueResponse, headers(("Cache-Control" = String, description = "`no-store`"))),
         (status = 409, description = "`BIZ_LICENSE_EXISTS`: a license with this id exists."),
         (status = 422, description = "`BIZ_PERPETUAL_NOT_ALLOWED`: the tier's policy does not allow perpetual licenses."),
     ),

@@ -153,6 +153,7 @@ pub struct RenewRequest {
         (status = 200, description = "The license's standing.", body = LicenseStatusResponse),
         (status = 404, description = "`RES_LICENSE_NOT_FOUND`: no license has this id."),
         (status = 409, description = "`BIZ_LICENSE_REVOKED`: the license is revoked, which is final; `BIZ_LICENSE_PERPETUAL`: a perpetual license has no end to extend; `BIZ_CONCURRENCY_CONFLICT`: the license kept changing while the command ran; retry it."),
+        (status = 422, description = "`VAL_INVALID_FIELD`: `valid_days` is not 1 to 36500, or would end the license more than 36500 days from now."),
     ),
 )]
 pub async fn renew(

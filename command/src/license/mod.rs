@@ -68,6 +68,13 @@ impl From<CommandError<LicenseError>> for ApiError {
                 ),
             )
             .with_member("tier", tier.as_str()),
+            CommandError::Domain(LicenseError::EndTooFar) => ApiError::invalid_field(
+                "valid_days",
+                format!(
+                    "the license would end more than {} days from now",
+                    aggregate::MAX_TERM_DAYS
+                ),
+            ),
             CommandError::Domain(LicenseError::Expired) => ApiError::conflict(
                 Code::BizLicenseExpired,
                 "the license has expired; renew it first",

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use keyledger_api::openapi::IdempotencyKeyHeader;
-use keyledger_api::{ApiError, AppJson};
+use keyledger_api::{ApiError, AppJson, redact_text};
 use keyledger_events::license::{
     LicenseStatus, LicenseValidated, Tier, UsageEvent, ValidationCode, usage_stream,
 };
@@ -176,7 +176,8 @@ pub async fn handle(
                 format!("must be 1 to {MAX_FEATURE_CHARS} characters"),
             ));
         }
-        other => other,
+        // A key pasted here is not kept: the feature is recorded in the usage event.
+        other => other.map(|f| redact_text(&f)),
     };
     let installation_id = request
         .installation_id

@@ -98,7 +98,7 @@ pub async fn handle(
     };
     let page_number = params.page.unwrap_or(1);
     if !(1..=1_000_000).contains(&page_number) {
-        return Err(ApiError::invalid_parameter("page", "must be 1 or more"));
+        return Err(ApiError::invalid_parameter("page", "must be 1 to 1000000"));
     }
     let page_size = params.page_size.unwrap_or(20);
     if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
