@@ -131,3 +131,28 @@ async fn a_rebuilt_projection_keeps_the_names_of_its_indexes_and_constraints() {
     replay(&app);
     assert_eq!(index_and_constraint_names(&app).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_status_names_inline_projections_and_the_lag_of_the_others() {
+    let app = spawn_app().await;
+    let issued = app.issue_license().await;
+    app.validate(&issued.key).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_keyledger"))
+        .args(["projections", "status"])
+        .env("DATABASE_URL", &app.database.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    let line = |name: &str| {
+        printed
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {printed}"))
+            .to_owned()
+    };
+    // Applied with every append: never behind, whatever its checkpoint says.
+    assert!(line("license_validation").contains("inline"), "{printed}");
+    assert!(line("licenses").contains(" lag "), "{printed}");
+}
