@@ -22,26 +22,35 @@ pub fn redact_license_keys(text: &str) -> Cow<'_, str> {
         return Cow::Borrowed(text);
     }
     let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    let mut changed = false;
-    while i < bytes.len() {
-        if KEY_PREFIXES
+    shorten_tokens(text, |i| {
+        if !KEY_PREFIXES
             .iter()
             .any(|prefix| text[i..].starts_with(prefix))
         {
-            let body_start = i + KEY_PREFIX_LEN;
-            let body_len = bytes[body_start..]
-                .iter()
-                .take_while(|b| is_base58(**b))
-                .count();
-            if body_len >= MIN_BODY {
-                out.push_str(&text[i..body_start + KEPT]);
-                out.push('…');
-                i = body_start + body_len;
-                changed = true;
-                continue;
-            }
+            return None;
+        }
+        let body_start = i + KEY_PREFIX_LEN;
+        let body_len = bytes[body_start..]
+            .iter()
+            .take_while(|b| is_base58(**b))
+            .count();
+        (body_len >= MIN_BODY).then_some(body_start + body_len)
+    })
+}
+
+/// `text` with each token `token_end` finds (it gives the end of the token starting at a
+/// byte, if one does) cut to its first characters (`KEY_PREFIX_LEN + KEPT`) and `…`.
+fn shorten_tokens(text: &str, token_end: impl Fn(usize) -> Option<usize>) -> Cow<'_, str> {
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut changed = false;
+    while i < text.len() {
+        if let Some(end) = token_end(i) {
+            out.push_str(&text[i..i + KEY_PREFIX_LEN + KEPT]);
+            out.push('…');
+            i = end;
+            changed = true;
+            continue;
         }
         let ch = text[i..].chars().next().unwrap_or(' ');
         out.push(ch);
@@ -207,26 +216,7 @@ fn redact_tokens(text: &str) -> Cow<'_, str> {
         }
         None
     };
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    let mut changed = false;
-    while i < bytes.len() {
-        if let Some(end) = token_end(i) {
-            out.push_str(&text[i..i + KEY_PREFIX_LEN + KEPT]);
-            out.push('…');
-            i = end;
-            changed = true;
-            continue;
-        }
-        let ch = text[i..].chars().next().unwrap_or(' ');
-        out.push(ch);
-        i += ch.len_utf8();
-    }
-    if changed {
-        Cow::Owned(out)
-    } else {
-        Cow::Borrowed(text)
-    }
+    shorten_tokens(text, token_end)
 }
 
 /// Refresh tokens' prefix.
