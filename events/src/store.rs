@@ -375,16 +375,29 @@ impl Envelope<JsonText> {
     /// The event with its JSON parsed, or why it does not parse (only a row written around
     /// the service can fail: everything the service writes parses back exactly).
     pub fn parse(self) -> Result<Envelope, UnreadableEvent> {
-        let (position, event_id) = (self.position, self.event_id);
-        let event_type = self.event_type.clone();
-        self.try_map_json(|JsonText(text), name| {
-            serde_json::from_str(&text).map_err(|e| UnreadableEvent {
-                position,
-                event_id,
-                event_type: event_type.clone(),
+        // Parsed before the envelope is taken apart, so that only a failure copies its type.
+        let parse = |JsonText(text): &JsonText, name: &str| {
+            serde_json::from_str::<serde_json::Value>(text).map_err(|e| UnreadableEvent {
+                position: self.position,
+                event_id: self.event_id,
+                event_type: self.event_type.clone(),
                 reason: format!("its {name} is not JSON the service can parse: {e}"),
             })
-        })
+        };
+        let mut data = Some(parse(&self.data, "data")?);
+        let mut metadata = Some(parse(&self.metadata, "metadata")?);
+        let parsed = self.try_map_json(|_, name| {
+            let value = if name == "data" {
+                &mut data
+            } else {
+                &mut metadata
+            };
+            Ok::<_, std::convert::Infallible>(value.take().unwrap_or_default())
+        });
+        match parsed {
+            Ok(envelope) => Ok(envelope),
+            Err(never) => match never {},
+        }
     }
 }
 
